@@ -1,0 +1,150 @@
+//! Command-line flags (CONTRACT §1). `main.rs` parses them; the subcommands take their struct.
+
+use crate::keyring::Algorithm;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tokenmint",
+    version,
+    about = "Mints vendor-style API tokens into Kubernetes Secrets and keeps them fresh"
+)]
+pub struct Cli {
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TOKENMINT_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the Kubernetes controller: mint tokens into Secrets and rotate them before expiry.
+    Operator(OperatorArgs),
+    /// Serve the vendors' REST routes (the sidecar), from the cluster or from manifests.
+    Serve(ServeArgs),
+    /// Print the three CustomResourceDefinitions as YAML (the source of crds/).
+    Crd(CrdArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CrdArgs {
+    /// Instead of printing, write one `<plural>.yaml` per CRD into DIR (repeatable), e.g.
+    /// `--output-dir crds --output-dir charts/tokenmint/crds`.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Vec<PathBuf>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Flags shared by `operator` and `serve`.
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Algorithm of newly created signing keys.
+    #[arg(long, default_value = "HS256", value_parser = parse_algorithm)]
+    pub algorithm: Algorithm,
+    /// The `iss` claim of every token.
+    #[arg(long, default_value = "tokenmint")]
+    pub issuer: String,
+    /// Namespace of the keyring Secret and the leader Lease. Default: $POD_NAMESPACE, else
+    /// tokenmint-system.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tokenmint-system")]
+    pub namespace: String,
+    /// Namespace to watch; repeatable. Default: all namespaces.
+    #[arg(long = "watch-namespace", value_name = "NS")]
+    pub watch_namespaces: Vec<String>,
+    /// Name of the keyring Secret in --namespace.
+    #[arg(long, default_value = "tokenmint-keyring")]
+    pub keyring_secret: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct OperatorArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub admin_listen: SocketAddr,
+    /// Name of the leader-election Lease in --namespace.
+    #[arg(long, default_value = "tokenmint-leader")]
+    pub lease_name: String,
+    /// Identity of this replica in the Lease. Default: $POD_NAME, else the host name.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// REST listen address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Serve without a cluster: read ServiceKeys, their key Secrets and optionally a keyring
+    /// Secret from the YAML manifests in DIR.
+    #[arg(long, value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+}
+
+fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
+    s.parse()
+        .map_err(|e: crate::keyring::KeyringError| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_defaults() {
+        let cli = Cli::try_parse_from(["tokenmint", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(args.common.algorithm, Algorithm::HS256);
+        assert_eq!(args.common.issuer, "tokenmint");
+        assert!(args.common.watch_namespaces.is_empty());
+        assert_eq!(cli.log_format, LogFormat::Text);
+        let cli = Cli::try_parse_from(["tokenmint", "operator"]).unwrap();
+        let Command::Operator(args) = cli.command else {
+            panic!("not operator")
+        };
+        assert_eq!(args.admin_listen.to_string(), "127.0.0.1:8081");
+    }
+
+    #[test]
+    fn flags_parse_and_bad_values_are_refused() {
+        let cli = Cli::try_parse_from([
+            "tokenmint",
+            "operator",
+            "--algorithm",
+            "EdDSA",
+            "--watch-namespace",
+            "a",
+            "--watch-namespace",
+            "b",
+            "--log-format",
+            "json",
+            "--issuer",
+            "me",
+        ])
+        .unwrap();
+        let Command::Operator(args) = cli.command else {
+            panic!("not operator")
+        };
+        assert_eq!(args.common.algorithm, Algorithm::EdDSA);
+        assert_eq!(args.common.watch_namespaces, ["a", "b"]);
+        assert_eq!(args.common.issuer, "me");
+        assert_eq!(cli.log_format, LogFormat::Json);
+        let err = Cli::try_parse_from(["tokenmint", "serve", "--algorithm", "none"]).unwrap_err();
+        assert!(err.to_string().contains("unknown algorithm"), "{err}");
+        assert!(Cli::try_parse_from(["tokenmint", "serve", "--listen", "nowhere"]).is_err());
+    }
+}

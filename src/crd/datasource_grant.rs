@@ -1,0 +1,87 @@
+use super::{DNS_SUBDOMAIN_PATTERN, DURATION_PATTERN, ServiceKeyRef, TokenStatus};
+use crate::token::duration::{self, DurationError};
+use kube::{CustomResource, KubeSchema, ResourceExt};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Lower and upper bound of a data source token's lifetime, in seconds (the vendor's 12 hours).
+pub const MIN_EXPIRATION: i64 = 60;
+pub const MAX_EXPIRATION: i64 = 43_200;
+pub const DEFAULT_EXPIRATION: i64 = 3_600;
+
+/// A read token for one data source, issued to the principal of a ServiceKey and kept fresh in
+/// a Secret owned by this resource.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "tokenmint.dev",
+    version = "v1alpha1",
+    kind = "DatasourceGrant",
+    doc = "A data source read token, minted into a Secret and rotated before expiry.",
+    namespaced,
+    status = "TokenStatus",
+    shortname = "dsg",
+    category = "tokenmint",
+    printcolumn = r#"{"name":"Data Source","type":"string","jsonPath":".spec.dataSource"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
+    printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.secretName","priority":1}"#,
+    printcolumn = r#"{"name":"Expires","type":"string","format":"date-time","jsonPath":".status.expiresAt"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.renewBefore) || duration(self.renewBefore).getSeconds() < (has(self.expiration) ? self.expiration : 3600)").message("renewBefore must be shorter than expiration"))]
+pub struct DatasourceGrantSpec {
+    /// The ServiceKey (same namespace) whose principal the token is registered against.
+    pub service_key_ref: ServiceKeyRef,
+    /// Name of the data source to grant read access to; must be listed in the ServiceKey's
+    /// dataSources (or the ServiceKey allows "*"), else Ready=False with reason Forbidden.
+    #[schemars(length(min = 1, max = 253))]
+    pub data_source: String,
+    /// The end user's id in the client's application (the `app_uuid` claim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub app_uuid: Option<String>,
+    /// SQL boolean expression ANDed into the queries generated for this token, e.g.
+    /// `USER_id = 123`. One expression only: statements, ';', comments and sub-queries are
+    /// rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    #[x_kube(validation = Rule::new("!self.contains(';')").message("filter must be a single SQL boolean expression: ';' is not allowed"))]
+    #[x_kube(validation = Rule::new("!self.contains('--') && !self.contains('/*')").message("filter must not contain SQL comments ('--' or '/*')"))]
+    #[x_kube(validation = Rule::new("!self.matches('(?i)\\\\bselect\\\\b')").message("filter must not contain sub-queries (SELECT)"))]
+    pub filter: Option<String>,
+    /// Lifetime of each token in seconds, 60 to 43200 (12 hours). Default 3600.
+    #[serde(default = "default_expiration")]
+    #[schemars(range(min = MIN_EXPIRATION, max = MAX_EXPIRATION))]
+    pub expiration: i64,
+    /// Secret that receives the token (keys `token` and `expires-at`). Default `<name>-token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub secret_name: Option<String>,
+    /// How long before expiry the token is replaced, as a duration (e.g. `20m`). Default one
+    /// third of the lifetime. Must be at least 1s and shorter than the lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new("duration(self).getSeconds() >= 1").message("renewBefore must be at least 1s"))]
+    pub renew_before: Option<String>,
+}
+
+fn default_expiration() -> i64 {
+    DEFAULT_EXPIRATION
+}
+
+impl DatasourceGrant {
+    /// The Secret holding the token: `spec.secretName`, default `<name>-token`.
+    pub fn token_secret_name(&self) -> String {
+        super::secret_name_or(&self.spec.secret_name, &self.name_any(), "-token")
+    }
+}
+
+impl DatasourceGrantSpec {
+    pub fn renew_before(&self) -> Result<Option<Duration>, DurationError> {
+        self.renew_before
+            .as_deref()
+            .map(duration::parse)
+            .transpose()
+    }
+}

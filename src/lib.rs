@@ -1,0 +1,17 @@
+//! tokenmint: mints vendor-style API tokens (JWTs) into Kubernetes Secrets and keeps them fresh.
+//!
+//! Module map:
+//! - [`crd`]: the three custom resources and their status types (what users write).
+//! - [`token`]: pure token logic: claim layouts, durations, renewal arithmetic, filter validation.
+//! - [`keyring`]: signing keys, JWT signing/verification and the JWKS.
+
+pub mod cli;
+pub mod crd;
+pub mod keyring;
+pub mod operator;
+pub mod serve;
+pub mod telemetry;
+pub mod token;
+
+/// The error of a subcommand: printed to the user and turned into a non-zero exit code.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,0 +1,369 @@
+//! Claim sets of every token kind, in the layouts of the vendors' documents.
+//!
+//! Field order follows the vendors' example tokens; `iss` is appended to each (it is configurable
+//! and every tokenmint token carries it). Times are Unix seconds.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// `type` claim of user access and data source tokens.
+pub const ACCESS_TYPE: &str = "access";
+/// `type` claim of embed guest tokens.
+pub const GUEST_TYPE: &str = "guest";
+/// `type` claim of session tokens.
+pub const SESSION_TYPE: &str = "session";
+/// Role granted by a data source token.
+pub const DATA_SOURCE_VIEWER: &str = "dataSourceViewer";
+
+/// A user or organisation id: a JSON number when it is all digits (as in the vendor tokens,
+/// `"id": 1`), else a string.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Id {
+    Number(u64),
+    Text(String),
+}
+
+impl From<&str> for Id {
+    fn from(id: &str) -> Self {
+        // Leading zeros would not survive a round trip through a number.
+        match id.parse::<u64>() {
+            Ok(n) if n.to_string() == id => Id::Number(n),
+            _ => Id::Text(id.to_owned()),
+        }
+    }
+}
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Id::Number(n) => write!(f, "{n}"),
+            Id::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// The registered-claim header shared by access, data source, guest and session tokens.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Registered {
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: String,
+    /// Absent only on guest tokens requested without an expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+}
+
+impl Registered {
+    /// Claims for a token issued at `now` (Unix seconds) living `lifetime_secs`, with a fresh
+    /// random `jti`.
+    pub fn new(now: i64, lifetime_secs: Option<i64>) -> Self {
+        Registered {
+            iat: now,
+            nbf: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            exp: lifetime_secs.map(|l| now.saturating_add(l)),
+        }
+    }
+}
+
+/// Nibi user access token (`get_access_token`): `identity {id}`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct AccessClaims {
+    #[serde(flatten)]
+    pub registered: Registered,
+    pub identity: AccessIdentity,
+    pub fresh: bool,
+    #[serde(rename = "type")]
+    pub token_type: String,
+    pub iss: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct AccessIdentity {
+    pub id: Id,
+}
+
+/// Nibi data source read token (`get_datasource_token`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct DatasourceClaims {
+    #[serde(flatten)]
+    pub registered: Registered,
+    pub identity: DatasourceIdentity,
+    pub fresh: bool,
+    #[serde(rename = "type")]
+    pub token_type: String,
+    pub iss: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct DatasourceIdentity {
+    pub id: Id,
+    pub orgs: Vec<Id>,
+    pub source_role: SourceRole,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SourceRole {
+    pub ds: String,
+    pub role: String,
+}
+
+/// DataBrain embed guest token (`guest-token/create`). The vendor does not publish its claims;
+/// the request fields are kept under their request names so a consumer reads them alike.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GuestClaims {
+    #[serde(flatten)]
+    pub registered: Registered,
+    pub workspace_name: String,
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datasource_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub params: Map<String, Value>,
+    /// The principal of the ServiceKey the token was issued with.
+    pub sub: Id,
+    #[serde(rename = "type")]
+    pub token_type: String,
+    pub iss: String,
+}
+
+/// Nexla session token (`/token`, `/token/refresh`): enough of the principal to answer a
+/// refresh without the ServiceKey at hand, and the key it came from so a revoked key stops
+/// refreshes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SessionClaims {
+    #[serde(flatten)]
+    pub registered: Registered,
+    pub sub: Id,
+    pub email: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<SessionOrg>,
+    /// `namespace/name` of the ServiceKey that issued the session.
+    pub service_key: String,
+    #[serde(rename = "type")]
+    pub token_type: String,
+    pub iss: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SessionOrg {
+    pub id: Id,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Datasentinel user-token (`/ds-api/user-token`): `exp iat database email user`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct UserTokenClaims {
+    pub exp: i64,
+    pub iat: i64,
+    /// The organisation name.
+    pub database: String,
+    pub email: String,
+    pub user: String,
+    pub iss: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use serde_json::json;
+
+    /// The payload (second segment) of a seed token, as JSON.
+    fn payload(token: &str) -> Value {
+        let segment = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(segment).unwrap()).unwrap()
+    }
+
+    /// Keys of a JSON object in document order.
+    fn keys(v: &Value) -> Vec<&str> {
+        v.as_object().unwrap().keys().map(String::as_str).collect()
+    }
+
+    // Example tokens from the vendor documents (seeds 000, 001, 004).
+    const SEED_DATASOURCE: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJpYXQiOjE1NDA4MDIwMjMsIm5iZiI6MTU0MDgwMjAyMywianRpIjoiZmYwNzJlZTktMjVlZi00OGI0LWI4NzQtOWNlZGU0OGYyMWE3IiwiZXhwIjoxNTQwODAyMDQzLCJpZGVudGl0eSI6eyJpZCI6MSwib3JncyI6WzFdLCJzb3VyY2Vfcm9sZSI6eyJkcyI6IkRhdGFfM19FIiwicm9sZSI6ImRhdGFTb3VyY2VWaWV3ZXIifSwiYXBwX3V1aWQiOiIxMjMifSwiZnJlc2giOmZhbHNlLCJ0eXBlIjoiYWNjZXNzIn0.dYm994kqCZBhWvu-2YSycFfNusM7fNutM9pg_8rX_Ps";
+    const SEED_ACCESS: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJpYXQiOjE1Mzc5NzU4NTksIm5iZiI6MTUzNzk3NTg1OSwianRpIjoiMThjZDVjZjQtYzI5Ni00ODZkLTg1MDctMjJiMDUwODNiMzc2IiwiZXhwIjoxNTM4MDYyMjU5LCJpZGVudGl0eSI6eyJpZCI6MX0sImZyZXNoIjpmYWxzZSwidHlwZSI6ImFjY2VzcyJ9.VKebjV3NrFp";
+    const SEED_USER_TOKEN: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJleHAiOjE1ODAyMTYyMjQsImlhdCI6MTU4MDEyOTgxOSwiZGF0YWJhc2UiOiJNYWluIE9yZy4iLCJlbWFpbCI6InRlc3RAZGF0YXNlbnRpbmVsLmlvIiwidXNlciI6InRlc3QifQ.JMDvq2JPcqz9M0_it_0UtP9y79dClVwx9pDEzCl9HTk";
+
+    /// Our serialisation of the seed's own values, minus `iss`, must equal the seed payload
+    /// key for key and in the same order.
+    fn without_iss(mut v: Value) -> Value {
+        v.as_object_mut().unwrap().shift_remove("iss");
+        v
+    }
+
+    #[test]
+    fn access_token_matches_seed_layout() {
+        let seed = payload(SEED_ACCESS);
+        let ours = AccessClaims {
+            registered: Registered {
+                iat: 1_537_975_859,
+                nbf: 1_537_975_859,
+                jti: "18cd5cf4-c296-486d-8507-22b05083b376".into(),
+                exp: Some(1_538_062_259),
+            },
+            identity: AccessIdentity { id: Id::from("1") },
+            fresh: false,
+            token_type: ACCESS_TYPE.into(),
+            iss: "tokenmint".into(),
+        };
+        let ours = serde_json::to_value(&ours).unwrap();
+        assert_eq!(keys(&ours).last(), Some(&"iss"));
+        let ours = without_iss(ours);
+        assert_eq!(ours, seed);
+        assert_eq!(keys(&ours), keys(&seed));
+        // 24 hours, as the vendor documents.
+        assert_eq!(
+            seed["exp"].as_i64().unwrap() - seed["iat"].as_i64().unwrap(),
+            86_400
+        );
+        // And the seed decodes into our type.
+        let mut with_iss = seed.clone();
+        with_iss["iss"] = json!("x");
+        let back: AccessClaims = serde_json::from_value(with_iss).unwrap();
+        assert_eq!(back.identity.id, Id::Number(1));
+        assert_eq!(back.registered.exp, Some(1_538_062_259));
+    }
+
+    #[test]
+    fn datasource_token_matches_seed_layout() {
+        let seed = payload(SEED_DATASOURCE);
+        let ours = DatasourceClaims {
+            registered: Registered {
+                iat: 1_540_802_023,
+                nbf: 1_540_802_023,
+                jti: "ff072ee9-25ef-48b4-b874-9cede48f21a7".into(),
+                exp: Some(1_540_802_043),
+            },
+            identity: DatasourceIdentity {
+                id: Id::from("1"),
+                orgs: vec![Id::from("1")],
+                source_role: SourceRole {
+                    ds: "Data_3_E".into(),
+                    role: DATA_SOURCE_VIEWER.into(),
+                },
+                app_uuid: Some("123".into()),
+                filter: None,
+            },
+            fresh: false,
+            token_type: ACCESS_TYPE.into(),
+            iss: "tokenmint".into(),
+        };
+        let ours = without_iss(serde_json::to_value(&ours).unwrap());
+        assert_eq!(ours, seed);
+        assert_eq!(keys(&ours), keys(&seed));
+        assert_eq!(keys(&ours["identity"]), keys(&seed["identity"]));
+    }
+
+    #[test]
+    fn datasource_filter_follows_app_uuid() {
+        let identity = DatasourceIdentity {
+            id: Id::from("7"),
+            orgs: vec![],
+            source_role: SourceRole {
+                ds: "d".into(),
+                role: DATA_SOURCE_VIEWER.into(),
+            },
+            app_uuid: Some("u".into()),
+            filter: Some("USER_id = 123".into()),
+        };
+        let v = serde_json::to_value(&identity).unwrap();
+        assert_eq!(
+            keys(&v),
+            ["id", "orgs", "source_role", "app_uuid", "filter"]
+        );
+        assert_eq!(v["filter"], "USER_id = 123");
+    }
+
+    #[test]
+    fn user_token_matches_seed_layout() {
+        let seed = payload(SEED_USER_TOKEN);
+        let ours = UserTokenClaims {
+            exp: 1_580_216_224,
+            iat: 1_580_129_819,
+            database: "Main Org.".into(),
+            email: "test@datasentinel.io".into(),
+            user: "test".into(),
+            iss: "tokenmint".into(),
+        };
+        let ours = without_iss(serde_json::to_value(&ours).unwrap());
+        assert_eq!(ours, seed);
+        assert_eq!(keys(&ours), keys(&seed));
+    }
+
+    #[test]
+    fn guest_and_session_layouts() {
+        let guest = GuestClaims {
+            registered: Registered::new(100, None),
+            workspace_name: "w1".into(),
+            client_id: "acme".into(),
+            datasource_name: None,
+            params: Map::new(),
+            sub: Id::from("1"),
+            token_type: GUEST_TYPE.into(),
+            iss: "tokenmint".into(),
+        };
+        let v = serde_json::to_value(&guest).unwrap();
+        assert_eq!(
+            keys(&v),
+            [
+                "iat",
+                "nbf",
+                "jti",
+                "workspaceName",
+                "clientId",
+                "sub",
+                "type",
+                "iss"
+            ]
+        );
+        let session = SessionClaims {
+            registered: Registered::new(100, Some(3_600)),
+            sub: Id::from("12345"),
+            email: "jcw@example.com".into(),
+            full_name: Some("Jeff Williams".into()),
+            org: None,
+            service_key: "team-a/analytics".into(),
+            token_type: SESSION_TYPE.into(),
+            iss: "tokenmint".into(),
+        };
+        let v = serde_json::to_value(&session).unwrap();
+        assert_eq!(v["exp"], 3_700);
+        assert_eq!(v["sub"], 12_345);
+        let back: SessionClaims = serde_json::from_value(v).unwrap();
+        assert_eq!(back, session);
+    }
+
+    #[test]
+    fn ids_are_numbers_only_when_they_round_trip() {
+        assert_eq!(Id::from("1"), Id::Number(1));
+        assert_eq!(Id::from("007"), Id::Text("007".into()));
+        assert_eq!(Id::from("u-1"), Id::Text("u-1".into()));
+        assert_eq!(
+            Id::from("99999999999999999999"),
+            Id::Text("99999999999999999999".into())
+        );
+        assert_eq!(serde_json::to_string(&Id::from("42")).unwrap(), "42");
+        assert_eq!(serde_json::to_string(&Id::from("a")).unwrap(), "\"a\"");
+    }
+
+    #[test]
+    fn registered_claims_are_fresh_per_token() {
+        let a = Registered::new(1_000, Some(60));
+        let b = Registered::new(1_000, Some(60));
+        assert_ne!(a.jti, b.jti);
+        assert_eq!(a.exp, Some(1_060));
+        assert_eq!((a.iat, a.nbf), (1_000, 1_000));
+        assert!(uuid::Uuid::parse_str(&a.jti).is_ok());
+    }
+}
