@@ -7,8 +7,10 @@
 
 pub mod cli;
 pub mod crd;
+pub mod http;
 pub mod keyring;
 pub mod operator;
+pub mod reconcile;
 pub mod serve;
 pub mod telemetry;
 pub mod token;

@@ -1,0 +1,1 @@
+//! Reconcilers of the three kinds (the operator).
