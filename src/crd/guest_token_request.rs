@@ -1,4 +1,4 @@
-use super::{DNS_SUBDOMAIN_PATTERN, DURATION_PATTERN, ServiceKeyRef, TokenStatus};
+use super::{DNS_SUBDOMAIN_PATTERN, DURATION_PATTERN, ServiceKeyRef, TokenStatus, WorkloadRef};
 use crate::token::duration::{self, DurationError};
 use kube::{CustomResource, KubeSchema, ResourceExt};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
@@ -62,6 +62,13 @@ pub struct GuestTokenRequestSpec {
     #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = Rule::new("duration(self).getSeconds() >= 1").message("renewBefore must be at least 1s"))]
     pub renew_before: Option<String>,
+    /// Workloads (same namespace) whose pods are restarted once after the token rotates, for
+    /// consumers that read the token from an environment variable or a subPath mount, which the
+    /// kubelet never refreshes. Not needed when the Secret is mounted as a volume (the file is
+    /// updated in place). Rotations close together cause one restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub rollout_restart: Vec<WorkloadRef>,
 }
 
 /// Free-form guest token parameters, kept verbatim. The keys the vendor documents are listed

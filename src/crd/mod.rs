@@ -11,6 +11,7 @@ pub use datasource_grant::{DatasourceGrant, DatasourceGrantSpec};
 pub use guest_token_request::{GuestTokenParams, GuestTokenRequest, GuestTokenRequestSpec};
 pub use service_key::{Principal, ServiceKey, ServiceKeySpec, SessionTokenSpec};
 
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,24 @@ pub struct ServiceKeyRef {
     /// issued to and whose permissions (dataSources, workspaces) bound what may be granted.
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub name: String,
+}
+
+/// A workload in the same namespace to restart after the token rotates.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, KubeSchema)]
+pub struct WorkloadRef {
+    /// Kind of the workload.
+    pub kind: WorkloadKind,
+    /// Name of the workload, in the namespace of this resource.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub name: String,
+}
+
+/// Kinds of workload that can be restarted (apps/v1).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, schemars::JsonSchema)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
 }
 
 /// Observed state shared by the three kinds. Never holds a token or key.
