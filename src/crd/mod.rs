@@ -197,10 +197,10 @@ mod tests {
                 assert_every_field_is_described(prop, &format!("{path}.{name}"));
             }
         }
-        if let Some(items) = schema.get("items") {
-            if items.get("properties").is_some() {
-                assert_every_field_is_described(items, &format!("{path}[]"));
-            }
+        if let Some(items) = schema.get("items")
+            && items.get("properties").is_some()
+        {
+            assert_every_field_is_described(items, &format!("{path}[]"));
         }
     }
 
