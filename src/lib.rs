@@ -9,6 +9,7 @@ pub mod cli;
 pub mod crd;
 pub mod http;
 pub mod keyring;
+pub mod manifests;
 pub mod operator;
 pub mod reconcile;
 pub mod serve;

@@ -1,7 +1,67 @@
-//! `tokenmint serve`: not yet available.
+//! `tokenmint serve`: the REST sidecar. Builds the key store (cluster watch caches, or the
+//! manifests of `--manifests DIR`) and serves [`crate::http::router`] until SIGTERM/Ctrl-C.
 
 use crate::cli::ServeArgs;
+use crate::http::keys::{KeyIndex, KeyStore, SharedKeyStore};
+use crate::http::{AppState, router, serve, shutdown_signal};
+use crate::keyring::Keyring;
+use crate::manifests::Manifests;
+use std::path::Path;
+use std::sync::Arc;
 
-pub async fn run(_args: ServeArgs) -> Result<(), crate::BoxError> {
-    Err("`tokenmint serve` is not yet available in this build".into())
+pub async fn run(args: ServeArgs) -> Result<(), crate::BoxError> {
+    let store: Arc<dyn KeyStore> = match &args.manifests {
+        Some(dir) => Arc::new(from_manifests(dir, &args)?),
+        None => {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| format!("cannot reach the cluster (or use --manifests DIR): {e}"))?;
+            crate::http::cluster::start(client, &args.common)
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    tracing::info!(listen = %args.listen, "serving the REST routes");
+    let app = router(AppState::new(store, &args.common.issuer));
+    serve(listener, app, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// The fixed store of `--manifests DIR`; any problem with the files is a startup error.
+pub fn from_manifests(dir: &Path, args: &ServeArgs) -> Result<SharedKeyStore, crate::BoxError> {
+    let manifests = Manifests::load_dir(dir)?;
+    let common = &args.common;
+    let keyring = match manifests.keyring(&common.namespace, &common.keyring_secret)? {
+        Some(ring) => {
+            tracing::info!(active_kid = %ring.active_kid(), "keyring loaded from the manifests");
+            ring
+        }
+        None => {
+            tracing::warn!(
+                algorithm = %common.algorithm,
+                "no keyring Secret {}/{} among the manifests: using an ephemeral keyring; \
+                 tokens issued now will not verify after a restart",
+                common.namespace,
+                common.keyring_secret
+            );
+            Keyring::generate(common.algorithm, jiff::Timestamp::now())?
+        }
+    };
+    let index = KeyIndex::build(&manifests.service_keys, &manifests.secrets);
+    if index.len() < manifests.service_keys.len() {
+        tracing::warn!(
+            "{} of {} ServiceKeys have no usable key Secret (data or stringData key \"key\" in \
+             the Secret named by secretName, default <name>-service-key, same namespace)",
+            manifests.service_keys.len() - index.len(),
+            manifests.service_keys.len()
+        );
+    }
+    tracing::info!(
+        dir = %dir.display(),
+        files = manifests.files.len(),
+        service_keys = index.len(),
+        "manifests loaded"
+    );
+    Ok(SharedKeyStore::fixed(index, keyring))
 }

@@ -1,1 +1,284 @@
-//! REST routes of `tokenmint serve`.
+//! REST routes of `tokenmint serve` (CONTRACT §6): the vendors' documented token routes plus
+//! probes, metrics, the JWKS and the OpenAPI document.
+//!
+//! - [`keys`]: the [`KeyStore`](keys::KeyStore) the routes authenticate against.
+//! - [`cluster`]: the store fed by kube watch caches.
+//! - [`auth`]: credentials from the `Authorization` header.
+//! - [`body`]: JSON bodies, field by field.
+//! - [`error`]: the one JSON error envelope and its codes.
+//! - [`routes`]: one module per vendor.
+//! - [`metrics`], [`openapi`].
+
+pub mod auth;
+pub mod body;
+pub mod cluster;
+pub mod error;
+pub mod keys;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use error::{ApiError, Flavor, HandlerError};
+use keys::{KeyIndex, KeyStore};
+use metrics::Metrics;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Largest accepted request body.
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// Longest a request may take, body upload included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Route paths, shared by the router and the OpenAPI document.
+pub mod paths {
+    pub const ACCESS_TOKEN: &str = "/api/admin/v1/api_token/get_access_token";
+    pub const USER_TOKEN_ALIAS: &str = "/api/admin/v1/api_token/get_user_token";
+    pub const DATASOURCE_TOKEN: &str = "/api/admin/v1/get_datasource_token";
+    pub const GUEST_TOKEN: &str = super::error::DATABRAIN_ROUTE;
+    pub const SESSION_TOKEN: &str = "/token";
+    pub const SESSION_REFRESH: &str = "/token/refresh";
+    pub const DS_USER_TOKEN: &str = "/ds-api/user-token";
+    pub const JWKS: &str = "/.well-known/jwks.json";
+    pub const HEALTHZ: &str = "/healthz";
+    pub const READYZ: &str = "/readyz";
+    pub const METRICS: &str = "/metrics";
+    pub const OPENAPI: &str = "/openapi.json";
+}
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn KeyStore>,
+    pub issuer: Arc<str>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn KeyStore>, issuer: &str) -> Self {
+        AppState {
+            store,
+            issuer: issuer.into(),
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    /// The key snapshot and keyring, or 503 while either is missing.
+    pub fn ready(
+        &self,
+        flavor: Flavor,
+    ) -> Result<(Arc<KeyIndex>, Arc<crate::keyring::Keyring>), ApiError> {
+        self.store
+            .readiness()
+            .map_err(|why| ApiError::not_ready(flavor, why))?;
+        let keyring = self
+            .store
+            .keyring()
+            .ok_or_else(|| ApiError::not_ready(flavor, keys::NotReady::NoKeyring))?;
+        Ok((self.store.keys(), keyring))
+    }
+}
+
+/// The application: every route with its layers.
+pub fn router(state: AppState) -> Router {
+    use routes::{databrain, datasentinel, nexla, nibi, system};
+    Router::new()
+        .route(paths::ACCESS_TOKEN, post(nibi::access_token))
+        .route(paths::USER_TOKEN_ALIAS, post(nibi::access_token))
+        .route(paths::DATASOURCE_TOKEN, post(nibi::datasource_token))
+        .route(paths::GUEST_TOKEN, post(databrain::guest_token))
+        .route(paths::SESSION_TOKEN, post(nexla::session_token))
+        .route(paths::SESSION_REFRESH, post(nexla::refresh))
+        .route(
+            paths::DS_USER_TOKEN,
+            post(datasentinel::create).get(datasentinel::info),
+        )
+        .route(paths::JWKS, get(system::jwks))
+        .route(paths::HEALTHZ, get(system::healthz))
+        .route(paths::READYZ, get(system::readyz))
+        .route(paths::METRICS, get(system::metrics))
+        .route(paths::OPENAPI, get(system::openapi))
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        // `Router::layer` wraps each route, so the middleware sees the MatchedPath (the route
+        // template used for metrics, logs and the error vocabulary).
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                ApiError::internal(Flavor::Generic, "a handler panicked").into_response()
+            },
+        ))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Times out the request, turns any non-JSON error answer into the JSON envelope, records
+/// metrics and writes the access-log line. The line names the route template, never the path
+/// or query (the Datasentinel route carries a token in its query), and no header.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    // MatchedPath holds an Arc: cloning it costs no allocation.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let method = request.method().clone();
+    let flavor = Flavor::of_route(route);
+    let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::status(
+            flavor,
+            StatusCode::REQUEST_TIMEOUT,
+            error::default_message(StatusCode::REQUEST_TIMEOUT),
+        )
+        .into_response(),
+    };
+    let status = response.status();
+    if (status.is_client_error() || status.is_server_error())
+        && response.extensions().get::<HandlerError>().is_none()
+    {
+        response = rewrite_error(response, flavor);
+    }
+    let latency = started.elapsed();
+    state.metrics.observe(
+        method.as_str(),
+        route,
+        status.as_u16(),
+        latency.as_secs_f64(),
+    );
+    tracing::info!(
+        target: "tokenmint::access",
+        method = %method,
+        route = %route,
+        status = status.as_u16(),
+        latency_ms = %format_args!("{:.3}", latency.as_secs_f64() * 1000.0),
+        "request"
+    );
+    response
+}
+
+/// An error answer from axum or a layer (404, 405 with its Allow header, 413, ...) in the JSON
+/// envelope, keeping its status and other headers.
+fn rewrite_error(response: Response, flavor: Flavor) -> Response {
+    let (mut parts, _) = response.into_parts();
+    let error = ApiError::status(flavor, parts.status, error::default_message(parts.status));
+    let (new_parts, body) = error.into_response().into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    for (name, value) in &new_parts.headers {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+    Response::from_parts(parts, Body::new(body))
+}
+
+/// Connection settings of [`serve_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// How long a client may take to send the request line and headers. The request timeout
+    /// only starts once the headers are in, so this bounds slow-header clients.
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests may take to finish after the shutdown signal.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            header_read_timeout: REQUEST_TIMEOUT,
+            // Longer than the request timeout, so every in-flight request can finish.
+            drain_timeout: REQUEST_TIMEOUT + Duration::from_secs(5),
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with(listener, app, shutdown, ServeOptions::default()).await
+}
+
+/// [`serve`] with explicit connection settings. A hand-written accept loop rather than
+/// `axum::serve`, which sets no header-read timeout.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    options: ServeOptions,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // E.g. out of file descriptors: back off rather than spin.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small JSON answers: do not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(options.header_read_timeout)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("connection closed: {e}");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(options.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not finish in time; closing them");
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

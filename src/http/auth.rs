@@ -1,0 +1,148 @@
+//! Credentials from the `Authorization` header. Nothing here logs or echoes what it reads:
+//! error messages say what was wrong with the header's form, never its content.
+
+use super::error::{ApiError, Challenge, Flavor};
+use super::keys::{KeyEntry, KeyIndex};
+use axum::http::{HeaderMap, header};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// The credentials of a scheme, split off the header value.
+fn credentials<'h>(
+    headers: &'h HeaderMap,
+    scheme: &str,
+    flavor: Flavor,
+    challenge: Challenge,
+) -> Result<&'h str, ApiError> {
+    let unauthorized = |m: String| ApiError::unauthorized(flavor, challenge, m);
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("missing Authorization header".into()))?;
+    let value = value
+        .to_str()
+        .map_err(|_| unauthorized("malformed Authorization header".into()))?
+        .trim();
+    let (given, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !given.eq_ignore_ascii_case(scheme) {
+        return Err(unauthorized(format!(
+            "the Authorization header must use the {scheme} scheme"
+        )));
+    }
+    let rest = rest.trim();
+    if rest.is_empty() {
+        return Err(unauthorized(format!(
+            "the Authorization header carries no {scheme} credentials"
+        )));
+    }
+    Ok(rest)
+}
+
+/// `Authorization: Bearer <token or key>`.
+pub fn bearer(headers: &HeaderMap, flavor: Flavor) -> Result<&str, ApiError> {
+    credentials(headers, "Bearer", flavor, Challenge::Bearer)
+}
+
+fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    STANDARD
+        .decode(s)
+        .or_else(|_| STANDARD_NO_PAD.decode(s))
+        .ok()
+}
+
+/// The ServiceKey whose key is `key`; 401 otherwise.
+pub fn service_key(
+    index: &KeyIndex,
+    key: &[u8],
+    flavor: Flavor,
+    challenge: Challenge,
+) -> Result<Arc<KeyEntry>, ApiError> {
+    index
+        .by_key(key)
+        .ok_or_else(|| ApiError::unauthorized(flavor, challenge, "unknown service key"))
+}
+
+/// Nexla's `Authorization: Basic <service key>`. The seed passes the key itself after
+/// "Basic "; generic HTTP clients send base64 of it, or of `user:key` (curl -u). All three
+/// forms are tried, each a digest lookup.
+pub fn nexla_basic(index: &KeyIndex, headers: &HeaderMap) -> Result<Arc<KeyEntry>, ApiError> {
+    let presented = credentials(headers, "Basic", Flavor::Generic, Challenge::Basic)?;
+    if let Some(entry) = index.by_key(presented.as_bytes()) {
+        return Ok(entry);
+    }
+    if let Some(decoded) = decode_base64(presented) {
+        if let Some(entry) = index.by_key(&decoded) {
+            return Ok(entry);
+        }
+        if let Some(colon) = decoded.iter().position(|&b| b == b':')
+            && let Some(entry) = index.by_key(&decoded[colon + 1..])
+        {
+            return Ok(entry);
+        }
+    }
+    Err(ApiError::unauthorized(
+        Flavor::Generic,
+        Challenge::Basic,
+        "unknown service key",
+    ))
+}
+
+/// HTTP Basic `name:key` (Datasentinel): the key must belong to a ServiceKey whose principal
+/// is `name`.
+pub fn name_and_key(index: &KeyIndex, headers: &HeaderMap) -> Result<Arc<KeyEntry>, ApiError> {
+    let unauthorized = |m: &str| ApiError::unauthorized(Flavor::Generic, Challenge::Basic, m);
+    let presented = credentials(headers, "Basic", Flavor::Generic, Challenge::Basic)?;
+    let decoded = decode_base64(presented)
+        .ok_or_else(|| unauthorized("Basic credentials are not valid base64"))?;
+    let colon = decoded
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or_else(|| unauthorized("Basic credentials must be user:password"))?;
+    let (name, key) = (&decoded[..colon], &decoded[colon + 1..]);
+    let entry = index
+        .by_key(key)
+        .ok_or_else(|| unauthorized("invalid user name or key"))?;
+    // The same message as an unknown key: the answer does not tell which half was wrong.
+    if bool::from(entry.principal().name.as_bytes().ct_eq(name)) {
+        Ok(entry)
+    } else {
+        Err(unauthorized("invalid user name or key"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(v: &[u8]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_bytes(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn bearer_forms() {
+        assert_eq!(
+            bearer(&headers(b"Bearer abc"), Flavor::Generic).unwrap(),
+            "abc"
+        );
+        assert_eq!(
+            bearer(&headers(b"bearer   abc "), Flavor::Generic).unwrap(),
+            "abc"
+        );
+        for bad in [
+            &b"Basic abc"[..],
+            b"Bearer",
+            b"Bearer ",
+            b"abc",
+            b"Bearer \xff",
+        ] {
+            let e = bearer(&headers(bad), Flavor::Generic).unwrap_err();
+            assert_eq!(e.status, 401);
+        }
+        let e = bearer(&HeaderMap::new(), Flavor::DataBrain).unwrap_err();
+        assert_eq!(e.code, "AUTHENTICATION_ERROR");
+    }
+}

@@ -1,0 +1,176 @@
+//! The key store in a cluster: kube reflectors (watch caches) over ServiceKeys and the Secrets
+//! tokenmint manages, in all namespaces or each `--watch-namespace`, plus a watch on the
+//! keyring Secret. No request ever calls the API server: every change to the caches rebuilds
+//! the [`KeyIndex`] in the background and swaps it in.
+//!
+//! API calls made (and so the RBAC the serve container needs):
+//! - `tokenmint.dev/servicekeys`: list, watch (cluster-wide, or in each watched namespace);
+//! - `""/secrets` with label `app.kubernetes.io/managed-by=tokenmint`: list, watch (same scope);
+//! - `""/secrets` named `--keyring-secret` in `--namespace` (field selector on the name): list,
+//!   watch.
+
+use super::keys::{KeyIndex, SharedKeyStore};
+use crate::cli::CommonArgs;
+use crate::crd::ServiceKey;
+use crate::keyring::{self, Keyring};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Label of the Secrets tokenmint writes, key Secrets included.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by=tokenmint";
+/// Changes arriving within this window are folded into one index rebuild.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Starts the watches on the runtime and returns the store they feed. It reports not ready
+/// until every cache has listed once and a keyring was read.
+pub fn start(client: Client, args: &CommonArgs) -> Arc<SharedKeyStore> {
+    let store = Arc::new(SharedKeyStore::default());
+    let changed = Arc::new(Notify::new());
+    let scopes: Vec<Option<String>> = if args.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.watch_namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut key_stores = Vec::new();
+    let mut secret_stores = Vec::new();
+    for scope in &scopes {
+        let (sk_api, secret_api): (Api<ServiceKey>, Api<Secret>) = match scope {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+        key_stores.push(cache(sk_api, watcher::Config::default(), changed.clone()));
+        secret_stores.push(cache(
+            secret_api,
+            watcher::Config::default().labels(MANAGED_BY),
+            changed.clone(),
+        ));
+    }
+    tokio::spawn(rebuild(store.clone(), key_stores, secret_stores, changed));
+    tokio::spawn(watch_keyring(
+        store.clone(),
+        Api::namespaced(client, &args.namespace),
+        args.keyring_secret.clone(),
+    ));
+    store
+}
+
+/// A reflector over `api`, kept running with backoff; every event notifies `changed`.
+fn cache<K>(api: Api<K>, config: watcher::Config, changed: Arc<Notify>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let kind = K::kind(&()).into_owned();
+    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => changed.notify_one(),
+                // Forbidden, network errors...: the backoff retries; say why meanwhile.
+                Err(e) => tracing::warn!(%kind, "watch failed, retrying: {e}"),
+            }
+        }
+    });
+    reader
+}
+
+/// Rebuilds the key index whenever a cache changes, once all caches are ready.
+async fn rebuild(
+    store: Arc<SharedKeyStore>,
+    key_stores: Vec<Store<ServiceKey>>,
+    secret_stores: Vec<Store<Secret>>,
+    changed: Arc<Notify>,
+) {
+    for s in &key_stores {
+        if s.wait_until_ready().await.is_err() {
+            return;
+        }
+    }
+    for s in &secret_stores {
+        if s.wait_until_ready().await.is_err() {
+            return;
+        }
+    }
+    loop {
+        let keys: Vec<Arc<ServiceKey>> = key_stores.iter().flat_map(Store::state).collect();
+        let secrets: Vec<Arc<Secret>> = secret_stores.iter().flat_map(Store::state).collect();
+        let index = KeyIndex::build(
+            keys.iter().map(Arc::as_ref),
+            secrets.iter().map(Arc::as_ref),
+        );
+        tracing::debug!(
+            service_keys = keys.len(),
+            usable = index.len(),
+            "key index rebuilt"
+        );
+        store.set_keys(index);
+        store.mark_synced();
+        changed.notified().await;
+        tokio::time::sleep(DEBOUNCE).await;
+    }
+}
+
+/// Follows the keyring Secret. A deleted or unreadable keyring keeps the last good one: tokens
+/// already issued keep verifying until the operator writes a new one.
+async fn watch_keyring(store: Arc<SharedKeyStore>, api: Api<Secret>, name: String) {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut seen = false;
+    let stream = watcher(api, config).default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    loop {
+        match stream.try_next().await {
+            Ok(Some(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret))) => {
+                seen = true;
+                load_keyring(&store, &secret);
+            }
+            Ok(Some(watcher::Event::Delete(secret))) => tracing::warn!(
+                secret = %secret.name_any(),
+                "keyring Secret deleted; keeping the last keyring until the operator writes a new one"
+            ),
+            Ok(Some(watcher::Event::InitDone)) if !seen => tracing::warn!(
+                secret = %name,
+                "keyring Secret not found; token routes answer 503 until the operator creates it"
+            ),
+            Ok(Some(_)) => {}
+            Ok(None) => return,
+            Err(e) => tracing::warn!("keyring watch failed, retrying: {e}"),
+        }
+    }
+}
+
+fn load_keyring(store: &SharedKeyStore, secret: &Secret) {
+    let Some(bytes) = super::keys::secret_value(secret, keyring::SECRET_KEY) else {
+        tracing::error!(
+            secret = %secret.name_any(),
+            "keyring Secret has no {:?}; keeping the previous keyring",
+            keyring::SECRET_KEY
+        );
+        return;
+    };
+    match Keyring::from_json(&bytes) {
+        Ok(ring) => {
+            tracing::info!(active_kid = %ring.active_kid(), "keyring loaded");
+            store.set_keyring(Some(ring));
+        }
+        Err(e) => tracing::error!(
+            secret = %secret.name_any(),
+            "keyring Secret is unreadable, keeping the previous keyring: {e}"
+        ),
+    }
+}

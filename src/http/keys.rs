@@ -1,0 +1,364 @@
+//! Where the REST routes look up ServiceKeys and the keyring.
+//!
+//! Both sources (the cluster's watch cache and `--manifests`) reduce to the same immutable
+//! [`KeyIndex`], rebuilt whenever the source changes and swapped in whole; a request only takes
+//! a read lock long enough to clone an `Arc`. Keys are indexed by their SHA-256 digest, so a
+//! lookup never compares key material with `==`: the map compares digests (which reveal
+//! nothing about the key), and the hit is confirmed with a constant-time comparison.
+
+use crate::crd::{Principal, ServiceKey, ServiceKeySpec};
+use crate::keyring::Keyring;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+
+/// Data key of a key Secret holding the service key.
+pub const KEY_DATA_KEY: &str = "key";
+
+/// SHA-256 of a presented or stored key.
+pub type KeyDigest = [u8; 32];
+
+pub fn digest(key: &[u8]) -> KeyDigest {
+    Sha256::digest(key).into()
+}
+
+/// One usable ServiceKey: its spec and where it lives. Holds the key's digest, never the key.
+#[derive(Debug, Clone)]
+pub struct KeyEntry {
+    pub namespace: String,
+    pub name: String,
+    pub spec: ServiceKeySpec,
+    /// `metadata.creationTimestamp`, reported by the Nexla routes.
+    pub created: Option<Timestamp>,
+    key_digest: KeyDigest,
+}
+
+impl KeyEntry {
+    /// `namespace/name`: the `service_key` claim of session tokens and the non-secret
+    /// `api_key` the Nexla routes report.
+    pub fn reference(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.spec.principal
+    }
+
+    /// Lifetime of session tokens (`spec.sessionToken.ttl`, default 1h). A TTL the schema
+    /// would have refused (only possible from manifests) falls back to the default.
+    pub fn session_ttl(&self) -> Duration {
+        self.spec
+            .session_token
+            .as_ref()
+            .and_then(|s| s.ttl().ok())
+            .unwrap_or(crate::crd::service_key::DEFAULT_SESSION_TTL)
+    }
+
+    /// Lifetime of user access tokens (`spec.accessTokenTTL`, default 24h).
+    pub fn access_ttl(&self) -> Duration {
+        self.spec
+            .access_token_ttl()
+            .unwrap_or(crate::crd::service_key::DEFAULT_ACCESS_TOKEN_TTL)
+    }
+}
+
+/// An immutable snapshot of every usable ServiceKey, indexed three ways.
+#[derive(Debug, Default)]
+pub struct KeyIndex {
+    by_digest: HashMap<KeyDigest, Arc<KeyEntry>>,
+    /// Entries of each principal id, ordered by `namespace/name` so that resolution is
+    /// deterministic.
+    by_principal: HashMap<String, Vec<Arc<KeyEntry>>>,
+    by_reference: HashMap<String, Arc<KeyEntry>>,
+}
+
+impl KeyIndex {
+    /// Joins ServiceKeys with their key Secrets (same namespace, name
+    /// [`ServiceKey::key_secret_name`], data key `key`, owned by the ServiceKey when it has a
+    /// uid). A ServiceKey without a readable,
+    /// non-empty key is skipped: it cannot authenticate anyone yet. Two ServiceKeys with the
+    /// same key are both skipped, since the key would not say who is calling.
+    pub fn build<'a>(
+        service_keys: impl IntoIterator<Item = &'a ServiceKey>,
+        secrets: impl IntoIterator<Item = &'a Secret>,
+    ) -> Self {
+        let secrets: HashMap<(String, String), &Secret> = secrets
+            .into_iter()
+            .map(|s| ((s.namespace().unwrap_or_default(), s.name_any()), s))
+            .collect();
+        // BTreeMap: deterministic order for the principal lists and duplicate handling.
+        let mut entries: BTreeMap<String, KeyEntry> = BTreeMap::new();
+        for sk in service_keys {
+            let namespace = sk.namespace().unwrap_or_default();
+            let Some(secret) = secrets.get(&(namespace.clone(), sk.key_secret_name())) else {
+                continue;
+            };
+            // From the API server a ServiceKey has a uid, and its key Secret must be owned by it:
+            // a same-named Secret it does not own is a conflict the operator refuses to use
+            // (SecretConflict), and so do we. Manifests carry no uids.
+            if let Some(uid) = sk.uid()
+                && !secret.owner_references().iter().any(|o| o.uid == uid)
+            {
+                continue;
+            }
+            let Some(key) = secret_value(secret, KEY_DATA_KEY) else {
+                continue;
+            };
+            if key.is_empty() {
+                continue;
+            }
+            let entry = KeyEntry {
+                namespace,
+                name: sk.name_any(),
+                spec: sk.spec.clone(),
+                created: sk.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                key_digest: digest(&key),
+            };
+            entries.insert(entry.reference(), entry);
+        }
+        let mut count: HashMap<KeyDigest, usize> = HashMap::new();
+        for e in entries.values() {
+            *count.entry(e.key_digest).or_default() += 1;
+        }
+        let mut index = KeyIndex::default();
+        for (reference, entry) in entries {
+            if count[&entry.key_digest] > 1 {
+                tracing::warn!(
+                    service_key = %reference,
+                    "ServiceKey shares its key with another ServiceKey; it is ignored until the keys differ"
+                );
+                continue;
+            }
+            let entry = Arc::new(entry);
+            index.by_digest.insert(entry.key_digest, entry.clone());
+            index
+                .by_principal
+                .entry(entry.spec.principal.id.clone())
+                .or_default()
+                .push(entry.clone());
+            index.by_reference.insert(reference, entry);
+        }
+        index
+    }
+
+    /// The entry whose key is `key`.
+    pub fn by_key(&self, key: &[u8]) -> Option<Arc<KeyEntry>> {
+        let presented = digest(key);
+        let entry = self.by_digest.get(&presented)?;
+        bool::from(entry.key_digest.ct_eq(&presented)).then(|| entry.clone())
+    }
+
+    /// Every entry of the principal `id`, ordered by `namespace/name`.
+    pub fn by_principal(&self, id: &str) -> &[Arc<KeyEntry>] {
+        self.by_principal.get(id).map_or(&[], Vec::as_slice)
+    }
+
+    /// The entry named `namespace/name`.
+    pub fn by_reference(&self, reference: &str) -> Option<Arc<KeyEntry>> {
+        self.by_reference.get(reference).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_digest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_digest.is_empty()
+    }
+}
+
+/// A value of a Secret: `stringData` wins over `data`, as when the API server merges them.
+pub fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+    if let Some(s) = secret.string_data.as_ref().and_then(|d| d.get(key)) {
+        return Some(s.as_bytes().to_vec());
+    }
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.clone())
+}
+
+/// Why the token routes cannot answer yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotReady {
+    /// The ServiceKey and Secret caches have not finished their initial list.
+    Syncing,
+    /// The keyring Secret does not exist (yet) or is unreadable.
+    NoKeyring,
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NotReady::Syncing => "the ServiceKey cache is not synced yet",
+            NotReady::NoKeyring => {
+                "no signing keyring yet: the keyring Secret does not exist or is unreadable"
+            }
+        })
+    }
+}
+
+/// The source of ServiceKeys and the keyring behind the REST routes.
+pub trait KeyStore: Send + Sync + 'static {
+    /// The current snapshot of usable keys.
+    fn keys(&self) -> Arc<KeyIndex>;
+    /// The current keyring, if one is loaded.
+    fn keyring(&self) -> Option<Arc<Keyring>>;
+    /// Whether the caches have completed their initial sync.
+    fn synced(&self) -> bool;
+
+    /// `Ok` when tokens can be minted and verified.
+    fn readiness(&self) -> Result<(), NotReady> {
+        if !self.synced() {
+            return Err(NotReady::Syncing);
+        }
+        if self.keyring().is_none() {
+            return Err(NotReady::NoKeyring);
+        }
+        Ok(())
+    }
+}
+
+/// A store whose content is swapped in whole by its owner: fixed for `--manifests` and tests,
+/// fed by watchers in a cluster.
+#[derive(Debug, Default)]
+pub struct SharedKeyStore {
+    keys: RwLock<Arc<KeyIndex>>,
+    keyring: RwLock<Option<Arc<Keyring>>>,
+    synced: std::sync::atomic::AtomicBool,
+}
+
+impl SharedKeyStore {
+    /// A synced store with fixed content.
+    pub fn fixed(keys: KeyIndex, keyring: Keyring) -> Self {
+        let store = SharedKeyStore::default();
+        store.set_keys(keys);
+        store.set_keyring(Some(keyring));
+        store.mark_synced();
+        store
+    }
+
+    pub fn set_keys(&self, keys: KeyIndex) {
+        // A poisoned lock only means a writer panicked mid-assignment of an Arc, which cannot
+        // leave the value torn; keep serving.
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+    }
+
+    pub fn set_keyring(&self, keyring: Option<Keyring>) {
+        *self.keyring.write().unwrap_or_else(|e| e.into_inner()) = keyring.map(Arc::new);
+    }
+
+    pub fn mark_synced(&self) {
+        self.synced
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl KeyStore for SharedKeyStore {
+    fn keys(&self) -> Arc<KeyIndex> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn keyring(&self) -> Option<Arc<Keyring>> {
+        self.keyring
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn synced(&self) -> bool {
+        self.synced.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+
+    fn sk(ns: &str, name: &str, id: &str) -> ServiceKey {
+        let mut sk: ServiceKey = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tokenmint.dev/v1alpha1", "kind": "ServiceKey",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"principal": {"id": id, "email": "a@b.c", "name": "u"}}
+        }))
+        .unwrap();
+        sk.metadata.namespace = Some(ns.into());
+        sk
+    }
+
+    fn secret(ns: &str, name: &str, key: &str, string_data: bool) -> Secret {
+        let mut s = Secret::default();
+        s.metadata.name = Some(name.into());
+        s.metadata.namespace = Some(ns.into());
+        let map = [(KEY_DATA_KEY.to_owned(), key.to_owned())];
+        if string_data {
+            s.string_data = Some(map.into_iter().collect());
+        } else {
+            s.data = Some(
+                map.into_iter()
+                    .map(|(k, v)| (k, ByteString(v.into_bytes())))
+                    .collect(),
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn joins_keys_with_their_secrets() {
+        let keys = [
+            sk("a", "one", "1"),
+            sk("b", "two", "1"),
+            sk("a", "three", "3"),
+        ];
+        let secrets = [
+            secret("a", "one-service-key", "k1", false),
+            secret("b", "two-service-key", "k2", true),
+            // Wrong namespace: does not belong to a/three.
+            secret("b", "three-service-key", "k3", false),
+        ];
+        let index = KeyIndex::build(&keys, &secrets);
+        assert_eq!(index.len(), 2);
+        assert_eq!(index.by_key(b"k1").unwrap().reference(), "a/one");
+        assert_eq!(index.by_key(b"k2").unwrap().reference(), "b/two");
+        assert!(index.by_key(b"k3").is_none());
+        assert!(index.by_key(b"k").is_none());
+        let refs: Vec<String> = index
+            .by_principal("1")
+            .iter()
+            .map(|e| e.reference())
+            .collect();
+        assert_eq!(refs, ["a/one", "b/two"]);
+        assert!(index.by_reference("a/three").is_none());
+    }
+
+    #[test]
+    fn in_a_cluster_the_key_secret_must_be_owned_by_its_service_key() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let mut key = sk("a", "one", "1");
+        key.metadata.uid = Some("uid-1".into());
+        let mut secret = secret("a", "one-service-key", "k1", false);
+        assert!(KeyIndex::build([&key], [&secret]).is_empty(), "not owned");
+        secret.metadata.owner_references = Some(vec![OwnerReference {
+            uid: "uid-1".into(),
+            ..OwnerReference::default()
+        }]);
+        assert_eq!(KeyIndex::build([&key], [&secret]).len(), 1);
+    }
+
+    #[test]
+    fn shared_keys_are_ambiguous_and_ignored() {
+        let keys = [sk("a", "one", "1"), sk("a", "two", "2")];
+        let secrets = [
+            secret("a", "one-service-key", "same", false),
+            secret("a", "two-service-key", "same", false),
+        ];
+        assert!(KeyIndex::build(&keys, &secrets).is_empty());
+    }
+}

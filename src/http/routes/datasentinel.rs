@@ -1,0 +1,87 @@
+//! Datasentinel: `POST /ds-api/user-token` (201, a 24 h user-token) and
+//! `GET /ds-api/user-token?token=T` (what the token says), both with HTTP Basic `name:key`.
+
+use super::{minter, signing_failed};
+use crate::http::AppState;
+use crate::http::auth;
+use crate::http::body;
+use crate::http::error::{ApiError, Challenge, Flavor};
+use crate::http::metrics::TokenKind;
+use crate::keyring::Expect;
+use crate::token::claims::UserTokenClaims;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+const FLAVOR: Flavor = Flavor::Generic;
+
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    body::bytes(body, FLAVOR)?;
+    let (index, keyring) = state.ready(FLAVOR)?;
+    let entry = auth::name_and_key(&index, &headers)?;
+    let minted = minter(&keyring, &state.issuer)
+        .user_token(entry.principal(), jiff::Timestamp::now())
+        .map_err(|e| signing_failed(FLAVOR, e))?;
+    state.metrics.token_issued(TokenKind::user);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "user-token": minted.token })),
+    )
+        .into_response())
+}
+
+/// The token is read from `token` (the seed's example) or `user-token` (the seed's table).
+pub async fn info(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let (index, keyring) = state.ready(FLAVOR)?;
+    auth::name_and_key(&index, &headers)?;
+    let Query(query) = query.map_err(|e| {
+        ApiError::bad_request(FLAVOR, format!("malformed query string: {}", e.body_text()))
+    })?;
+    let token = query
+        .iter()
+        .find(|(k, _)| k == "token" || k == "user-token")
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                FLAVOR,
+                "the query parameter token (or user-token) is required",
+            )
+        })?;
+    let claims: UserTokenClaims = keyring
+        .verify(
+            token,
+            Expect {
+                issuer: &state.issuer,
+                require_exp: true,
+            },
+        )
+        .map_err(|e| {
+            ApiError::unauthorized(FLAVOR, Challenge::Basic, format!("invalid user-token: {e}"))
+        })?;
+    let expire_time = jiff::Timestamp::from_second(claims.exp)
+        .map_err(|_| {
+            ApiError::unauthorized(FLAVOR, Challenge::Basic, "invalid user-token: bad exp")
+        })?
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    Ok(Json(json!({
+        "email": claims.email,
+        "expire_time": expire_time,
+        "organization_name": claims.database,
+        "user": claims.user,
+    }))
+    .into_response())
+}

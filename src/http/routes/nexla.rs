@@ -1,0 +1,119 @@
+//! Nexla: `POST /token` (a session token for `Basic <service key>`) and `POST /token/refresh`
+//! (the same session with its expiry restarted).
+
+use super::{minter, signing_failed};
+use crate::http::AppState;
+use crate::http::auth;
+use crate::http::body;
+use crate::http::error::{ApiError, Challenge, Flavor};
+use crate::http::keys::KeyEntry;
+use crate::http::metrics::TokenKind;
+use crate::keyring::Expect;
+use crate::token::claims::{Id, SESSION_TYPE, SessionClaims};
+use crate::token::mint::Minted;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+const FLAVOR: Flavor = Flavor::Generic;
+
+/// `POST /token`. The body is ignored (the vendor sends none) but bounded.
+pub async fn session_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    body::bytes(body, FLAVOR)?;
+    let (index, keyring) = state.ready(FLAVOR)?;
+    let entry = auth::nexla_basic(&index, &headers)?;
+    let (minted, claims) = minter(&keyring, &state.issuer)
+        .session_token(
+            entry.principal(),
+            &entry.reference(),
+            entry.session_ttl(),
+            Timestamp::now(),
+        )
+        .map_err(|e| signing_failed(FLAVOR, e))?;
+    state.metrics.token_issued(TokenKind::session);
+    Ok(Json(session_response(&minted, &claims, &entry)).into_response())
+}
+
+/// `POST /token/refresh` with `Bearer <session token>`: refused once the token has expired or
+/// its ServiceKey is gone (deleting the ServiceKey ends its sessions).
+pub async fn refresh(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    body::bytes(body, FLAVOR)?;
+    let (index, keyring) = state.ready(FLAVOR)?;
+    let token = auth::bearer(&headers, FLAVOR)?;
+    let unauthorized = |m: String| ApiError::unauthorized(FLAVOR, Challenge::Bearer, m);
+    let previous: SessionClaims = keyring
+        .verify(
+            token,
+            Expect {
+                issuer: &state.issuer,
+                require_exp: true,
+            },
+        )
+        .map_err(|e| unauthorized(format!("invalid session token: {e}")))?;
+    if previous.token_type != SESSION_TYPE {
+        return Err(unauthorized("the token is not a session token".into()));
+    }
+    // The same ServiceKey, still for the same principal (not a namesake created since).
+    let entry = index
+        .by_reference(&previous.service_key)
+        .filter(|e| Id::from(e.principal().id.as_str()) == previous.sub)
+        .ok_or_else(|| unauthorized("the session's ServiceKey no longer exists".into()))?;
+    let (minted, claims) = minter(&keyring, &state.issuer)
+        .refresh_session(&previous, entry.session_ttl(), Timestamp::now())
+        .map_err(|e| signing_failed(FLAVOR, e))?;
+    state.metrics.token_issued(TokenKind::session);
+    Ok(Json(session_response(&minted, &claims, &entry)).into_response())
+}
+
+/// The seed's answer. `api_key` names the ServiceKey (`namespace/name`): the key itself is
+/// never echoed.
+fn session_response(minted: &Minted, claims: &SessionClaims, entry: &KeyEntry) -> Value {
+    let expires_in = minted
+        .expires_at
+        .map_or(0, |exp| exp.as_second() - minted.issued_at.as_second());
+    let created = entry.created.map(seed_time);
+    json!({
+        "access_token": minted.token,
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+        "user": {
+            "id": claims.sub,
+            "email": claims.email,
+            "full_name": claims.full_name,
+            "api_key": claims.service_key,
+            "super_user": false,
+            "impersonated": false,
+            "email_verified_at": created,
+            "updated_at": created,
+            "created_at": created,
+        },
+        "org": claims.org.as_ref().map(|org| json!({"id": org.id, "name": org.name})),
+    })
+}
+
+/// The seed's timestamp format, `2016-02-07T11:40` (UTC).
+fn seed_time(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn seed_time_format() {
+        let t: jiff::Timestamp = "2016-02-07T11:40:59Z".parse().unwrap();
+        assert_eq!(super::seed_time(t), "2016-02-07T11:40");
+    }
+}

@@ -1,0 +1,90 @@
+//! Kubernetes Events on the resources: each mint, rotation and failure.
+//!
+//! Publishing is best effort: a failed Event is logged, never a reconcile error (the status
+//! already carries the outcome). Notes never contain a token or key.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder};
+use std::sync::{Arc, Mutex};
+
+/// One published event, as kept by [`Events::memory`] for tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// `namespace/name` of the regarding object.
+    pub object: String,
+    pub warning: bool,
+    pub reason: String,
+    pub note: String,
+}
+
+#[derive(Clone)]
+pub enum Events {
+    /// Events through the Kubernetes Events API.
+    Kube(Recorder),
+    /// Events kept in memory (tests), so API request assertions see only the writes that
+    /// matter.
+    Memory(Arc<Mutex<Vec<Published>>>),
+}
+
+impl Events {
+    pub fn memory() -> Self {
+        Events::Memory(Arc::default())
+    }
+
+    /// What was published so far (empty for the Kubernetes recorder).
+    pub fn published(&self) -> Vec<Published> {
+        match self {
+            Events::Kube(_) => Vec::new(),
+            Events::Memory(list) => list.lock().expect("events lock").clone(),
+        }
+    }
+
+    pub async fn normal(&self, regarding: &ObjectReference, reason: &str, note: String) {
+        self.publish(regarding, EventType::Normal, reason, note)
+            .await;
+    }
+
+    pub async fn warning(&self, regarding: &ObjectReference, reason: &str, note: String) {
+        self.publish(regarding, EventType::Warning, reason, note)
+            .await;
+    }
+
+    async fn publish(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        match self {
+            Events::Kube(recorder) => {
+                let event = Event {
+                    type_,
+                    reason: reason.to_owned(),
+                    note: Some(note),
+                    action: reason.to_owned(),
+                    secondary: None,
+                };
+                if let Err(e) = recorder.publish(&event, regarding).await {
+                    tracing::warn!(
+                        namespace = regarding.namespace.as_deref().unwrap_or_default(),
+                        name = regarding.name.as_deref().unwrap_or_default(),
+                        reason,
+                        error = %e,
+                        "cannot publish event"
+                    );
+                }
+            }
+            Events::Memory(list) => list.lock().expect("events lock").push(Published {
+                object: format!(
+                    "{}/{}",
+                    regarding.namespace.as_deref().unwrap_or_default(),
+                    regarding.name.as_deref().unwrap_or_default()
+                ),
+                warning: type_ == EventType::Warning,
+                reason: reason.to_owned(),
+                note,
+            }),
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! GuestTokenRequest: an embed guest token issued with a ServiceKey.
+
+use super::status::{self, Outcome, TOKEN_READY};
+use super::token_secret::{self, Owner, ROLE_TOKEN, Stored, TokenTarget};
+use super::{Context, Error, Failure, Reason};
+use crate::crd::{GuestTokenRequest, GuestTokenRequestSpec};
+use crate::token::mint::GuestRequest;
+use kube::runtime::controller::Action;
+use std::sync::Arc;
+
+pub async fn reconcile_guest_token(
+    request: Arc<GuestTokenRequest>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let owner = Owner::of(&*request)?;
+    let secret_name = request.token_secret_name();
+    let outcome = match token(&request, &owner, &secret_name, &ctx).await? {
+        Ok(stored) => {
+            token_secret::delete_owned(&ctx, &owner, ROLE_TOKEN, Some(&secret_name)).await?;
+            Outcome::Ready {
+                reason: TOKEN_READY,
+                message: format!("token in Secret {secret_name}"),
+                token: Some(stored.info().clone()),
+            }
+        }
+        Err(failure) => {
+            token_secret::delete_owned(&ctx, &owner, ROLE_TOKEN, None).await?;
+            Outcome::Failed(failure)
+        }
+    };
+    status::conclude(&ctx, &*request, &owner, &secret_name, outcome).await
+}
+
+async fn token(
+    request: &GuestTokenRequest,
+    owner: &Owner,
+    secret_name: &str,
+    ctx: &Context,
+) -> Result<Result<Stored, Failure>, Error> {
+    let spec = &request.spec;
+    let key_name = &spec.service_key_ref.name;
+    let Some(key) = ctx.service_key(&owner.namespace, key_name).await? else {
+        return Ok(Err(Failure::new(
+            Reason::ServiceKeyNotFound,
+            format!(
+                "ServiceKey {key_name} not found in namespace {}",
+                owner.namespace
+            ),
+        )));
+    };
+    if !key.spec.allows_workspace(&spec.workspace_name) {
+        return Ok(Err(Failure::new(
+            Reason::Forbidden,
+            format!(
+                "ServiceKey {key_name} does not allow workspace {:?} (workspaces: {:?})",
+                spec.workspace_name, key.spec.workspaces
+            ),
+        )));
+    }
+    let renew_before = match spec.renew_before() {
+        Ok(d) => d,
+        Err(e) => {
+            return Ok(Err(Failure::new(
+                Reason::InvalidSpec,
+                format!("renewBefore: {e}"),
+            )));
+        }
+    };
+    let principal = &key.spec.principal;
+    let target = TokenTarget {
+        owner,
+        secret_name,
+        role: ROLE_TOKEN,
+        spec_hash: token_secret::spec_hash(&serde_json::json!({
+            "kind": "GuestTokenRequest",
+            "spec": token_shaping(spec),
+            "principal": principal,
+            "issuer": ctx.issuer,
+        })),
+        renew_before,
+        require_exp: spec.expiry_time.is_some(),
+    };
+    let guest = GuestRequest {
+        workspace_name: &spec.workspace_name,
+        client_id: &spec.client_id,
+        datasource_name: spec.datasource_name.as_deref(),
+        params: spec.params.as_ref().map(|p| &p.0),
+        expiry_time_ms: spec.expiry_time,
+    };
+    token_secret::ensure_token(ctx, &target, |minter, now| {
+        minter.guest_token(principal, &guest, now)
+    })
+    .await
+}
+
+/// The spec without the fields that do not shape the token (changing them must not re-mint).
+fn token_shaping(spec: &GuestTokenRequestSpec) -> GuestTokenRequestSpec {
+    GuestTokenRequestSpec {
+        rollout_restart: Vec::new(),
+        ..spec.clone()
+    }
+}

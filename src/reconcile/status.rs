@@ -1,0 +1,246 @@
+//! Status of the three kinds: built from the outcome of a reconcile, compared with what is
+//! there, and applied only when it differs.
+//!
+//! No churning timestamps: `lastTransitionTime` moves only when the Ready status flips, and
+//! `expiresAt`/`renewAt`/`tokenId` derive from the token in the Secret, so they change only
+//! when a token is minted.
+
+use super::token_secret::{Owner, TokenInfo};
+use super::{
+    CONFLICT_RECHECK, Context, Error, FIELD_MANAGER, Failure, IDLE_RESYNC, Reason, rfc3339,
+};
+use crate::crd::{DatasourceGrant, GuestTokenRequest, ServiceKey, TokenStatus};
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+
+pub const READY: &str = "Ready";
+/// Reason of Ready=True on DatasourceGrants and GuestTokenRequests (and ServiceKeys with a
+/// session token).
+pub const TOKEN_READY: &str = "TokenReady";
+/// Reason of Ready=True on ServiceKeys without a session token.
+pub const KEY_READY: &str = "KeyReady";
+
+/// The three kinds: namespaced, with a [`TokenStatus`].
+pub trait HasTokenStatus:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    fn token_status(&self) -> Option<&TokenStatus>;
+}
+
+macro_rules! has_token_status {
+    ($($kind:ty),*) => {$(
+        impl HasTokenStatus for $kind {
+            fn token_status(&self) -> Option<&TokenStatus> {
+                self.status.as_ref()
+            }
+        }
+    )*};
+}
+has_token_status!(ServiceKey, DatasourceGrant, GuestTokenRequest);
+
+/// What a reconcile concluded, for the status.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Ready {
+        reason: &'static str,
+        message: String,
+        token: Option<TokenInfo>,
+    },
+    Failed(Failure),
+}
+
+/// The status describing `outcome`, keeping the transition time of an unchanged Ready status.
+pub fn desired(
+    current: Option<&TokenStatus>,
+    generation: Option<i64>,
+    secret_name: &str,
+    outcome: &Outcome,
+    now: Timestamp,
+) -> TokenStatus {
+    let (status, reason, message, token) = match outcome {
+        Outcome::Ready {
+            reason,
+            message,
+            token,
+        } => ("True", *reason, message.clone(), token.as_ref()),
+        Outcome::Failed(f) => ("False", f.reason.as_str(), f.message.clone(), None),
+    };
+    let previous = current.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
+    let last_transition_time = match previous {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => Time(Timestamp::from_second(now.as_second()).unwrap_or(now)),
+    };
+    let condition = Condition {
+        type_: READY.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    };
+    // Keep conditions of other types someone else may maintain.
+    let mut conditions: Vec<Condition> = current
+        .map(|s| {
+            s.conditions
+                .iter()
+                .filter(|c| c.type_ != READY)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    conditions.insert(0, condition);
+    TokenStatus {
+        conditions,
+        observed_generation: generation,
+        secret_name: Some(secret_name.to_owned()),
+        expires_at: token.and_then(|t| t.expires_at).map(rfc3339),
+        renew_at: token.and_then(|t| t.schedule.renew_at).map(rfc3339),
+        token_id: token.map(|t| t.jti.clone()),
+    }
+}
+
+/// Applies the status of `obj` when it differs from the current one. Returns whether it wrote
+/// (and so whether the outcome is news, e.g. worth an Event).
+pub async fn apply<K: HasTokenStatus>(
+    ctx: &Context,
+    obj: &K,
+    secret_name: &str,
+    outcome: &Outcome,
+) -> Result<bool, Error> {
+    let key = format!(
+        "status/{}/{}/{}",
+        K::kind(&()),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    );
+    // Our own last write, when the object in the cache predates it.
+    let ours: Option<TokenStatus> = ctx
+        .recent
+        .newer_than(&key, obj.resource_version().as_deref())
+        .and_then(|v| serde_json::from_value(v).ok());
+    let current = ours.as_ref().or(obj.token_status());
+    let wanted = desired(
+        current,
+        obj.meta().generation,
+        secret_name,
+        outcome,
+        ctx.clock.now(),
+    );
+    if current == Some(&wanted) {
+        return Ok(false);
+    }
+    let namespace = obj.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": wanted,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let written = api
+        .patch_status(&obj.name_any(), &params, &Patch::Apply(&patch))
+        .await?;
+    ctx.metrics
+        .write("apply", &format!("{}/status", K::plural(&())));
+    ctx.recent.remember(
+        key,
+        written.resource_version().as_deref(),
+        serde_json::to_value(&wanted).unwrap_or_default(),
+    );
+    Ok(true)
+}
+
+/// Ends a reconcile: applies the status (when changed), records metrics, publishes a Warning
+/// Event for a new failure, and picks the next run: the exact renew time of the token, a wait
+/// for a change of a permanently failing object, or an idle resync.
+pub async fn conclude<K: HasTokenStatus>(
+    ctx: &Context,
+    obj: &K,
+    owner: &Owner,
+    secret_name: &str,
+    outcome: Outcome,
+) -> Result<Action, Error> {
+    let written = apply(ctx, obj, secret_name, &outcome).await?;
+    let metric_key = owner.metric_key("token");
+    ctx.succeeded(obj);
+    match outcome {
+        Outcome::Failed(failure) => {
+            ctx.metrics.token_expiry(&metric_key, None);
+            ctx.metrics
+                .reconcile_error(&owner.kind, failure.reason.as_str());
+            if written {
+                tracing::warn!(
+                    kind = %owner.kind,
+                    namespace = %owner.namespace,
+                    name = %owner.name,
+                    reason = failure.reason.as_str(),
+                    message = %failure.message,
+                    "not ready"
+                );
+                ctx.events
+                    .warning(&owner.object_ref, failure.reason.as_str(), failure.message)
+                    .await;
+            }
+            Ok(match failure.reason {
+                // Resolved by deleting or relabelling a Secret we do not watch (it lacks our
+                // label): re-check slowly — one GET, no write.
+                Reason::SecretConflict => Action::requeue(CONFLICT_RECHECK),
+                _ => Action::await_change(),
+            })
+        }
+        Outcome::Ready { token, .. } => {
+            let expires = token
+                .as_ref()
+                .and_then(|t| t.expires_at)
+                .map(|t| t.as_second());
+            ctx.metrics.token_expiry(&metric_key, expires);
+            let next = token.and_then(|t| t.schedule.until_renewal(ctx.clock.now()));
+            Ok(Action::requeue(next.unwrap_or(IDLE_RESYNC)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    #[test]
+    fn transition_time_moves_only_on_a_transition() {
+        let fail = |m: &str| Outcome::Failed(Failure::new(Reason::Forbidden, m));
+        let first = desired(None, Some(1), "s", &fail("a"), ts(100));
+        assert_eq!(first.conditions[0].last_transition_time, Time(ts(100)));
+        // Same status, new message: the time stays.
+        let second = desired(Some(&first), Some(2), "s", &fail("b"), ts(200));
+        assert_eq!(second.conditions[0].last_transition_time, Time(ts(100)));
+        assert_eq!(second.conditions[0].message, "b");
+        assert_eq!(second.observed_generation, Some(2));
+        // A flip to True moves it.
+        let ready = Outcome::Ready {
+            reason: TOKEN_READY,
+            message: "ok".into(),
+            token: None,
+        };
+        let third = desired(Some(&second), Some(2), "s", &ready, ts(300));
+        assert_eq!(third.conditions[0].last_transition_time, Time(ts(300)));
+        assert_eq!(third.conditions[0].status, "True");
+        // Recomputing the same outcome later changes nothing: no write.
+        assert_eq!(desired(Some(&third), Some(2), "s", &ready, ts(999)), third);
+    }
+}

@@ -1,0 +1,400 @@
+//! End-to-end tests against a real Kubernetes cluster (the one KUBECONFIG points at).
+//!
+//! Run them with:
+//!
+//!     cargo test --test cluster -- --ignored --test-threads=1
+//!
+//! Each test creates its own namespace (`tokenmint-e2e-<random>`) and deletes it at the end,
+//! applies the CRDs from `crds/` (server-side apply; cluster-scoped, left installed), and runs the
+//! operator's controllers in-process, scoped to that namespace. The user needs rights to create
+//! namespaces and CRDs, and everything the operator itself does.
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokenmint::crd::{DatasourceGrant, ServiceKey};
+use tokenmint::keyring::{Algorithm, Expect, Keyring};
+use tokenmint::reconcile::controllers::{self, Readiness, Shared};
+use tokenmint::reconcile::events::Events;
+use tokenmint::reconcile::metrics::Metrics;
+use tokenmint::reconcile::{Clock, keyring as keyring_store};
+use tokio::sync::watch;
+
+const ISSUER: &str = "tokenmint-e2e";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A namespace of our own, the CRDs, and the controllers running in-process.
+struct Cluster {
+    client: Client,
+    namespace: String,
+    ring: Arc<RwLock<Keyring>>,
+    metrics: Arc<Metrics>,
+    stop: watch::Sender<bool>,
+    controllers: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+async fn apply_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
+        let name = crd.name_any();
+        api.patch(
+            &name,
+            &PatchParams::apply("tokenmint-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+        tokio::time::timeout(
+            WAIT,
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .expect("CRD not established")
+        .unwrap();
+    }
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let client = Client::try_default()
+            .await
+            .expect("these tests need a cluster: set KUBECONFIG");
+        apply_crds(&client).await;
+        let namespace = format!(
+            "tokenmint-e2e-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap(),
+            )
+            .await
+            .unwrap();
+
+        // The keyring Secret, created by the operator's own code path, in the test namespace.
+        let metrics = Arc::new(Metrics::default());
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+        let (ring, _) = keyring_store::load_or_create(
+            &secrets,
+            &namespace,
+            "tokenmint-keyring",
+            Algorithm::HS256,
+            Timestamp::now(),
+            &metrics,
+        )
+        .await
+        .unwrap();
+        let ring = Arc::new(RwLock::new(ring));
+        let (_changed_tx, changed_rx) = watch::channel(0u64);
+        let (stop, stop_rx) = watch::channel(false);
+        let shared = Shared {
+            client: client.clone(),
+            keyring: ring.clone(),
+            keyring_changed: changed_rx,
+            issuer: ISSUER.into(),
+            events: Events::Kube(Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "tokenmint-e2e".into(),
+                    instance: None,
+                },
+            )),
+            metrics: metrics.clone(),
+            clock: Clock::system(),
+        };
+        let scope = vec![namespace.clone()];
+        let controllers = tokio::spawn(async move {
+            // Keep the trigger sender alive as long as the controllers run.
+            let _changed_tx = _changed_tx;
+            controllers::run(shared, &scope, stop_rx, Arc::new(Readiness::default())).await;
+        });
+        Cluster {
+            client,
+            namespace,
+            ring,
+            metrics,
+            stop,
+            controllers: std::sync::Mutex::new(Some(controllers)),
+        }
+    }
+
+    /// Runs `body`, then stops the controllers and deletes the namespace, also on failure.
+    async fn run<F, Fut>(body: F)
+    where
+        F: FnOnce(Arc<Cluster>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let cluster = Arc::new(Cluster::start().await);
+        let result = tokio::spawn(body(cluster.clone())).await;
+        let _ = cluster.stop.send(true);
+        let controllers = cluster.controllers.lock().unwrap().take();
+        if let Some(controllers) = controllers {
+            let _ = tokio::time::timeout(WAIT, controllers).await;
+        }
+        let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+        let _ = namespaces
+            .delete(&cluster.namespace, &DeleteParams::default())
+            .await;
+        if let Err(e) = result {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    async fn create(&self, manifest: Value) {
+        let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &self.namespace,
+            &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+                "tokenmint.dev",
+                "v1alpha1",
+                manifest["kind"].as_str().unwrap(),
+            )),
+        );
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_value(manifest).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Polls until `check` returns a value.
+    async fn eventually<T, Fut: Future<Output = Option<T>>>(
+        &self,
+        what: &str,
+        mut check: impl FnMut() -> Fut,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The token in Secret `name`, once there.
+    async fn token(&self, name: &str) -> (String, Secret) {
+        let api: Api<Secret> = self.api();
+        self.eventually(&format!("Secret {name}"), || {
+            let api = api.clone();
+            let name = name.to_owned();
+            async move {
+                let secret = api.get_opt(&name).await.unwrap()?;
+                let token = secret.data.as_ref()?.get("token")?;
+                Some((String::from_utf8(token.0.clone()).unwrap(), secret))
+            }
+        })
+        .await
+    }
+
+    fn claims(&self, token: &str) -> Value {
+        self.ring
+            .read()
+            .unwrap()
+            .verify(
+                token,
+                Expect {
+                    issuer: ISSUER,
+                    require_exp: true,
+                },
+            )
+            .unwrap()
+    }
+
+    async fn ready_reason(&self, grant: &str) -> Option<(String, String)> {
+        let api: Api<DatasourceGrant> = self.api();
+        let grant = api.get(grant).await.unwrap();
+        let c = grant
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        Some((c.status, c.reason))
+    }
+}
+
+fn service_key(data_sources: &[&str]) -> Value {
+    json!({
+        "apiVersion": "tokenmint.dev/v1alpha1", "kind": "ServiceKey",
+        "metadata": {"name": "analytics"},
+        "spec": {
+            "principal": {"id": "1", "email": "jcw@example.com", "name": "jcw", "orgId": "1"},
+            "dataSources": data_sources, "workspaces": ["w1"], "secretName": "analytics-key"
+        }
+    })
+}
+
+fn grant() -> Value {
+    json!({
+        "apiVersion": "tokenmint.dev/v1alpha1", "kind": "DatasourceGrant",
+        "metadata": {"name": "dashboards"},
+        "spec": {
+            "serviceKeyRef": {"name": "analytics"}, "dataSource": "Data_3_E", "appUuid": "123",
+            "filter": "USER_id = 123", "expiration": 3600, "secretName": "dashboards-token"
+        }
+    })
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster from KUBECONFIG"]
+async fn grant_is_minted_kept_restored_and_withdrawn() {
+    Cluster::run(|c| async move {
+        c.create(service_key(&["Data_3_E"])).await;
+        c.create(grant()).await;
+
+        // Minted: the layout of CONTRACT §5 and the spec's claims.
+        let (token, secret) = c.token("dashboards-token").await;
+        assert_eq!(secret.type_.as_deref(), Some("tokenmint.dev/token"));
+        assert_eq!(secret.labels()["app.kubernetes.io/managed-by"], "tokenmint");
+        let owner = &secret.owner_references()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("DatasourceGrant", Some(true))
+        );
+        let claims = c.claims(&token);
+        assert_eq!(claims["identity"]["source_role"]["ds"], "Data_3_E");
+        assert_eq!(claims["identity"]["filter"], "USER_id = 123");
+        assert!(secret.data.as_ref().unwrap().contains_key("expires-at"));
+        c.eventually("Ready=True", || async {
+            (c.ready_reason("dashboards").await? == ("True".into(), "TokenReady".into()))
+                .then_some(())
+        })
+        .await;
+        let keys: Api<Secret> = c.api();
+        let key = keys.get("analytics-key").await.unwrap();
+        assert!(
+            String::from_utf8(key.data.unwrap()["key"].0.clone())
+                .unwrap()
+                .starts_with("tmk_")
+        );
+
+        // Steady state: a trigger (a label on the grant) causes no write.
+        let writes_before = c.metrics.encode();
+        let rv = secret.resource_version();
+        let grants: Api<DatasourceGrant> = c.api();
+        grants
+            .patch(
+                "dashboards",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"poke": "1"}}})),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            keys.get("dashboards-token")
+                .await
+                .unwrap()
+                .resource_version(),
+            rv
+        );
+        assert_eq!(c.metrics.encode(), writes_before, "no write on a resync");
+
+        // Deleted by hand: restored with a new token.
+        keys.delete("dashboards-token", &DeleteParams::default())
+            .await
+            .unwrap();
+        let jti = claims["jti"].clone();
+        let restored = c
+            .eventually("the restored Secret", || async {
+                let (token, _) = c.token("dashboards-token").await;
+                let claims = c.claims(&token);
+                (claims["jti"] != jti).then_some(claims)
+            })
+            .await;
+        assert_eq!(restored["identity"]["source_role"]["ds"], "Data_3_E");
+
+        // Edited by hand: restored.
+        keys.patch(
+            "dashboards-token",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"token": "edited"}})),
+        )
+        .await
+        .unwrap();
+        c.eventually("the edited Secret to be restored", || async {
+            let (token, _) = c.token("dashboards-token").await;
+            (token != "edited").then_some(())
+        })
+        .await;
+
+        // Permission withdrawn: Secret removed, Ready=False Forbidden.
+        let service_keys: Api<ServiceKey> = c.api();
+        service_keys
+            .patch(
+                "analytics",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"dataSources": ["Other"]}})),
+            )
+            .await
+            .unwrap();
+        c.eventually("Ready=False Forbidden", || async {
+            (c.ready_reason("dashboards").await? == ("False".into(), "Forbidden".into()))
+                .then_some(())
+        })
+        .await;
+        c.eventually("the token Secret to be deleted", || async {
+            keys.get_opt("dashboards-token")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster from KUBECONFIG"]
+async fn a_foreign_secret_is_never_overwritten() {
+    Cluster::run(|c| async move {
+        let secrets: Api<Secret> = c.api();
+        secrets
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": "dashboards-token"},
+                    "stringData": {"token": "theirs"}
+                }))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        c.create(service_key(&["*"])).await;
+        c.create(grant()).await;
+        c.eventually("Ready=False SecretConflict", || async {
+            (c.ready_reason("dashboards").await? == ("False".into(), "SecretConflict".into()))
+                .then_some(())
+        })
+        .await;
+        let secret = secrets.get("dashboards-token").await.unwrap();
+        assert_eq!(secret.data.unwrap()["token"].0, b"theirs");
+    })
+    .await;
+}

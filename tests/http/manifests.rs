@@ -1,0 +1,189 @@
+//! `--manifests DIR`: data vs stringData, multi-document files, the keyring Secret, and clear
+//! errors naming the file at fault.
+
+use super::common::*;
+use std::path::{Path, PathBuf};
+use tokenmint::http::keys::{KeyIndex, KeyStore};
+use tokenmint::keyring::{Algorithm, Keyring};
+use tokenmint::manifests::Manifests;
+
+/// A fresh directory under the system temp dir holding `files`.
+fn dir_with(name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tokenmint-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, content) in files {
+        std::fs::write(dir.join(file), content).unwrap();
+    }
+    dir
+}
+
+const SK: &str = r#"
+apiVersion: tokenmint.dev/v1alpha1
+kind: ServiceKey
+metadata: {name: one}
+spec:
+  principal: {id: "1", email: a@example.com, name: a}
+  dataSources: ["*"]
+"#;
+
+#[test]
+fn multi_document_files_with_data_and_string_data() {
+    let keyring = Keyring::generate(Algorithm::EdDSA, jiff::Timestamp::now()).unwrap();
+    let keyring_yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: tokenmint-keyring, namespace: tokenmint-system}}\nstringData:\n  keyring.json: '{}'\n",
+        String::from_utf8(keyring.to_json()).unwrap()
+    );
+    let dir = dir_with(
+        "multi",
+        &[
+            // No namespace: `default`. Key in base64 `data`.
+            (
+                "a.yaml",
+                &format!(
+                    "{SK}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: one-service-key}}\ndata: {{key: a2V5LW9uZQ==}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: ignored}}\nspec: {{}}\n---\n"
+                ),
+            ),
+            // Custom secretName, plain `stringData`, explicit namespace.
+            (
+                "b.yml",
+                "apiVersion: tokenmint.dev/v1alpha1\nkind: ServiceKey\nmetadata: {name: two, namespace: ns2}\nspec:\n  principal: {id: \"2\", email: b@example.com, name: b}\n  secretName: custom\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: custom, namespace: ns2}\nstringData: {key: key-two}\n",
+            ),
+            ("keyring.yaml", &keyring_yaml),
+            ("notes.txt", "not yaml: ["),
+        ],
+    );
+    let m = Manifests::load_dir(&dir).unwrap();
+    assert_eq!(m.service_keys.len(), 2);
+    assert_eq!(m.files.len(), 3);
+    let index = KeyIndex::build(&m.service_keys, &m.secrets);
+    assert_eq!(index.by_key(b"key-one").unwrap().reference(), "default/one");
+    assert_eq!(index.by_key(b"key-two").unwrap().reference(), "ns2/two");
+    let loaded = m
+        .keyring("tokenmint-system", "tokenmint-keyring")
+        .unwrap()
+        .unwrap();
+    assert_eq!(loaded.active_kid(), keyring.active_kid());
+    assert!(
+        m.keyring("elsewhere", "tokenmint-keyring")
+            .unwrap()
+            .is_none()
+    );
+
+    // And `serve`'s loader uses it, so tokens verify with the manifest's keyring.
+    let args = serve_args(&dir);
+    let store = tokenmint::serve::from_manifests(&dir, &args).unwrap();
+    assert_eq!(store.keyring().unwrap().active_kid(), keyring.active_kid());
+    assert!(store.readiness().is_ok());
+}
+
+fn serve_args(dir: &Path) -> tokenmint::cli::ServeArgs {
+    use clap::Parser;
+    let cli = tokenmint::cli::Cli::try_parse_from([
+        "tokenmint",
+        "serve",
+        "--namespace",
+        "tokenmint-system",
+        "--manifests",
+        dir.to_str().unwrap(),
+    ])
+    .unwrap();
+    match cli.command {
+        tokenmint::cli::Command::Serve(args) => args,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn without_a_keyring_secret_the_keyring_is_ephemeral() {
+    let dir = dir_with("ephemeral", &[("a.yaml", SK)]);
+    let store = tokenmint::serve::from_manifests(&dir, &serve_args(&dir)).unwrap();
+    assert!(store.keyring().is_some());
+    assert_eq!(store.keys().len(), 0, "no key Secret, no usable key");
+}
+
+#[test]
+fn bad_manifests_are_startup_errors_naming_the_file() {
+    for (case, content, needle) in [
+        ("yaml", "kind: [unclosed", "not valid YAML"),
+        ("scalar", "just a string", "not a Kubernetes object"),
+        (
+            "nokind",
+            "apiVersion: v1\nmetadata: {name: x}\n",
+            "apiVersion and kind are required",
+        ),
+        (
+            "noname",
+            "apiVersion: v1\nkind: Secret\nmetadata: {}\n",
+            "metadata.name is required",
+        ),
+        (
+            "spec",
+            "apiVersion: tokenmint.dev/v1alpha1\nkind: ServiceKey\nmetadata: {name: broken}\nspec: {principal: {id: \"1\"}}\n",
+            "ServiceKey broken",
+        ),
+        (
+            "data",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {key: \"not base64!\"}\n",
+            "Secret s",
+        ),
+        (
+            "keyring",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: tokenmint-keyring, namespace: tokenmint-system}\nstringData: {keyring.json: \"{}\"}\n",
+            "keyring",
+        ),
+    ] {
+        let dir = dir_with(
+            &format!("bad-{case}"),
+            &[("ok.yaml", SK), ("broken.yaml", content)],
+        );
+        let err = tokenmint::serve::from_manifests(&dir, &serve_args(&dir))
+            .err()
+            .unwrap_or_else(|| panic!("{case}: accepted"))
+            .to_string();
+        assert!(err.contains("broken.yaml"), "{case}: {err}");
+        assert!(err.contains(needle), "{case}: {err}");
+    }
+    let missing = std::env::temp_dir().join("tokenmint-test-does-not-exist");
+    let err = Manifests::load_dir(&missing).unwrap_err().to_string();
+    assert!(err.contains("tokenmint-test-does-not-exist"), "{err}");
+}
+
+#[tokio::test]
+async fn the_quickstart_example_works() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart");
+    let store = tokenmint::serve::from_manifests(&dir, &serve_args(&dir)).unwrap();
+    assert_eq!(store.keys().len(), 1);
+    let router = tokenmint::http::router(tokenmint::http::AppState::new(
+        std::sync::Arc::new(store),
+        "tokenmint",
+    ));
+    let key = "tmk_demo_PUBLIC_DEMO_KEY_do_not_use_in_production";
+    let r = call(
+        &router,
+        "POST",
+        "/api/admin/v1/get_datasource_token",
+        Some(&bearer(key)),
+        r#"{"data_source":"Data_3_E"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = call(
+        &router,
+        "POST",
+        "/api/v1/guest-token/create",
+        Some(&bearer(key)),
+        r#"{"workspaceName":"w1","clientId":"acme"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = call(
+        &router,
+        "POST",
+        "/ds-api/user-token",
+        Some(&basic("jcw", key)),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}

@@ -1,0 +1,166 @@
+//! Over a real socket: raw HTTP/1.1 on a TcpStream against `tokenmint::http::serve`, then a
+//! graceful shutdown.
+
+use super::common::*;
+use serde_json::Value;
+use std::io::{Read, Write};
+
+async fn exchange(addr: std::net::SocketAddr, request: String) -> (u16, String, Value) {
+    // A plain blocking socket (off the runtime): no HTTP client library in between.
+    let raw = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).unwrap();
+        raw
+    })
+    .await
+    .unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (
+        status,
+        head.to_owned(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn serves_over_tcp_and_shuts_down_gracefully() {
+    let t = app();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tokenmint::http::serve(listener, t.router.clone(), async {
+        let _ = stopped.await;
+    }));
+
+    // The Nibi PHP client: POST with `0` as form fields.
+    let (status, head, body) = exchange(
+        addr,
+        format!(
+            "POST /api/admin/v1/api_token/get_user_token HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY_A}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1\r\nConnection: close\r\n\r\n0"
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json")
+    );
+    let claims = verify(&t.keyring, body["access_token"].as_str().unwrap(), true);
+    assert_eq!(claims["identity"]["id"], 1);
+
+    // Nexla's curl line.
+    let (status, _, body) = exchange(
+        addr,
+        format!(
+            "POST /token HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {KEY_A}\r\nAccept: application/vnd.nexla.api.v1+json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["expires_in"], 3600);
+
+    // A DataBrain request with a JSON body.
+    let json = r#"{"workspaceName":"w1","clientId":"acme"}"#;
+    let (status, _, body) = exchange(
+        addr,
+        format!(
+            "POST /api/v1/guest-token/create HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY_A}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+            json.len()
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body["token"].is_string());
+
+    // An oversized body announced by Content-Length is refused with a JSON 413.
+    let (status, _, body) = exchange(
+        addr,
+        format!(
+            "POST /api/admin/v1/get_datasource_token HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY_A}\r\nContent-Length: 70000\r\nConnection: close\r\n\r\n{}",
+            "x".repeat(70_000)
+        ),
+    )
+    .await;
+    assert_eq!(status, 413);
+    assert_eq!(body["error"]["code"], "PAYLOAD_TOO_LARGE");
+
+    let (status, _, body) = exchange(
+        addr,
+        "GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("NOT_FOUND"))
+    );
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), server)
+        .await
+        .expect("the server stops after the shutdown signal")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn slow_headers_and_idle_connections_do_not_hold_the_server() {
+    let t = app();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = tokenmint::http::ServeOptions {
+        header_read_timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    let server = tokio::spawn(tokenmint::http::serve_with(
+        listener,
+        t.router.clone(),
+        async {
+            let _ = stopped.await;
+        },
+        options,
+    ));
+
+    // Headers that never end: the server hangs up after the header-read timeout.
+    let started = std::time::Instant::now();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(b"POST /token HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        let mut rest = Vec::new();
+        // EOF (or a reset) well before our own 10 s read timeout.
+        let _ = stream.read_to_end(&mut rest);
+    })
+    .await
+    .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+    // A kept-alive connection that went idle does not delay the shutdown.
+    let idle = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = stream.read(&mut buf).unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        stream
+    })
+    .await
+    .unwrap();
+    stop.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), server)
+        .await
+        .expect("shutdown is not held by an idle connection")
+        .unwrap()
+        .unwrap();
+    drop(idle);
+}

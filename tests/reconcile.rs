@@ -1,0 +1,1194 @@
+//! Reconcilers against a scripted API server (`tower_test::mock`, the controller-rs
+//! `fixtures.rs` pattern): every request the operator makes is asserted — method, path,
+//! server-side-apply parameters and body — and a reconcile that should be quiet must make none.
+
+use axum::http::{Method, Request, Response, StatusCode};
+use base64::Engine;
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokenmint::crd::{
+    DatasourceGrant, DatasourceGrantSpec, GuestTokenRequest, GuestTokenRequestSpec, Principal,
+    ServiceKey, ServiceKeySpec, SessionTokenSpec, TokenStatus,
+};
+use tokenmint::keyring::{Algorithm, Expect, Keyring, SECRET_KEY};
+use tokenmint::reconcile::events::Events;
+use tokenmint::reconcile::metrics::Metrics;
+use tokenmint::reconcile::{
+    self, Clock, Context, IDLE_RESYNC, SharedKeyring, keyring as keyring_store,
+};
+use tokenmint::token::renew::Schedule;
+use tower_test::mock::{Handle, SendResponse};
+
+const NS: &str = "team-a";
+const ISSUER: &str = "tokenmint-test";
+
+type MockHandle = Handle<Request<Body>, Response<Body>>;
+
+/// One scripted API server plus the operator context under test.
+struct Harness {
+    ctx: Arc<Context>,
+    handle: MockHandle,
+    secrets: Writer<Secret>,
+    keys: Writer<ServiceKey>,
+    clock: Clock,
+    ring: SharedKeyring,
+    events: Events,
+    /// resourceVersion the fake server hands out next.
+    next_rv: u64,
+}
+
+/// Now, whole seconds (tokens carry seconds; the keyring verifies against the system clock,
+/// so test times stay near the real now).
+fn t0() -> Timestamp {
+    Timestamp::from_second(Timestamp::now().as_second()).unwrap()
+}
+
+impl Harness {
+    fn new() -> Self {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let (key_store, mut keys) = reflector::store::<ServiceKey>();
+        let (secret_store, mut secrets) = reflector::store::<Secret>();
+        // Both caches have had their first (empty) list.
+        for writer_events in [watcher::Event::Init, watcher::Event::InitDone] {
+            keys.apply_watcher_event(&writer_events);
+        }
+        for writer_events in [watcher::Event::Init, watcher::Event::InitDone] {
+            secrets.apply_watcher_event(&writer_events);
+        }
+        let clock = Clock::fixed(t0());
+        let ring = Arc::new(RwLock::new(
+            Keyring::generate(Algorithm::HS256, clock.now()).unwrap(),
+        ));
+        let events = Events::memory();
+        let ctx = Arc::new(Context::new(
+            client,
+            ring.clone(),
+            ISSUER,
+            clock.clone(),
+            events.clone(),
+            Arc::new(Metrics::default()),
+            key_store,
+            secret_store,
+        ));
+        Harness {
+            ctx,
+            handle,
+            secrets,
+            keys,
+            clock,
+            ring,
+            events,
+            next_rv: 100,
+        }
+    }
+
+    /// Puts an object into the Secret watch cache, as the watch would after a write.
+    fn cache_secret(&mut self, secret: &Secret) {
+        self.secrets
+            .apply_watcher_event(&watcher::Event::Apply(secret.clone()));
+    }
+
+    fn uncache_secret(&mut self, secret: &Secret) {
+        self.secrets
+            .apply_watcher_event(&watcher::Event::Delete(secret.clone()));
+    }
+
+    fn cache_key(&mut self, key: &ServiceKey) {
+        self.keys
+            .apply_watcher_event(&watcher::Event::Apply(key.clone()));
+    }
+
+    fn uncache_key(&mut self, key: &ServiceKey) {
+        self.keys
+            .apply_watcher_event(&watcher::Event::Delete(key.clone()));
+    }
+
+    /// The next request; asserts its method and path.
+    async fn expect(
+        &mut self,
+        method: Method,
+        path: &str,
+    ) -> (Request<Body>, SendResponse<Response<Body>>) {
+        let (request, send) =
+            tokio::time::timeout(Duration::from_secs(5), self.handle.next_request())
+                .await
+                .unwrap_or_else(|_| panic!("no request arrived; expected {method} {path}"))
+                .expect("the client is gone");
+        assert_eq!(
+            (request.method(), request.uri().path()),
+            (&method, path),
+            "unexpected request {} {}",
+            request.method(),
+            request.uri()
+        );
+        (request, send)
+    }
+
+    /// Expects a GET and answers 404.
+    async fn expect_get_not_found(&mut self, path: &str) {
+        let (_, send) = self.expect(Method::GET, path).await;
+        send.send_response(not_found());
+    }
+
+    /// Expects a server-side apply (PATCH, fieldManager=tokenmint, force) and answers with the
+    /// applied object as the server would store it. Returns that object.
+    async fn expect_apply(&mut self, path: &str) -> Value {
+        let (request, send) = self.expect(Method::PATCH, path).await;
+        assert_ssa(&request);
+        let mut body = body_json(request).await;
+        self.next_rv += 1;
+        body["metadata"]["resourceVersion"] = json!(self.next_rv.to_string());
+        send.send_response(ok(&body));
+        body
+    }
+
+    /// Expects a status apply of `obj` and answers with `obj` carrying that status. Returns the
+    /// status and the updated object.
+    async fn expect_status<K>(&mut self, path: &str, obj: &K) -> (TokenStatus, K)
+    where
+        K: Resource + serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let (request, send) = self.expect(Method::PATCH, path).await;
+        assert_ssa(&request);
+        let body = body_json(request).await;
+        let status: TokenStatus = serde_json::from_value(body["status"].clone()).unwrap();
+        let mut updated = serde_json::to_value(obj).unwrap();
+        updated["status"] = body["status"].clone();
+        self.next_rv += 1;
+        updated["metadata"]["resourceVersion"] = json!(self.next_rv.to_string());
+        send.send_response(ok(&updated));
+        (status, serde_json::from_value(updated).unwrap())
+    }
+
+    /// Awaits a reconcile, failing on any request it makes that the test did not expect.
+    async fn finish<T: std::fmt::Debug>(&mut self, task: tokio::task::JoinHandle<T>) -> T {
+        tokio::select! {
+            result = task => result.expect("reconcile panicked"),
+            request = self.handle.next_request() => {
+                let (request, _) = request.expect("the client is gone");
+                panic!("unexpected request {} {}", request.method(), request.uri());
+            }
+        }
+    }
+
+    fn grant(
+        &self,
+        grant: &DatasourceGrant,
+    ) -> tokio::task::JoinHandle<Result<Action, reconcile::Error>> {
+        tokio::spawn(reconcile::reconcile_datasource_grant(
+            Arc::new(grant.clone()),
+            self.ctx.clone(),
+        ))
+    }
+
+    fn guest(
+        &self,
+        request: &GuestTokenRequest,
+    ) -> tokio::task::JoinHandle<Result<Action, reconcile::Error>> {
+        tokio::spawn(reconcile::reconcile_guest_token(
+            Arc::new(request.clone()),
+            self.ctx.clone(),
+        ))
+    }
+
+    fn service_key(
+        &self,
+        key: &ServiceKey,
+    ) -> tokio::task::JoinHandle<Result<Action, reconcile::Error>> {
+        tokio::spawn(reconcile::reconcile_service_key(
+            Arc::new(key.clone()),
+            self.ctx.clone(),
+        ))
+    }
+
+    fn verify(&self, token: &str, require_exp: bool) -> Value {
+        self.ring
+            .read()
+            .unwrap()
+            .verify(
+                token,
+                Expect {
+                    issuer: ISSUER,
+                    require_exp,
+                },
+            )
+            .unwrap()
+    }
+}
+
+fn assert_ssa(request: &Request<Body>) {
+    let query = request.uri().query().unwrap_or_default();
+    let pairs: Vec<&str> = query.split('&').collect();
+    assert!(pairs.contains(&"fieldManager=tokenmint"), "query {query}");
+    assert!(pairs.contains(&"force=true"), "query {query}");
+    assert_eq!(
+        request.headers()["content-type"],
+        "application/apply-patch+yaml"
+    );
+}
+
+async fn body_json(request: Request<Body>) -> Value {
+    let bytes = request.into_body().collect_bytes().await.unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+fn ok(body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .body(Body::from(serde_json::to_vec(body).unwrap()))
+        .unwrap()
+}
+
+fn not_found() -> Response<Body> {
+    let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "not found", "reason": "NotFound", "code": 404});
+    Response::builder()
+        .status(StatusCode::NOT_FOUND)
+        .body(Body::from(serde_json::to_vec(&status).unwrap()))
+        .unwrap()
+}
+
+fn meta(name: &str, uid: &str, generation: i64) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(NS.into()),
+        uid: Some(uid.into()),
+        generation: Some(generation),
+        resource_version: Some("1".into()),
+        ..ObjectMeta::default()
+    }
+}
+
+fn principal() -> Principal {
+    Principal {
+        id: "1".into(),
+        email: "jcw@example.com".into(),
+        name: "jcw".into(),
+        full_name: Some("Jeff Williams".into()),
+        org_id: Some("1".into()),
+        org_name: Some("Main Org.".into()),
+    }
+}
+
+fn service_key(data_sources: &[&str]) -> ServiceKey {
+    let mut key = ServiceKey::new(
+        "analytics",
+        ServiceKeySpec {
+            principal: principal(),
+            data_sources: data_sources.iter().map(|s| s.to_string()).collect(),
+            workspaces: vec!["w1".into()],
+            secret_name: Some("analytics-key".into()),
+            access_token_ttl: None,
+            session_token: None,
+        },
+    );
+    key.metadata = meta("analytics", "uid-sk", 1);
+    key
+}
+
+fn grant() -> DatasourceGrant {
+    let mut grant = DatasourceGrant::new(
+        "dashboards",
+        DatasourceGrantSpec {
+            service_key_ref: tokenmint::crd::ServiceKeyRef {
+                name: "analytics".into(),
+            },
+            data_source: "Data_3_E".into(),
+            app_uuid: Some("123".into()),
+            filter: Some("USER_id = 123".into()),
+            expiration: 3600,
+            secret_name: Some("dashboards-token".into()),
+            renew_before: Some("20m".into()),
+            rollout_restart: vec![],
+        },
+    );
+    grant.metadata = meta("dashboards", "uid-dsg", 1);
+    grant
+}
+
+const SECRETS: &str = "/api/v1/namespaces/team-a/secrets";
+const GRANT_SECRET: &str = "/api/v1/namespaces/team-a/secrets/dashboards-token";
+const GRANT_STATUS: &str =
+    "/apis/tokenmint.dev/v1alpha1/namespaces/team-a/datasourcegrants/dashboards/status";
+
+fn secret_of(value: &Value) -> Secret {
+    serde_json::from_value(value.clone()).unwrap()
+}
+
+fn data(value: &Value, key: &str) -> Option<String> {
+    value["data"][key].as_str().map(|b64| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        )
+        .unwrap()
+    })
+}
+
+fn ready(status: &TokenStatus) -> (&str, &str) {
+    let c = &status.conditions[0];
+    assert_eq!(c.type_, "Ready");
+    (c.status.as_str(), c.reason.as_str())
+}
+
+/// Reconciles a new grant to completion: the Secret and status writes, asserted in full.
+/// Returns the stored Secret, the grant with its status, and the requeue.
+async fn first_mint(h: &mut Harness, grant: &DatasourceGrant) -> (Value, DatasourceGrant, Action) {
+    let task = h.grant(grant);
+    h.expect_get_not_found(GRANT_SECRET).await;
+    let secret = h.expect_apply(GRANT_SECRET).await;
+    let (_, updated) = h.expect_status(GRANT_STATUS, grant).await;
+    let action = h.finish(task).await.unwrap();
+    h.cache_secret(&secret_of(&secret));
+    (secret, updated, action)
+}
+
+#[tokio::test]
+async fn new_grant_writes_one_secret_and_one_status_then_nothing() {
+    let mut h = Harness::new();
+    h.cache_key(&service_key(&["Data_3_E"]));
+    let grant = grant();
+    let now = h.clock.now();
+
+    let task = h.grant(&grant);
+    // Not in the cache of managed Secrets: one GET to rule out a foreign Secret of the name.
+    h.expect_get_not_found(GRANT_SECRET).await;
+    let secret = h.expect_apply(GRANT_SECRET).await;
+    let (status, updated) = h.expect_status(GRANT_STATUS, &grant).await;
+    let action = h.finish(task).await.unwrap();
+
+    // The Secret: CONTRACT §5 layout, data (never stringData), owner reference.
+    assert_eq!(secret["type"], "tokenmint.dev/token");
+    assert_eq!(
+        secret["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "tokenmint"
+    );
+    assert_eq!(
+        secret["metadata"]["labels"]["tokenmint.dev/owner-kind"],
+        "DatasourceGrant"
+    );
+    assert_eq!(
+        secret["metadata"]["ownerReferences"],
+        json!([{"apiVersion": "tokenmint.dev/v1alpha1", "kind": "DatasourceGrant", "name": "dashboards",
+                "uid": "uid-dsg", "controller": true, "blockOwnerDeletion": true}])
+    );
+    assert!(secret.get("stringData").is_none());
+    let keys: Vec<&String> = secret["data"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["expires-at", "token"]);
+
+    // The JWT: verifies with the keyring, claims follow the spec and the ServiceKey principal.
+    let token = data(&secret, "token").unwrap();
+    let claims = h.verify(&token, true);
+    assert_eq!(
+        claims["identity"],
+        json!({"id": 1, "orgs": [1], "source_role": {"ds": "Data_3_E", "role": "dataSourceViewer"},
+               "app_uuid": "123", "filter": "USER_id = 123"})
+    );
+    assert_eq!(claims["iss"], ISSUER);
+    assert_eq!(claims["type"], "access");
+    assert_eq!(claims["fresh"], false);
+    assert_eq!(claims["iat"], now.as_second());
+    assert_eq!(claims["exp"], now.as_second() + 3600);
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(
+        header.kid.as_deref(),
+        Some(h.ring.read().unwrap().active_kid())
+    );
+    let exp = Timestamp::from_second(now.as_second() + 3600).unwrap();
+    assert_eq!(data(&secret, "expires-at").unwrap(), exp.to_string());
+    assert!(!data(&secret, "expires-at").unwrap().contains('.'));
+
+    // Status: Ready, the token's id and times; never the token.
+    let schedule = Schedule::new(now, Some(exp), Some(Duration::from_secs(1200)), "uid-dsg");
+    // The renew time, in whole seconds (status and requeue agree on it).
+    let renew_at = Timestamp::from_second(schedule.renew_at.unwrap().as_second()).unwrap();
+    assert_eq!(ready(&status), ("True", "TokenReady"));
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(status.secret_name.as_deref(), Some("dashboards-token"));
+    assert_eq!(status.expires_at.as_deref(), Some(exp.to_string().as_str()));
+    assert_eq!(
+        status.renew_at.as_deref(),
+        Some(renew_at.to_string().as_str())
+    );
+    assert_eq!(
+        status.token_id.as_ref(),
+        claims["jti"].as_str().map(String::from).as_ref()
+    );
+    assert!(!serde_json::to_string(&status).unwrap().contains(&token));
+    assert!(renew_at <= exp - SignedDuration::from_mins(20));
+
+    // Requeue at exactly the renew time.
+    assert_eq!(
+        action,
+        Action::requeue(renew_at.duration_since(now).unsigned_abs())
+    );
+
+    let events = h.events.published();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].reason, "Minted");
+    assert!(!events[0].note.contains(&token));
+
+    // Everything in place (the watch caches caught up): a second reconcile makes no request.
+    h.cache_secret(&secret_of(&secret));
+    h.clock.advance(SignedDuration::from_secs(60));
+    let task = h.grant(&updated);
+    let again = h.finish(task).await.unwrap();
+    assert_eq!(
+        again,
+        Action::requeue(renew_at.duration_since(h.clock.now()).unsigned_abs())
+    );
+    assert_eq!(h.events.published().len(), 1, "no event without a change");
+}
+
+#[tokio::test]
+async fn our_own_write_is_not_repeated_before_the_caches_catch_up() {
+    let mut h = Harness::new();
+    h.cache_key(&service_key(&["Data_3_E"]));
+    let grant = grant();
+    let task = h.grant(&grant);
+    h.expect_get_not_found(GRANT_SECRET).await;
+    let secret = h.expect_apply(GRANT_SECRET).await;
+    h.expect_status(GRANT_STATUS, &grant).await;
+    h.finish(task).await.unwrap();
+    // The Secret watch delivered the write, but the grant in the controller cache is still the
+    // old object (no status): the status is not re-applied.
+    h.cache_secret(&secret_of(&secret));
+    let task = h.grant(&grant);
+    h.finish(task).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_token_inside_its_renew_window_is_rotated() {
+    let mut h = Harness::new();
+    // The keyring checks nbf/exp against the system clock: start 40 minutes in the past so the
+    // renew time (exp - 20m - jitter) lies just before the real now.
+    h.clock.set(t0() - SignedDuration::from_mins(40));
+    h.cache_key(&service_key(&["Data_3_E"]));
+    let (secret, grant, _) = first_mint(&mut h, &grant()).await;
+    let renew_at: Timestamp = grant
+        .status
+        .as_ref()
+        .unwrap()
+        .renew_at
+        .as_ref()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // One second before the renew time: nothing.
+    h.clock.set(renew_at - SignedDuration::from_secs(1));
+    let task = h.grant(&grant);
+    assert_eq!(
+        h.finish(task).await.unwrap(),
+        Action::requeue(Duration::from_secs(1))
+    );
+
+    // At the renew time: a new token, the status follows.
+    h.clock.set(renew_at);
+    let task = h.grant(&grant);
+    let rotated = h.expect_apply(GRANT_SECRET).await;
+    let (status, _) = h.expect_status(GRANT_STATUS, &grant).await;
+    let action = h.finish(task).await.unwrap();
+    let old = h.verify(&data(&secret, "token").unwrap(), true);
+    let new = h.verify(&data(&rotated, "token").unwrap(), true);
+    assert_ne!(old["jti"], new["jti"]);
+    assert_eq!(new["iat"], renew_at.as_second());
+    assert_eq!(status.token_id.as_deref(), new["jti"].as_str());
+    assert_eq!(ready(&status), ("True", "TokenReady"));
+    // The Ready condition did not transition: its time is the first one.
+    assert_eq!(
+        status.conditions[0].last_transition_time,
+        grant.status.as_ref().unwrap().conditions[0].last_transition_time
+    );
+    let next: Timestamp = status.renew_at.unwrap().parse().unwrap();
+    assert_eq!(
+        action,
+        Action::requeue(next.duration_since(renew_at).unsigned_abs())
+    );
+    assert_eq!(h.events.published().last().unwrap().reason, "Rotated");
+    assert!(
+        h.ctx
+            .metrics
+            .encode()
+            .contains("tokenmint_tokens_rotated_total{kind=\"DatasourceGrant\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn a_spec_change_re_mints() {
+    let mut h = Harness::new();
+    h.cache_key(&service_key(&["Data_3_E"]));
+    let (_, mut grant, _) = first_mint(&mut h, &grant()).await;
+    grant.spec.filter = Some("USER_id = 456".into());
+    grant.metadata.generation = Some(2);
+    let task = h.grant(&grant);
+    let secret = h.expect_apply(GRANT_SECRET).await;
+    let (status, _) = h.expect_status(GRANT_STATUS, &grant).await;
+    h.finish(task).await.unwrap();
+    let claims = h.verify(&data(&secret, "token").unwrap(), true);
+    assert_eq!(claims["identity"]["filter"], "USER_id = 456");
+    assert_eq!(status.observed_generation, Some(2));
+    assert_eq!(status.conditions[0].observed_generation, Some(2));
+}
+
+#[tokio::test]
+async fn a_principal_change_on_the_service_key_re_mints() {
+    let mut h = Harness::new();
+    let mut key = service_key(&["Data_3_E"]);
+    h.cache_key(&key);
+    let (_, grant, _) = first_mint(&mut h, &grant()).await;
+    key.spec.principal.id = "42".into();
+    h.cache_key(&key);
+    let task = h.grant(&grant);
+    let secret = h.expect_apply(GRANT_SECRET).await;
+    h.expect_status(GRANT_STATUS, &grant).await;
+    h.finish(task).await.unwrap();
+    assert_eq!(
+        h.verify(&data(&secret, "token").unwrap(), true)["identity"]["id"],
+        42
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_secret_is_restored() {
+    let mut h = Harness::new();
+    h.cache_key(&service_key(&["Data_3_E"]));
+    let (secret, grant, _) = first_mint(&mut h, &grant()).await;
+    h.uncache_secret(&secret_of(&secret));
+    let task = h.grant(&grant);
+    h.expect_get_not_found(GRANT_SECRET).await;
+    let restored = h.expect_apply(GRANT_SECRET).await;
+    let (status, _) = h.expect_status(GRANT_STATUS, &grant).await;
+    h.finish(task).await.unwrap();
+    let claims = h.verify(&data(&restored, "token").unwrap(), true);
+    assert_eq!(status.token_id.as_deref(), claims["jti"].as_str());
+}
+
+#[tokio::test]
+async fn an_edited_secret_is_restored() {
+    let mut h = Harness::new();
+    h.cache_key(&service_key(&["Data_3_E"]));
+    let (secret, grant, _) = first_mint(&mut h, &grant()).await;
+    let token = data(&secret, "token").unwrap();
+
+    // Tampered payload (forged claims, original signature).
+    let mut parts: Vec<String> = token.split('.').map(String::from).collect();
+    let mut claims = h.verify(&token, true);
+    claims["identity"]["source_role"]["ds"] = json!("Everything");
+    parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&claims).unwrap());
+    let forged = parts.join(".");
+    // A valid token of someone else's making (same key, other data source) with annotations
+    // copied: also replaced, because its claims do not match the spec.
+    let swapped = {
+        let ring = h.ring.read().unwrap();
+        let minter = tokenmint::token::mint::Minter {
+            keyring: &ring,
+            issuer: ISSUER,
+        };
+        minter
+            .datasource_token(
+                &principal(),
+                &tokenmint::token::mint::DatasourceRequest {
+                    data_source: "Other",
+                    expiration: 3600,
+                    app_uuid: Some("123"),
+                    filter: Some("USER_id = 123"),
+                },
+                h.clock.now(),
+            )
+            .unwrap()
+            .token
+    };
+    for replacement in [forged, swapped, "garbage".to_owned()] {
+        let mut edited = secret.clone();
+        edited["data"]["token"] =
+            json!(base64::engine::general_purpose::STANDARD.encode(&replacement));
+        edited["metadata"]["resourceVersion"] = json!("9999");
+        h.cache_secret(&secret_of(&edited));
+        let task = h.grant(&grant);
+        let restored = h.expect_apply(GRANT_SECRET).await;
+        h.expect_status(GRANT_STATUS, &grant).await;
+        h.finish(task).await.unwrap();
+        let claims = h.verify(&data(&restored, "token").unwrap(), true);
+        assert_eq!(claims["identity"]["source_role"]["ds"], "Data_3_E");
+    }
+}
+
+#[tokio::test]
+async fn a_foreign_secret_is_a_conflict_and_never_written() {
+    let mut h = Harness::new();
+    h.cache_key(&service_key(&["Data_3_E"]));
+    let grant = grant();
+    let task = h.grant(&grant);
+    let (_, send) = h.expect(Method::GET, GRANT_SECRET).await;
+    send.send_response(ok(&json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "dashboards-token", "namespace": NS, "uid": "someone-else", "resourceVersion": "5"},
+        "data": {"token": base64::engine::general_purpose::STANDARD.encode("theirs")}
+    })));
+    let (status, updated) = h.expect_status(GRANT_STATUS, &grant).await;
+    let action = h.finish(task).await.unwrap();
+    assert_eq!(ready(&status), ("False", "SecretConflict"));
+    assert!(status.conditions[0].message.contains("dashboards-token"));
+    assert_eq!(status.token_id, None);
+    // Re-checked slowly: the foreign Secret is not watched.
+    assert_eq!(action, Action::requeue(reconcile::CONFLICT_RECHECK));
+    let events = h.events.published();
+    assert_eq!(events.len(), 1);
+    assert!(events[0].warning);
+    assert_eq!(events[0].reason, "SecretConflict");
+
+    // Unchanged conflict on a resync: the GET, and no write at all.
+    let task = h.grant(&updated);
+    let (_, send) = h.expect(Method::GET, GRANT_SECRET).await;
+    send.send_response(ok(&json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "dashboards-token", "namespace": NS, "uid": "someone-else", "resourceVersion": "5"}
+    })));
+    assert_eq!(
+        h.finish(task).await.unwrap(),
+        Action::requeue(reconcile::CONFLICT_RECHECK)
+    );
+    assert_eq!(h.events.published().len(), 1);
+}
+
+#[tokio::test]
+async fn a_forbidden_data_source_removes_the_token() {
+    let mut h = Harness::new();
+    h.cache_key(&service_key(&["Data_3_E"]));
+    let (secret, grant, _) = first_mint(&mut h, &grant()).await;
+    // The permission is withdrawn.
+    h.cache_key(&service_key(&["Other"]));
+    let task = h.grant(&grant);
+    let (request, send) = h.expect(Method::DELETE, GRANT_SECRET).await;
+    let body = body_json(request).await;
+    assert_eq!(body["preconditions"]["uid"], secret["metadata"]["uid"]);
+    send.send_response(ok(
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+    ));
+    let (status, _) = h.expect_status(GRANT_STATUS, &grant).await;
+    let action = h.finish(task).await.unwrap();
+    assert_eq!(ready(&status), ("False", "Forbidden"));
+    assert!(status.conditions[0].message.contains("Data_3_E"));
+    assert_eq!(
+        (status.expires_at, status.renew_at, status.token_id),
+        (None, None, None)
+    );
+    assert_eq!(action, Action::await_change());
+    assert_eq!(h.events.published().last().unwrap().reason, "Forbidden");
+}
+
+#[tokio::test]
+async fn a_deleted_service_key_removes_the_token() {
+    let mut h = Harness::new();
+    let key = service_key(&["*"]);
+    h.cache_key(&key);
+    let (_, grant, _) = first_mint(&mut h, &grant()).await;
+    h.uncache_key(&key);
+    let task = h.grant(&grant);
+    let (_, send) = h.expect(Method::DELETE, GRANT_SECRET).await;
+    send.send_response(ok(
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+    ));
+    let (status, _) = h.expect_status(GRANT_STATUS, &grant).await;
+    assert_eq!(h.finish(task).await.unwrap(), Action::await_change());
+    assert_eq!(ready(&status), ("False", "ServiceKeyNotFound"));
+}
+
+#[tokio::test]
+async fn an_invalid_filter_is_reported_and_waits_for_a_change() {
+    let mut h = Harness::new();
+    h.cache_key(&service_key(&["Data_3_E"]));
+    let mut grant = grant();
+    grant.spec.filter = Some("1=1 OR EXISTS (SELECT 1 FROM t)".into());
+    let task = h.grant(&grant);
+    let (status, _) = h.expect_status(GRANT_STATUS, &grant).await;
+    assert_eq!(h.finish(task).await.unwrap(), Action::await_change());
+    assert_eq!(ready(&status), ("False", "InvalidFilter"));
+}
+
+#[tokio::test]
+async fn service_key_generated_once_and_never_rewritten() {
+    let mut h = Harness::new();
+    let mut key = service_key(&["*"]);
+    key.spec.session_token = Some(SessionTokenSpec {
+        secret_name: "analytics-session".into(),
+        ttl: Some("1h".into()),
+    });
+    let key_path = format!("{SECRETS}/analytics-key");
+    let session_path = format!("{SECRETS}/analytics-session");
+    let status_path = "/apis/tokenmint.dev/v1alpha1/namespaces/team-a/servicekeys/analytics/status";
+
+    let task = h.service_key(&key);
+    h.expect_get_not_found(&key_path).await;
+    let key_secret = h.expect_apply(&key_path).await;
+    h.expect_get_not_found(&session_path).await;
+    let session = h.expect_apply(&session_path).await;
+    let (status, updated) = h.expect_status(status_path, &key).await;
+    let action = h.finish(task).await.unwrap();
+
+    assert_eq!(key_secret["type"], "tokenmint.dev/service-key");
+    assert_eq!(
+        key_secret["metadata"]["labels"]["tokenmint.dev/service-key"],
+        "analytics"
+    );
+    assert_eq!(
+        key_secret["metadata"]["ownerReferences"][0]["uid"],
+        "uid-sk"
+    );
+    let value = data(&key_secret, "key").unwrap();
+    assert!(value.starts_with("tmk_"));
+    assert_eq!(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&value[4..])
+            .unwrap()
+            .len(),
+        32
+    );
+    assert_eq!(data(&key_secret, "username").unwrap(), "jcw");
+
+    let claims = h.verify(&data(&session, "token").unwrap(), true);
+    assert_eq!(claims["type"], "session");
+    assert_eq!(claims["service_key"], "team-a/analytics");
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        3600
+    );
+    assert_eq!(session["type"], "tokenmint.dev/token");
+    assert_eq!(ready(&status), ("True", "TokenReady"));
+    assert_eq!(status.secret_name.as_deref(), Some("analytics-key"));
+    assert_eq!(status.token_id.as_deref(), claims["jti"].as_str());
+    let renew_at: Timestamp = status.renew_at.unwrap().parse().unwrap();
+    assert_eq!(
+        action,
+        Action::requeue(renew_at.duration_since(h.clock.now()).unsigned_abs())
+    );
+    assert!(!format!("{:?}", h.events.published()).contains(&value));
+
+    // Caches caught up: nothing to do.
+    h.cache_secret(&secret_of(&key_secret));
+    h.cache_secret(&secret_of(&session));
+    let task = h.service_key(&updated);
+    h.finish(task).await.unwrap();
+
+    // A new username is applied, with the same key.
+    let mut renamed = updated.clone();
+    renamed.spec.principal.name = "jeff".into();
+    let task = h.service_key(&renamed);
+    let reapplied = h.expect_apply(&key_path).await;
+    // The session token carries the principal: re-minted, and the status names the new one.
+    h.expect_apply(&session_path).await;
+    let (status, _) = h.expect_status(status_path, &renamed).await;
+    h.finish(task).await.unwrap();
+    assert_eq!(ready(&status), ("True", "TokenReady"));
+    assert_eq!(data(&reapplied, "key").unwrap(), value);
+    assert_eq!(data(&reapplied, "username").unwrap(), "jeff");
+}
+
+#[tokio::test]
+async fn an_existing_owned_key_is_kept_and_a_foreign_one_is_a_conflict() {
+    let mut h = Harness::new();
+    let key = service_key(&["*"]);
+    let key_path = format!("{SECRETS}/analytics-key");
+    let status_path = "/apis/tokenmint.dev/v1alpha1/namespaces/team-a/servicekeys/analytics/status";
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    // Ours (e.g. from before an operator restart): no write, not even the key.
+    let existing = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "tokenmint.dev/service-key",
+        "metadata": {"name": "analytics-key", "namespace": NS, "uid": "s1", "resourceVersion": "7",
+            "labels": {"app.kubernetes.io/managed-by": "tokenmint", "tokenmint.dev/owner-kind": "ServiceKey",
+                       "tokenmint.dev/secret-role": "service-key", "tokenmint.dev/service-key": "analytics"},
+            "ownerReferences": [{"apiVersion": "tokenmint.dev/v1alpha1", "kind": "ServiceKey", "name": "analytics",
+                                 "uid": "uid-sk", "controller": true, "blockOwnerDeletion": true}]},
+        "data": {"key": b64("tmk_existing"), "username": b64("jcw")}
+    });
+    h.cache_secret(&secret_of(&existing));
+    let task = h.service_key(&key);
+    let (status, _) = h.expect_status(status_path, &key).await;
+    h.finish(task).await.unwrap();
+    assert_eq!(ready(&status), ("True", "KeyReady"));
+
+    // Someone else's Secret of that name: SecretConflict, untouched.
+    let mut h = Harness::new();
+    let task = h.service_key(&key);
+    let (_, send) = h.expect(Method::GET, &key_path).await;
+    send.send_response(ok(&json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "analytics-key", "namespace": NS, "uid": "x", "resourceVersion": "3"},
+        "data": {"key": b64("theirs")}})));
+    let (status, _) = h.expect_status(status_path, &key).await;
+    assert_eq!(
+        h.finish(task).await.unwrap(),
+        Action::requeue(reconcile::CONFLICT_RECHECK)
+    );
+    assert_eq!(ready(&status), ("False", "SecretConflict"));
+}
+
+#[tokio::test]
+async fn a_never_expiring_guest_token_has_no_expiry_and_no_renewal() {
+    let mut h = Harness::new();
+    h.cache_key(&service_key(&["*"]));
+    let mut request = GuestTokenRequest::new(
+        "acme-embed",
+        GuestTokenRequestSpec {
+            service_key_ref: tokenmint::crd::ServiceKeyRef {
+                name: "analytics".into(),
+            },
+            workspace_name: "w1".into(),
+            client_id: "acme".into(),
+            datasource_name: Some("sales".into()),
+            params: Some(tokenmint::crd::GuestTokenParams(
+                json!({"appFilters": [{"metricId": "m1", "values": {"plan": "pro"}}]})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            )),
+            expiry_time: None,
+            secret_name: None,
+            renew_before: None,
+            rollout_restart: vec![],
+        },
+    );
+    request.metadata = meta("acme-embed", "uid-gtr", 1);
+    let path = format!("{SECRETS}/acme-embed-token");
+    let status_path =
+        "/apis/tokenmint.dev/v1alpha1/namespaces/team-a/guesttokenrequests/acme-embed/status";
+    let task = h.guest(&request);
+    h.expect_get_not_found(&path).await;
+    let secret = h.expect_apply(&path).await;
+    let (status, updated) = h.expect_status(status_path, &request).await;
+    let action = h.finish(task).await.unwrap();
+    assert_eq!(data(&secret, "expires-at"), None);
+    assert!(
+        secret["metadata"]["annotations"]
+            .get("tokenmint.dev/renew-at")
+            .is_none()
+    );
+    let claims = h.verify(&data(&secret, "token").unwrap(), false);
+    assert!(claims.get("exp").is_none());
+    assert_eq!(claims["workspaceName"], "w1");
+    assert_eq!(claims["params"]["appFilters"][0]["metricId"], "m1");
+    assert_eq!((status.expires_at, status.renew_at), (None, None));
+    assert_eq!(action, Action::requeue(IDLE_RESYNC));
+
+    // Far in the future it is still kept.
+    h.cache_secret(&secret_of(&secret));
+    h.clock.advance(SignedDuration::from_hours(24 * 365));
+    let task = h.guest(&updated);
+    assert_eq!(h.finish(task).await.unwrap(), Action::requeue(IDLE_RESYNC));
+
+    // A workspace the key does not allow: Forbidden, Secret removed.
+    let mut forbidden = updated.clone();
+    forbidden.spec.workspace_name = "w2".into();
+    let task = h.guest(&forbidden);
+    let (_, send) = h.expect(Method::DELETE, &path).await;
+    send.send_response(ok(
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+    ));
+    let (status, _) = h.expect_status(status_path, &forbidden).await;
+    h.finish(task).await.unwrap();
+    assert_eq!(ready(&status), ("False", "Forbidden"));
+}
+
+const KEYRING_PATH: &str = "/api/v1/namespaces/tokenmint-system/secrets/tokenmint-keyring";
+
+#[tokio::test]
+async fn keyring_is_created_when_absent_and_loaded_unchanged_otherwise() {
+    let mut h = Harness::new();
+    let api: kube::Api<Secret> = kube::Api::namespaced(h.ctx.client.clone(), "tokenmint-system");
+    let metrics = Metrics::default();
+    let task = tokio::spawn({
+        let api = api.clone();
+        async move {
+            keyring_store::load_or_create(
+                &api,
+                "tokenmint-system",
+                "tokenmint-keyring",
+                Algorithm::EdDSA,
+                t0(),
+                &Metrics::default(),
+            )
+            .await
+            .map(|(ring, _)| ring.to_json())
+            .map_err(|e| e.to_string())
+        }
+    });
+    h.expect_get_not_found(KEYRING_PATH).await;
+    let (request, send) = h
+        .expect(Method::POST, "/api/v1/namespaces/tokenmint-system/secrets")
+        .await;
+    assert!(
+        request
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .contains("fieldManager=tokenmint")
+    );
+    let created = body_json(request).await;
+    send.send_response(ok(&created));
+    let ring_json = h.finish(task).await.unwrap();
+    assert_eq!(created["type"], "tokenmint.dev/keyring");
+    assert_eq!(
+        created["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "tokenmint"
+    );
+    let stored = data(&created, SECRET_KEY).unwrap();
+    assert_eq!(stored.as_bytes(), ring_json.as_slice());
+    let ring = Keyring::from_json(stored.as_bytes()).unwrap();
+    assert_eq!(ring.active_algorithm(), Algorithm::EdDSA);
+
+    // Present: loaded as is, whatever --algorithm says; no write.
+    let task = tokio::spawn(async move {
+        keyring_store::load_or_create(
+            &api,
+            "tokenmint-system",
+            "tokenmint-keyring",
+            Algorithm::HS256,
+            t0(),
+            &metrics,
+        )
+        .await
+        .map(|(ring, _)| ring.to_json())
+        .map_err(|e| e.to_string())
+    });
+    let (_, send) = h.expect(Method::GET, KEYRING_PATH).await;
+    send.send_response(ok(&created));
+    assert_eq!(h.finish(task).await.unwrap(), ring_json);
+
+    // Malformed: a startup error naming the Secret, never a new keyring.
+    let api: kube::Api<Secret> = kube::Api::namespaced(h.ctx.client.clone(), "tokenmint-system");
+    let task = tokio::spawn(async move {
+        keyring_store::load_or_create(
+            &api,
+            "tokenmint-system",
+            "tokenmint-keyring",
+            Algorithm::HS256,
+            t0(),
+            &Metrics::default(),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    });
+    let mut broken = created.clone();
+    broken["data"][SECRET_KEY] = json!(base64::engine::general_purpose::STANDARD.encode("{"));
+    let (_, send) = h.expect(Method::GET, KEYRING_PATH).await;
+    send.send_response(ok(&broken));
+    let err = h.finish(task).await.unwrap_err();
+    assert!(err.contains("tokenmint-system/tokenmint-keyring"), "{err}");
+}
+
+#[tokio::test]
+async fn rotation_request_rotates_and_retired_tokens_are_re_minted() {
+    let mut h = Harness::new();
+    h.cache_key(&service_key(&["Data_3_E"]));
+    let (secret, grant, _) = first_mint(&mut h, &grant()).await;
+    let old_kid = h.ring.read().unwrap().active_kid().to_owned();
+
+    // The keyring Secret holding the current ring, with a rotation request.
+    let keyring_secret = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "tokenmint.dev/keyring",
+        "metadata": {"name": "tokenmint-keyring", "namespace": "tokenmint-system", "resourceVersion": "40",
+                     "annotations": {"tokenmint.dev/rotate": "2026-11-22"}},
+        "data": {SECRET_KEY: base64::engine::general_purpose::STANDARD.encode(h.ring.read().unwrap().to_json())}
+    });
+    let api: kube::Api<Secret> = kube::Api::namespaced(h.ctx.client.clone(), "tokenmint-system");
+    let task = tokio::spawn({
+        let api = api.clone();
+        let secret = secret_of(&keyring_secret);
+        async move {
+            keyring_store::rotate_if_requested(
+                &api,
+                &secret,
+                Algorithm::HS256,
+                t0(),
+                &Metrics::default(),
+            )
+            .await
+            .unwrap()
+            .map(|ring| ring.to_json())
+        }
+    });
+    let (request, send) = h.expect(Method::PUT, KEYRING_PATH).await;
+    let written = body_json(request).await;
+    send.send_response(ok(&written));
+    let rotated = h.finish(task).await.expect("rotated");
+    assert_eq!(
+        written["metadata"]["resourceVersion"], "40",
+        "optimistic concurrency"
+    );
+    assert_eq!(
+        written["metadata"]["annotations"]["tokenmint.dev/rotated"],
+        "2026-11-22"
+    );
+    let ring = Keyring::from_json(data(&written, SECRET_KEY).unwrap().as_bytes()).unwrap();
+    assert_eq!(ring.to_json(), rotated);
+    assert_ne!(ring.active_kid(), old_kid);
+    assert!(
+        ring.kids().any(|k| k == old_kid),
+        "the retired key still verifies"
+    );
+    // Handled: no second rotation for the same request.
+    assert!(keyring_store::pending_rotation(&secret_of(&written)).is_none());
+
+    // The watch installs the new ring; the token signed by the retired key is re-minted.
+    assert!(keyring_store::install(&h.ring, ring));
+    let task = h.grant(&grant);
+    let reminted = h.expect_apply(GRANT_SECRET).await;
+    h.expect_status(GRANT_STATUS, &grant).await;
+    h.finish(task).await.unwrap();
+    let token = data(&reminted, "token").unwrap();
+    let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+    assert_eq!(kid, h.ring.read().unwrap().active_kid());
+    assert_eq!(
+        reminted["metadata"]["annotations"]["tokenmint.dev/kid"],
+        kid
+    );
+    // The old token still verifies until it expires.
+    h.verify(&data(&secret, "token").unwrap(), true);
+}
+
+#[test]
+fn backoff_doubles_per_object_up_to_the_cap_and_resets_on_success() {
+    let h = Harness::new_blocking();
+    let grant = grant();
+    let delays: Vec<u64> = (0..9).map(|_| h.ctx.backoff(&grant).as_secs()).collect();
+    assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    // Another object has its own count.
+    let mut other = grant.clone();
+    other.metadata.name = Some("other".into());
+    assert_eq!(h.ctx.backoff(&other).as_secs(), 5);
+    h.ctx.succeeded(&grant);
+    assert_eq!(h.ctx.backoff(&grant).as_secs(), 5);
+}
+
+#[test]
+fn metrics_expose_the_documented_names() {
+    let metrics = Metrics::default();
+    metrics.minted("DatasourceGrant", true);
+    metrics.reconcile_error("DatasourceGrant", "Forbidden");
+    metrics.write("apply", "secrets");
+    metrics.token_expiry("a", Some(2000));
+    metrics.token_expiry("b", Some(1000));
+    metrics.set_leader(true);
+    let text = metrics.encode();
+    for line in [
+        "tokenmint_tokens_minted_total{kind=\"DatasourceGrant\"} 1",
+        "tokenmint_tokens_rotated_total{kind=\"DatasourceGrant\"} 1",
+        "tokenmint_reconcile_errors_total{kind=\"DatasourceGrant\",reason=\"Forbidden\"} 1",
+        "tokenmint_kube_writes_total{verb=\"apply\",resource=\"secrets\"} 1",
+        "tokenmint_token_earliest_expiry_timestamp_seconds 1000",
+        "tokenmint_leader 1",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    metrics.token_expiry("b", None);
+    assert!(
+        metrics
+            .encode()
+            .contains("tokenmint_token_earliest_expiry_timestamp_seconds 2000")
+    );
+}
+
+impl Harness {
+    /// A harness for tests that make no requests (no runtime needed to build one).
+    fn new_blocking() -> Self {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async { Harness::new() })
+    }
+}
+
+#[tokio::test]
+async fn an_operator_restart_with_tokens_in_place_writes_nothing() {
+    let mut h = Harness::new();
+    let key = service_key(&["Data_3_E"]);
+    h.cache_key(&key);
+    let (secret, grant, _) = first_mint(&mut h, &grant()).await;
+
+    // A new process: fresh caches listed from the API server, the keyring loaded from its
+    // Secret, no memory of its own writes.
+    let mut restarted = Harness::new();
+    *restarted.ring.write().unwrap() =
+        Keyring::from_json(&h.ring.read().unwrap().to_json()).unwrap();
+    restarted
+        .clock
+        .set(h.clock.now() + SignedDuration::from_secs(90));
+    restarted.cache_key(&key);
+    restarted.cache_secret(&secret_of(&secret));
+    let task = restarted.grant(&grant);
+    let action = restarted.finish(task).await.unwrap();
+    let renew_at: Timestamp = grant.status.unwrap().renew_at.unwrap().parse().unwrap();
+    assert_eq!(
+        action,
+        Action::requeue(
+            renew_at
+                .duration_since(restarted.clock.now())
+                .unsigned_abs()
+        )
+    );
+    assert!(restarted.events.published().is_empty());
+}
+
+#[tokio::test]
+async fn a_renamed_secret_replaces_the_old_one() {
+    let mut h = Harness::new();
+    h.cache_key(&service_key(&["Data_3_E"]));
+    let (_, mut grant, _) = first_mint(&mut h, &grant()).await;
+    grant.spec.secret_name = Some("renamed-token".into());
+    grant.metadata.generation = Some(2);
+    let task = h.grant(&grant);
+    h.expect_get_not_found(&format!("{SECRETS}/renamed-token"))
+        .await;
+    let renamed = h.expect_apply(&format!("{SECRETS}/renamed-token")).await;
+    let (_, send) = h.expect(Method::DELETE, GRANT_SECRET).await;
+    send.send_response(ok(
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+    ));
+    let (status, _) = h.expect_status(GRANT_STATUS, &grant).await;
+    h.finish(task).await.unwrap();
+    assert_eq!(renamed["metadata"]["name"], "renamed-token");
+    assert_eq!(status.secret_name.as_deref(), Some("renamed-token"));
+}
+
+#[test]
+fn cluster_examples_parse_and_fit_together() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cluster");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let key: ServiceKey = serde_saphyr::from_str(&read("servicekey.yaml")).unwrap();
+    let grant: DatasourceGrant = serde_saphyr::from_str(&read("datasourcegrant.yaml")).unwrap();
+    let guest: GuestTokenRequest = serde_saphyr::from_str(&read("guesttokenrequest.yaml")).unwrap();
+    for (ns, key_ref) in [
+        (grant.namespace(), &grant.spec.service_key_ref.name),
+        (guest.namespace(), &guest.spec.service_key_ref.name),
+    ] {
+        assert_eq!(ns, key.namespace());
+        assert_eq!(key_ref, &key.name_any());
+    }
+    assert!(key.spec.allows_data_source(&grant.spec.data_source));
+    assert!(key.spec.allows_workspace(&guest.spec.workspace_name));
+    assert!(grant.spec.renew_before().unwrap().is_some());
+    // The workload mounts the grant's Secret as a volume at /var/run/tokenmint, no subPath.
+    let workload: Value = serde_saphyr::from_str(&read("workload.yaml")).unwrap();
+    let pod = &workload["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"][0]["secret"]["secretName"],
+        grant.token_secret_name()
+    );
+    let mount = &pod["containers"][0]["volumeMounts"][0];
+    assert_eq!(mount["mountPath"], "/var/run/tokenmint");
+    assert!(mount.get("subPath").is_none());
+    assert!(read("workload.yaml").contains("/var/run/tokenmint/token"));
+}
