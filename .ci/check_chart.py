@@ -26,7 +26,7 @@ KINDS = ("servicekeys", "datasourcegrants", "guesttokenrequests")
 # Adding or dropping a verb in templates/rbac.yaml must fail here: change both together.
 EXPECTED_WATCHED = (
     # controllers' watches; the serve sidecar watches servicekeys
-    {(GROUP, k, v) for k in KINDS for v in ("get", "list", "watch")}
+    {(GROUP, k, v) for k in KINDS for v in ("list", "watch")}
     # server-side apply of status
     | {(GROUP, f"{k}/status", "patch") for k in KINDS}
     # ownerReferences with blockOwnerDeletion=true (OwnerReferencesPermissionEnforcement)
@@ -38,7 +38,7 @@ EXPECTED_WATCHED = (
 )
 # Optional consumer restarts (rbac.allowWorkloadRestarts).
 EXPECTED_RESTARTS = {
-    ("apps", r, v) for r in ("deployments", "statefulsets", "daemonsets") for v in ("get", "patch")
+    ("apps", r, "patch") for r in ("deployments", "statefulsets", "daemonsets")
 }
 
 
@@ -51,7 +51,7 @@ def expected_release_rules(keyring, lease):
         ("", "secrets", "get", keyring),
         ("", "secrets", "list", keyring),
         ("", "secrets", "watch", keyring),
-        ("", "secrets", "patch", keyring),
+        ("", "secrets", "update", keyring),
         ("", "secrets", "create", None),
     }
 

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use std::path::Path;
 
 fn schema(plural: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds").join(format!("{plural}.yaml"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("crds")
+        .join(format!("{plural}.yaml"));
     let crd: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
 }
@@ -53,7 +55,8 @@ fn every_rule_compiles_within_budget_and_scope() {
 
 /// Runs the CEL rules of `plural` on an object with `spec`; returns the failure messages.
 fn admit(plural: &str, spec: Value) -> Vec<String> {
-    let object = json!({"apiVersion": "tokenmint.dev/v1alpha1", "metadata": {"name": "x"}, "spec": spec});
+    let object =
+        json!({"apiVersion": "tokenmint.dev/v1alpha1", "metadata": {"name": "x"}, "spec": spec});
     match Validator::new().validate(&schema(plural), &object, None) {
         Ok(()) => vec![],
         Err(errors) => errors.into_vec().into_iter().map(|e| e.message).collect(),
@@ -83,7 +86,8 @@ fn contract_examples_are_admitted() {
     });
     assert_eq!(admit("datasourcegrants", dsg), Vec::<String>::new());
     // expiration defaults to 3600 before the rules run.
-    let defaulted = json!({"serviceKeyRef": {"name": "a"}, "dataSource": "d", "renewBefore": "59m"});
+    let defaulted =
+        json!({"serviceKeyRef": {"name": "a"}, "dataSource": "d", "renewBefore": "59m"});
     assert_eq!(admit("datasourcegrants", defaulted), Vec::<String>::new());
     let gtr = json!({
         "serviceKeyRef": {"name": "analytics"}, "workspaceName": "w1", "clientId": "acme",
@@ -97,38 +101,96 @@ fn contract_examples_are_admitted() {
 
 #[test]
 fn renew_before_must_be_shorter_than_the_lifetime() {
-    let dsg = |renew: &str, expiration: i64| {
-        json!({"serviceKeyRef": {"name": "a"}, "dataSource": "d", "expiration": expiration, "renewBefore": renew})
-    };
-    assert_refused("datasourcegrants", dsg("1h", 3600), "renewBefore must be shorter than expiration");
-    assert_refused("datasourcegrants", dsg("2h", 3600), "renewBefore must be shorter than expiration");
+    let dsg = |renew: &str, expiration: i64| json!({"serviceKeyRef": {"name": "a"}, "dataSource": "d", "expiration": expiration, "renewBefore": renew});
+    assert_refused(
+        "datasourcegrants",
+        dsg("1h", 3600),
+        "renewBefore must be shorter than expiration",
+    );
+    assert_refused(
+        "datasourcegrants",
+        dsg("2h", 3600),
+        "renewBefore must be shorter than expiration",
+    );
     assert!(admit("datasourcegrants", dsg("59m59s", 3600)).is_empty());
-    assert_refused("datasourcegrants", dsg("0s", 3600), "renewBefore must be at least 1s");
-    assert_refused("datasourcegrants", json!({"serviceKeyRef": {"name": "a"}, "dataSource": "d", "renewBefore": "2h"}),
-        "renewBefore must be shorter than expiration");
+    assert_refused(
+        "datasourcegrants",
+        dsg("0s", 3600),
+        "renewBefore must be at least 1s",
+    );
+    assert_refused(
+        "datasourcegrants",
+        json!({"serviceKeyRef": {"name": "a"}, "dataSource": "d", "renewBefore": "2h"}),
+        "renewBefore must be shorter than expiration",
+    );
 
     let gtr = |extra: Value| {
-        let mut spec = json!({"serviceKeyRef": {"name": "a"}, "workspaceName": "w1", "clientId": "c"});
-        spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let mut spec =
+            json!({"serviceKeyRef": {"name": "a"}, "workspaceName": "w1", "clientId": "c"});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         spec
     };
-    assert_refused("guesttokenrequests", gtr(json!({"renewBefore": "1m"})), "renewBefore requires expiryTime");
-    assert_refused("guesttokenrequests", gtr(json!({"renewBefore": "1h", "expiryTime": 3_600_000})),
-        "renewBefore requires expiryTime and must be shorter");
-    assert!(admit("guesttokenrequests", gtr(json!({"renewBefore": "59m", "expiryTime": 3_600_000}))).is_empty());
+    assert_refused(
+        "guesttokenrequests",
+        gtr(json!({"renewBefore": "1m"})),
+        "renewBefore requires expiryTime",
+    );
+    assert_refused(
+        "guesttokenrequests",
+        gtr(json!({"renewBefore": "1h", "expiryTime": 3_600_000})),
+        "renewBefore requires expiryTime and must be shorter",
+    );
+    assert!(
+        admit(
+            "guesttokenrequests",
+            gtr(json!({"renewBefore": "59m", "expiryTime": 3_600_000}))
+        )
+        .is_empty()
+    );
     assert!(admit("guesttokenrequests", gtr(json!({}))).is_empty());
 }
 
 #[test]
 fn filter_rules_refuse_statements_comments_and_subqueries() {
-    let dsg = |filter: &str| json!({"serviceKeyRef": {"name": "a"}, "dataSource": "d", "filter": filter});
-    assert_refused("datasourcegrants", dsg("1=1; DROP TABLE users"), "';' is not allowed");
-    assert_refused("datasourcegrants", dsg("1=1 -- x"), "must not contain SQL comments");
-    assert_refused("datasourcegrants", dsg("1=1 /* x */"), "must not contain SQL comments");
-    assert_refused("datasourcegrants", dsg("id IN (SELECT id FROM t)"), "sub-queries");
-    assert_refused("datasourcegrants", dsg("id in (select id from t)"), "sub-queries");
-    for ok in ["USER_id = 123", "selected = true", "region IN ('EU', 'US') AND tenant_id = 42"] {
-        assert_eq!(admit("datasourcegrants", dsg(ok)), Vec::<String>::new(), "{ok}");
+    let dsg =
+        |filter: &str| json!({"serviceKeyRef": {"name": "a"}, "dataSource": "d", "filter": filter});
+    assert_refused(
+        "datasourcegrants",
+        dsg("1=1; DROP TABLE users"),
+        "';' is not allowed",
+    );
+    assert_refused(
+        "datasourcegrants",
+        dsg("1=1 -- x"),
+        "must not contain SQL comments",
+    );
+    assert_refused(
+        "datasourcegrants",
+        dsg("1=1 /* x */"),
+        "must not contain SQL comments",
+    );
+    assert_refused(
+        "datasourcegrants",
+        dsg("id IN (SELECT id FROM t)"),
+        "sub-queries",
+    );
+    assert_refused(
+        "datasourcegrants",
+        dsg("id in (select id from t)"),
+        "sub-queries",
+    );
+    for ok in [
+        "USER_id = 123",
+        "selected = true",
+        "region IN ('EU', 'US') AND tenant_id = 42",
+    ] {
+        assert_eq!(
+            admit("datasourcegrants", dsg(ok)),
+            Vec::<String>::new(),
+            "{ok}"
+        );
     }
 }
 
@@ -139,10 +201,26 @@ fn ttl_rules_bound_the_service_key_lifetimes() {
                "sessionToken": {"secretName": "s", "ttl": ttl}})
     };
     assert!(admit("servicekeys", sk("90m")).is_empty());
-    assert_refused("servicekeys", sk("30s"), "accessTokenTTL must be between 1m and 720h");
-    assert_refused("servicekeys", sk("30s"), "sessionToken.ttl must be between 1m and 720h");
-    assert_refused("servicekeys", sk("721h"), "accessTokenTTL must be between 1m and 720h");
+    assert_refused(
+        "servicekeys",
+        sk("30s"),
+        "accessTokenTTL must be between 1m and 720h",
+    );
+    assert_refused(
+        "servicekeys",
+        sk("30s"),
+        "sessionToken.ttl must be between 1m and 720h",
+    );
+    assert_refused(
+        "servicekeys",
+        sk("721h"),
+        "accessTokenTTL must be between 1m and 720h",
+    );
     let clash = json!({"principal": {"id": "1", "email": "a@b", "name": "a"}, "secretName": "same",
                        "sessionToken": {"secretName": "same"}});
-    assert_refused("servicekeys", clash, "sessionToken.secretName must differ from secretName");
+    assert_refused(
+        "servicekeys",
+        clash,
+        "sessionToken.secretName must differ from secretName",
+    );
 }

@@ -23,7 +23,7 @@ use tokenmint::keyring::{Algorithm, Expect, Keyring, SECRET_KEY};
 use tokenmint::reconcile::events::Events;
 use tokenmint::reconcile::metrics::Metrics;
 use tokenmint::reconcile::{
-    self, Clock, Context, IDLE_RESYNC, SharedKeyring, keyring as keyring_store,
+    self, Clock, Context, IDLE_RESYNC, SharedKeyring, keyring as keyring_store, restart,
 };
 use tokenmint::token::renew::Schedule;
 use tower_test::mock::{Handle, SendResponse};
@@ -44,6 +44,8 @@ struct Harness {
     events: Events,
     /// resourceVersion the fake server hands out next.
     next_rv: u64,
+    /// Consumer restarts the reconcilers asked for.
+    restarts: tokio::sync::mpsc::UnboundedReceiver<restart::Request>,
 }
 
 /// Now, whole seconds (tokens carry seconds; the keyring verifies against the system clock,
@@ -70,16 +72,20 @@ impl Harness {
             Keyring::generate(Algorithm::HS256, clock.now()).unwrap(),
         ));
         let events = Events::memory();
-        let ctx = Arc::new(Context::new(
-            client,
-            ring.clone(),
-            ISSUER,
-            clock.clone(),
-            events.clone(),
-            Arc::new(Metrics::default()),
-            key_store,
-            secret_store,
-        ));
+        let (restarter, restarts) = restart::Restarter::channel();
+        let ctx = Arc::new(
+            Context::new(
+                client,
+                ring.clone(),
+                ISSUER,
+                clock.clone(),
+                events.clone(),
+                Arc::new(Metrics::default()),
+                key_store,
+                secret_store,
+            )
+            .with_restarter(restarter),
+        );
         Harness {
             ctx,
             handle,
@@ -89,6 +95,7 @@ impl Harness {
             ring,
             events,
             next_rv: 100,
+            restarts,
         }
     }
 
@@ -1191,4 +1198,95 @@ fn cluster_examples_parse_and_fit_together() {
     assert_eq!(mount["mountPath"], "/var/run/tokenmint");
     assert!(mount.get("subPath").is_none());
     assert!(read("workload.yaml").contains("/var/run/tokenmint/token"));
+}
+
+#[tokio::test]
+async fn a_rotation_asks_once_for_consumer_restarts_until_they_are_recorded() {
+    use tokenmint::crd::{WorkloadKind, WorkloadRef};
+    let mut h = Harness::new();
+    h.clock.set(t0() - SignedDuration::from_mins(40));
+    h.cache_key(&service_key(&["Data_3_E"]));
+    let mut with_consumers = grant();
+    let app = WorkloadRef {
+        kind: WorkloadKind::Deployment,
+        name: "app".into(),
+    };
+    with_consumers.spec.rollout_restart = vec![app.clone()];
+    let (secret, grant, _) = first_mint(&mut h, &with_consumers).await;
+    // A first token: its consumers start with it, so it is recorded as theirs and nothing
+    // restarts.
+    let first_id = secret["metadata"]["annotations"]["tokenmint.dev/token-id"].clone();
+    assert_eq!(
+        secret["metadata"]["annotations"][restart::RESTARTED_FOR_ANNOTATION],
+        first_id
+    );
+    assert!(h.restarts.try_recv().is_err());
+
+    // The rotation: the new Secret does not claim its consumers have it; a restart is asked.
+    let renew_at: Timestamp = grant
+        .status
+        .as_ref()
+        .unwrap()
+        .renew_at
+        .as_ref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    h.clock.set(renew_at);
+    let task = h.grant(&grant);
+    let rotated = h.expect_apply(GRANT_SECRET).await;
+    h.expect_status(GRANT_STATUS, &grant).await;
+    h.finish(task).await.unwrap();
+    let new_id = rotated["metadata"]["annotations"]["tokenmint.dev/token-id"].clone();
+    assert!(
+        rotated["metadata"]["annotations"]
+            .get(restart::RESTARTED_FOR_ANNOTATION)
+            .is_none()
+    );
+    let request = h.restarts.try_recv().expect("a restart request");
+    assert_eq!(
+        (
+            request.namespace.as_str(),
+            request.secret.as_str(),
+            json!(request.token_id)
+        ),
+        (NS, "dashboards-token", new_id.clone())
+    );
+    assert_eq!(request.workloads, vec![app]);
+    assert!(h.restarts.try_recv().is_err(), "one request per rotation");
+
+    // Until the restart is recorded on the Secret (say the operator restarted meanwhile, with
+    // the old marker still there), every reconcile asks again — without a single API request.
+    let mut in_cache = secret_of(&rotated);
+    in_cache.annotations_mut().insert(
+        restart::RESTARTED_FOR_ANNOTATION.into(),
+        first_id.as_str().unwrap().into(),
+    );
+    h.cache_secret(&in_cache);
+    let task = h.grant(&grant);
+    h.finish(task).await.unwrap();
+    assert!(h.restarts.try_recv().is_ok());
+
+    // Recorded: quiet.
+    in_cache.annotations_mut().insert(
+        restart::RESTARTED_FOR_ANNOTATION.into(),
+        new_id.as_str().unwrap().into(),
+    );
+    h.cache_secret(&in_cache);
+    let task = h.grant(&grant);
+    h.finish(task).await.unwrap();
+    assert!(h.restarts.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn without_rollout_restart_nothing_is_asked_or_marked() {
+    let mut h = Harness::new();
+    h.cache_key(&service_key(&["Data_3_E"]));
+    let (secret, _, _) = first_mint(&mut h, &grant()).await;
+    assert!(
+        secret["metadata"]["annotations"]
+            .get(restart::RESTARTED_FOR_ANNOTATION)
+            .is_none()
+    );
+    assert!(h.restarts.try_recv().is_err());
 }

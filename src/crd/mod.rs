@@ -11,7 +11,6 @@ pub use datasource_grant::{DatasourceGrant, DatasourceGrantSpec};
 pub use guest_token_request::{GuestTokenParams, GuestTokenRequest, GuestTokenRequestSpec};
 pub use service_key::{Principal, ServiceKey, ServiceKeySpec, SessionTokenSpec};
 
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -36,7 +35,9 @@ pub struct ServiceKeyRef {
 }
 
 /// A workload in the same namespace to restart after the token rotates.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, KubeSchema)]
+#[derive(
+    Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, KubeSchema,
+)]
 pub struct WorkloadRef {
     /// Kind of the workload.
     pub kind: WorkloadKind,
@@ -46,7 +47,19 @@ pub struct WorkloadRef {
 }
 
 /// Kinds of workload that can be restarted (apps/v1).
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, schemars::JsonSchema)]
+#[derive(
+    Deserialize,
+    Serialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    schemars::JsonSchema,
+)]
 pub enum WorkloadKind {
     Deployment,
     StatefulSet,

@@ -13,6 +13,7 @@
 
 use super::events::Events;
 use super::metrics::Metrics;
+use super::restart::{self, Restarter};
 use super::{
     Clock, Context, MANAGED_SELECTOR, SharedKeyring, error_policy, reconcile_datasource_grant,
     reconcile_guest_token, reconcile_service_key,
@@ -152,12 +153,25 @@ pub async fn run(
         namespaces.iter().cloned().map(Some).collect()
     };
     readiness.leader(scopes.len());
-    futures::future::join_all(
-        scopes
-            .into_iter()
-            .map(|scope| run_scope(shared.clone(), scope, shutdown.clone(), readiness.clone())),
-    )
+    // One restart worker for every scope, so restarts of one workload coalesce.
+    let (restarts, restart_worker) = Restarter::spawn(
+        shared.client.clone(),
+        shared.events.clone(),
+        shared.metrics.clone(),
+        restart::COALESCE_WINDOW,
+        shutdown.clone(),
+    );
+    futures::future::join_all(scopes.into_iter().map(|scope| {
+        run_scope(
+            shared.clone(),
+            scope,
+            shutdown.clone(),
+            readiness.clone(),
+            restarts.clone(),
+        )
+    }))
     .await;
+    restart_worker.abort();
 }
 
 /// The three controllers of one scope.
@@ -166,6 +180,7 @@ async fn run_scope(
     namespace: Option<String>,
     shutdown: watch::Receiver<bool>,
     readiness: Arc<Readiness>,
+    restarts: Restarter,
 ) {
     let ns = namespace.as_deref();
     let client = &shared.client;
@@ -222,16 +237,19 @@ async fn run_scope(
             }
         });
 
-    let ctx = Arc::new(Context::new(
-        shared.client.clone(),
-        shared.keyring.clone(),
-        shared.issuer.clone(),
-        shared.clock.clone(),
-        shared.events.clone(),
-        shared.metrics.clone(),
-        key_store.clone(),
-        secrets.clone(),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            shared.client.clone(),
+            shared.keyring.clone(),
+            shared.issuer.clone(),
+            shared.clock.clone(),
+            shared.events.clone(),
+            shared.metrics.clone(),
+            key_store.clone(),
+            secrets.clone(),
+        )
+        .with_restarter(restarts),
+    );
 
     let keys = keys
         .reconcile_all_on(changes(shared.keyring_changed.clone()))

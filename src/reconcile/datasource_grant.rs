@@ -1,5 +1,6 @@
 //! DatasourceGrant: a data source read token for the principal of a ServiceKey.
 
+use super::restart;
 use super::status::{self, Outcome, TOKEN_READY};
 use super::token_secret::{self, Owner, ROLE_TOKEN, Stored, TokenTarget};
 use super::{Context, Error, Failure, Reason};
@@ -16,6 +17,15 @@ pub async fn reconcile_datasource_grant(
     let secret_name = grant.token_secret_name();
     let outcome = match token(&grant, &owner, &secret_name, &ctx).await? {
         Ok(stored) => {
+            if stored.restart_pending() {
+                ctx.restarts.request(restart::Request {
+                    namespace: owner.namespace.clone(),
+                    secret: secret_name.clone(),
+                    token_id: stored.info().jti.clone(),
+                    workloads: grant.spec.rollout_restart.clone(),
+                    regarding: owner.object_ref.clone(),
+                });
+            }
             // A renamed secretName leaves the old Secret behind: remove it.
             token_secret::delete_owned(&ctx, &owner, ROLE_TOKEN, Some(&secret_name)).await?;
             Outcome::Ready {
@@ -80,6 +90,7 @@ async fn token(
             "issuer": ctx.issuer,
         })),
         renew_before,
+        restart_consumers: !spec.rollout_restart.is_empty(),
         require_exp: true,
     };
     let request = DatasourceRequest {

@@ -1,5 +1,6 @@
 //! GuestTokenRequest: an embed guest token issued with a ServiceKey.
 
+use super::restart;
 use super::status::{self, Outcome, TOKEN_READY};
 use super::token_secret::{self, Owner, ROLE_TOKEN, Stored, TokenTarget};
 use super::{Context, Error, Failure, Reason};
@@ -16,6 +17,15 @@ pub async fn reconcile_guest_token(
     let secret_name = request.token_secret_name();
     let outcome = match token(&request, &owner, &secret_name, &ctx).await? {
         Ok(stored) => {
+            if stored.restart_pending() {
+                ctx.restarts.request(restart::Request {
+                    namespace: owner.namespace.clone(),
+                    secret: secret_name.clone(),
+                    token_id: stored.info().jti.clone(),
+                    workloads: request.spec.rollout_restart.clone(),
+                    regarding: owner.object_ref.clone(),
+                });
+            }
             token_secret::delete_owned(&ctx, &owner, ROLE_TOKEN, Some(&secret_name)).await?;
             Outcome::Ready {
                 reason: TOKEN_READY,
@@ -78,6 +88,7 @@ async fn token(
             "issuer": ctx.issuer,
         })),
         renew_before,
+        restart_consumers: !spec.rollout_restart.is_empty(),
         require_exp: spec.expiry_time.is_some(),
     };
     let guest = GuestRequest {

@@ -18,6 +18,7 @@ pub mod events;
 pub mod guest_token;
 pub mod keyring;
 pub mod metrics;
+pub mod restart;
 pub mod service_key;
 pub mod status;
 pub mod token_secret;
@@ -182,6 +183,8 @@ pub struct Context {
     pub(crate) recent: recent::Recent,
     /// Consecutive failures per object, for the exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Consumer restarts after rotations (`rolloutRestart`); disabled unless wired.
+    pub restarts: restart::Restarter,
 }
 
 impl Context {
@@ -207,7 +210,14 @@ impl Context {
             secrets,
             recent: recent::Recent::default(),
             failures: Mutex::default(),
+            restarts: restart::Restarter::disabled(),
         }
+    }
+
+    /// Routes consumer restarts to `restarts` (the running worker).
+    pub fn with_restarter(mut self, restarts: restart::Restarter) -> Self {
+        self.restarts = restarts;
+        self
     }
 
     /// The ServiceKey `name` in `namespace`, once the cache has its first full list (before

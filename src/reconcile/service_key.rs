@@ -197,6 +197,7 @@ async fn session_token(
             "issuer": ctx.issuer,
         })),
         renew_before: None,
+        restart_consumers: false,
         require_exp: true,
     };
     token_secret::ensure_token(ctx, &target, |minter, now| {

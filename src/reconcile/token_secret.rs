@@ -12,6 +12,7 @@
 //! - the `tokenmint.dev/token-id` annotation and the `expires-at` key agree with the token;
 //! - it is not due: now < renew time (`Schedule`, from the token's own iat/exp).
 
+use super::restart::{self, RESTARTED_FOR_ANNOTATION};
 use super::{
     Context, Error, FIELD_MANAGER, Failure, MANAGED_BY_LABEL, MANAGED_BY_VALUE, OWNER_KIND_LABEL,
     ROLE_LABEL, Reason, is_controlled_by, rfc3339,
@@ -94,6 +95,8 @@ pub struct TokenTarget<'a> {
     pub renew_before: Option<Duration>,
     /// Whether the token must expire (all but never-expiring guest tokens).
     pub require_exp: bool,
+    /// Whether workloads are restarted after a rotation (`rolloutRestart` is set).
+    pub restart_consumers: bool,
 }
 
 /// The token in place, as recorded in status.
@@ -165,19 +168,35 @@ pub enum Assessment {
 /// The result of [`ensure_token`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stored {
-    Kept(TokenInfo),
+    Kept {
+        info: TokenInfo,
+        /// Whether the token's consumers still wait for their restart (see [`restart`]).
+        restart_pending: bool,
+    },
     Minted {
         info: TokenInfo,
         reason: MintReason,
         /// Whether a previous token was replaced (a rotation).
         replaced: bool,
+        restart_pending: bool,
     },
 }
 
 impl Stored {
     pub fn info(&self) -> &TokenInfo {
         match self {
-            Stored::Kept(info) | Stored::Minted { info, .. } => info,
+            Stored::Kept { info, .. } | Stored::Minted { info, .. } => info,
+        }
+    }
+
+    pub fn restart_pending(&self) -> bool {
+        match self {
+            Stored::Kept {
+                restart_pending, ..
+            }
+            | Stored::Minted {
+                restart_pending, ..
+            } => *restart_pending,
         }
     }
 }
@@ -309,8 +328,15 @@ pub fn assess(
     Assessment::Keep(info)
 }
 
-/// The Secret holding `minted` for `target`.
-pub fn token_secret(target: &TokenTarget, minted: &Minted, info: &TokenInfo, kid: &str) -> Secret {
+/// The Secret holding `minted` for `target`. `consumers_current`: no consumer can hold an older
+/// token (a first token), so none needs a restart for this one.
+pub fn token_secret(
+    target: &TokenTarget,
+    minted: &Minted,
+    info: &TokenInfo,
+    kid: &str,
+    consumers_current: bool,
+) -> Secret {
     let mut data = BTreeMap::from([(
         TOKEN_KEY.to_owned(),
         ByteString(minted.token.clone().into_bytes()),
@@ -325,6 +351,9 @@ pub fn token_secret(target: &TokenTarget, minted: &Minted, info: &TokenInfo, kid
     ]);
     if let Some(at) = info.schedule.renew_at {
         annotations.insert(RENEW_AT_ANNOTATION.into(), rfc3339(at));
+    }
+    if consumers_current {
+        annotations.insert(RESTARTED_FOR_ANNOTATION.into(), minted.jti.clone());
     }
     Secret {
         metadata: ObjectMeta {
@@ -489,7 +518,19 @@ pub async fn ensure_token(
         .and_then(|h| h.kid)
         .unwrap_or_default();
     let reason = match assessment {
-        Assessment::Keep(info) => return Ok(Ok(Stored::Kept(info))),
+        Assessment::Keep(info) => {
+            let restart_pending = target.restart_consumers
+                && restart::pending(
+                    current
+                        .as_ref()
+                        .and_then(|s| s.metadata.annotations.as_ref()),
+                    &info.jti,
+                );
+            return Ok(Ok(Stored::Kept {
+                info,
+                restart_pending,
+            }));
+        }
         Assessment::Conflict => {
             return Ok(Err(Failure::new(
                 Reason::SecretConflict,
@@ -507,8 +548,13 @@ pub async fn ensure_token(
         candidate.expires_at,
         target,
     );
-    apply_secret(ctx, &token_secret(target, &candidate, &info, &kid)).await?;
     let replaced = current.is_some();
+    let first_with_consumers = target.restart_consumers && !replaced;
+    apply_secret(
+        ctx,
+        &token_secret(target, &candidate, &info, &kid, first_with_consumers),
+    )
+    .await?;
     ctx.metrics.minted(&owner.kind, replaced);
     tracing::info!(
         kind = %owner.kind,
@@ -543,5 +589,6 @@ pub async fn ensure_token(
         info,
         reason,
         replaced,
+        restart_pending: target.restart_consumers && replaced,
     }))
 }

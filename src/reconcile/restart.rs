@@ -1,0 +1,314 @@
+//! Consumer restarts (`rolloutRestart`): after a rotation, the pods of the listed workloads are
+//! restarted once, for consumers that read the token from an environment variable or a
+//! `subPath` mount, which the kubelet never refreshes.
+//!
+//! Crash-safe and coalesced:
+//! - whether the consumers of a token still need a restart is recorded on its Secret: the
+//!   annotation [`RESTARTED_FOR_ANNOTATION`] names the token id the consumers were last
+//!   restarted for (or that they started with, for a first token). A rotation writes a new
+//!   token without it, so "annotation ≠ current token id" survives an operator restart;
+//! - requests wait [`COALESCE_WINDOW`] per workload; every rotation in that window joins the
+//!   pending restart, so many grants rotating together restart a Deployment once;
+//! - a restart is a merge patch of one pod template annotation, as `kubectl rollout restart`
+//!   does; then the Secrets it served are marked with their token id.
+
+use super::events::Events;
+use super::metrics::Metrics;
+use crate::crd::{WorkloadKind, WorkloadRef};
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+/// On a token Secret: the token id whose consumers have been restarted (or started with it).
+pub const RESTARTED_FOR_ANNOTATION: &str = "tokenmint.dev/restarted-for";
+/// On a workload's pod template: when tokenmint last restarted it.
+pub const RESTARTED_AT_ANNOTATION: &str = "tokenmint.dev/restartedAt";
+/// Field manager of the restart patches (separate from the Secret applies, so a rotation's
+/// apply of a new token does not carry the marker over).
+pub const RESTART_FIELD_MANAGER: &str = "tokenmint-restart";
+/// How long a restart waits for further rotations to join it.
+pub const COALESCE_WINDOW: Duration = Duration::from_secs(30);
+/// After a failed restart (other than "not found"), the retry waits this long.
+const RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Whether the consumers of the token `token_id` in a Secret with `annotations` still wait for
+/// their restart.
+pub fn pending(
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+    token_id: &str,
+) -> bool {
+    annotations
+        .and_then(|a| a.get(RESTARTED_FOR_ANNOTATION))
+        .is_none_or(|marked| marked != token_id)
+}
+
+/// Restart the `workloads` in `namespace` for the token `token_id` now in Secret `secret`.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub namespace: String,
+    pub secret: String,
+    pub token_id: String,
+    pub workloads: Vec<WorkloadRef>,
+    /// The resource the restart is reported on (Events).
+    pub regarding: ObjectReference,
+}
+
+/// Handle to the restart worker; cheap to clone. A disabled handle drops requests (tests of
+/// the reconcilers that do not exercise restarts).
+#[derive(Clone, Debug, Default)]
+pub struct Restarter(Option<mpsc::UnboundedSender<Request>>);
+
+impl Restarter {
+    pub fn disabled() -> Self {
+        Restarter(None)
+    }
+
+    /// Starts the worker; it runs until `shutdown` turns true or every handle is dropped.
+    pub fn spawn(
+        client: Client,
+        events: Events,
+        metrics: Arc<Metrics>,
+        window: Duration,
+        shutdown: watch::Receiver<bool>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let worker = Worker {
+            client,
+            events,
+            metrics,
+            window,
+            pending: HashMap::new(),
+        };
+        (Restarter(Some(tx)), tokio::spawn(worker.run(rx, shutdown)))
+    }
+
+    /// A handle whose requests arrive on the returned receiver instead of a worker (tests, or
+    /// an embedding that schedules restarts itself).
+    pub fn channel() -> (Self, mpsc::UnboundedReceiver<Request>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Restarter(Some(tx)), rx)
+    }
+
+    pub fn request(&self, request: Request) {
+        if let Some(tx) = &self.0 {
+            // The worker only stops at shutdown, when no restart matters any more.
+            let _ = tx.send(request);
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct WorkloadKey {
+    namespace: String,
+    workload: WorkloadRef,
+}
+
+/// A restart waiting for its window to close.
+struct Pending {
+    due: Instant,
+    /// (Secret name, token id) pairs to mark once the workload is restarted.
+    tokens: BTreeSet<(String, String)>,
+    regarding: Vec<ObjectReference>,
+}
+
+struct Worker {
+    client: Client,
+    events: Events,
+    metrics: Arc<Metrics>,
+    window: Duration,
+    pending: HashMap<WorkloadKey, Pending>,
+}
+
+impl Worker {
+    async fn run(
+        mut self,
+        mut requests: mpsc::UnboundedReceiver<Request>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let stop = super::controllers::signalled(shutdown);
+        tokio::pin!(stop);
+        loop {
+            let next_due = self.pending.values().map(|p| p.due).min();
+            tokio::select! {
+                request = requests.recv() => match request {
+                    Some(request) => self.add(request),
+                    None => return,
+                },
+                _ = sleep_until(next_due) => self.fire_due().await,
+                _ = &mut stop => return,
+            }
+        }
+    }
+
+    fn add(&mut self, request: Request) {
+        let due = Instant::now() + self.window;
+        for workload in request.workloads {
+            let key = WorkloadKey {
+                namespace: request.namespace.clone(),
+                workload,
+            };
+            // A pending restart keeps its deadline: joining it never delays it.
+            let entry = self.pending.entry(key).or_insert_with(|| Pending {
+                due,
+                tokens: BTreeSet::new(),
+                regarding: Vec::new(),
+            });
+            entry
+                .tokens
+                .insert((request.secret.clone(), request.token_id.clone()));
+            if !entry.regarding.contains(&request.regarding) {
+                entry.regarding.push(request.regarding.clone());
+            }
+        }
+    }
+
+    async fn fire_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<WorkloadKey> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.due <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut served: BTreeSet<(String, String, String)> = BTreeSet::new();
+        for key in due {
+            let Some(pending) = self.pending.remove(&key) else {
+                continue;
+            };
+            match self.restart(&key).await {
+                Ok(()) => {
+                    self.note(&pending, &key, "RolloutRestarted", "Restarted", false)
+                        .await
+                }
+                Err(kube::Error::Api(status)) if status.is_not_found() => {
+                    self.note(&pending, &key, "RolloutRestartFailed", "Did not find", true)
+                        .await
+                }
+                Err(e) => {
+                    tracing::warn!(namespace = %key.namespace, workload = ?key.workload, error = %e, "restart failed; retrying");
+                    self.pending.insert(
+                        key,
+                        Pending {
+                            due: now + RETRY_AFTER,
+                            ..pending
+                        },
+                    );
+                    continue;
+                }
+            }
+            served.extend(
+                pending
+                    .tokens
+                    .into_iter()
+                    .map(|(secret, id)| (key.namespace.clone(), secret, id)),
+            );
+        }
+        // A Secret is marked once none of its workloads is still pending.
+        for (namespace, secret, token_id) in served {
+            let still_pending = self.pending.iter().any(|(k, p)| {
+                k.namespace == namespace && p.tokens.contains(&(secret.clone(), token_id.clone()))
+            });
+            if !still_pending {
+                self.mark(&namespace, &secret, &token_id).await;
+            }
+        }
+    }
+
+    async fn restart(&self, key: &WorkloadKey) -> Result<(), kube::Error> {
+        let patch = Patch::Merge(json!({"spec": {"template": {"metadata": {"annotations": {
+            RESTARTED_AT_ANNOTATION: Timestamp::now().to_string()
+        }}}}}));
+        let params = restart_params();
+        let (client, ns, name) = (self.client.clone(), &key.namespace, &key.workload.name);
+        match key.workload.kind {
+            WorkloadKind::Deployment => {
+                Api::<Deployment>::namespaced(client, ns)
+                    .patch(name, &params, &patch)
+                    .await?;
+            }
+            WorkloadKind::StatefulSet => {
+                Api::<StatefulSet>::namespaced(client, ns)
+                    .patch(name, &params, &patch)
+                    .await?;
+            }
+            WorkloadKind::DaemonSet => {
+                Api::<DaemonSet>::namespaced(client, ns)
+                    .patch(name, &params, &patch)
+                    .await?;
+            }
+        }
+        self.metrics
+            .write("patch", kind_resource(key.workload.kind));
+        tracing::info!(namespace = %ns, workload = ?key.workload, "restarted workload after token rotation");
+        Ok(())
+    }
+
+    /// Records on the Secret that its token's consumers were restarted. A merge patch, so a
+    /// Secret deleted meanwhile is not recreated.
+    async fn mark(&self, namespace: &str, secret: &str, token_id: &str) {
+        let patch = Patch::Merge(json!({"metadata": {"annotations": {
+            RESTARTED_FOR_ANNOTATION: token_id
+        }}}));
+        let params = restart_params();
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        match api.patch(secret, &params, &patch).await {
+            Ok(_) => self.metrics.write("patch", "secrets"),
+            // The next reconcile sees the marker missing and asks again.
+            Err(e) => {
+                tracing::warn!(%namespace, %secret, error = %e, "cannot record the restart on the Secret")
+            }
+        }
+    }
+
+    async fn note(
+        &self,
+        pending: &Pending,
+        key: &WorkloadKey,
+        reason: &str,
+        verb: &str,
+        warning: bool,
+    ) {
+        let note = format!(
+            "{verb} {:?} {} for the rotated token",
+            key.workload.kind, key.workload.name
+        );
+        for regarding in &pending.regarding {
+            if warning {
+                self.events.warning(regarding, reason, note.clone()).await;
+            } else {
+                self.events.normal(regarding, reason, note.clone()).await;
+            }
+        }
+    }
+}
+
+/// Merge patches recorded under [`RESTART_FIELD_MANAGER`].
+fn restart_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(RESTART_FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    }
+}
+
+fn kind_resource(kind: WorkloadKind) -> &'static str {
+    match kind {
+        WorkloadKind::Deployment => "deployments",
+        WorkloadKind::StatefulSet => "statefulsets",
+        WorkloadKind::DaemonSet => "daemonsets",
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
