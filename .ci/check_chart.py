@@ -21,39 +21,47 @@ IMAGE = "ghcr.io/tokenmint/tokenmint:0.1.0"
 GROUP = "tokenmint.dev"
 KINDS = ("servicekeys", "datasourcegrants", "guesttokenrequests")
 
-# What the ServiceAccount may do in every watched namespace: (apiGroup, resource, verb).
-# Granted by a ClusterRole when watchNamespaces is empty, else by a Role per watched namespace.
-# Adding or dropping a verb in templates/rbac.yaml must fail here: change both together.
-EXPECTED_WATCHED = (
-    # controllers' watches; the serve sidecar watches servicekeys
-    {(GROUP, k, v) for k in KINDS for v in ("list", "watch")}
-    # server-side apply of status
-    | {(GROUP, f"{k}/status", "patch") for k in KINDS}
-    # ownerReferences with blockOwnerDeletion=true (OwnerReferencesPermissionEnforcement)
-    | {(GROUP, f"{k}/finalizers", "update") for k in KINDS}
-    # token and key Secrets
-    | {("", "secrets", v) for v in ("get", "list", "watch", "create", "patch", "delete")}
-    # kube-runtime's event recorder
-    | {("events.k8s.io", "events", v) for v in ("create", "patch")}
-)
-# Optional consumer restarts (rbac.allowWorkloadRestarts).
-EXPECTED_RESTARTS = {
-    ("apps", r, "patch") for r in ("deployments", "statefulsets", "daemonsets")
-}
+# What the ServiceAccount may do, from the table shared with tests/rbac.rs (which checks that
+# the code uses exactly these rights). Adding or dropping a verb in templates/rbac.yaml must
+# fail here: change the template and the table together.
+RBAC_TABLE = "rbac-requirements.txt"
+RBAC_HOW = ("call", "restart-call", "apply-create", "admission")
 
 
-def expected_release_rules(keyring, lease):
+def load_rbac_table(chart):
+    """Rows of CHART/rbac-requirements.txt: dicts of scope, group ("" for core), resource, verb,
+    name (None, "keyring" or "lease") and how."""
+    rows = []
+    path = chart / RBAC_TABLE
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        cols = line.split()
+        if len(cols) != 6:
+            raise ValueError(f"{path}:{n}: want 6 columns (scope group resource verb name how), got {cols}")
+        scope, group, resource, verb, name, how = cols
+        if scope not in ("watched", "release") or name not in ("-", "keyring", "lease") or how not in RBAC_HOW:
+            raise ValueError(f"{path}:{n}: bad scope, name or how: {cols}")
+        if scope == "watched" and name != "-":
+            raise ValueError(f"{path}:{n}: watched-namespace rules cannot name objects: {cols}")
+        rows.append(dict(scope=scope, group="" if group == "core" else group, resource=resource,
+                         verb=verb, name=None if name == "-" else name, how=how))
+    return rows
+
+
+def expected_watched(table, restarts):
+    """(apiGroup, resource, verb) granted in every watched namespace. Granted by a ClusterRole
+    when watchNamespaces is empty, else by a Role per watched namespace. The restart-call rows
+    depend on rbac.allowWorkloadRestarts."""
+    return {(r["group"], r["resource"], r["verb"]) for r in table
+            if r["scope"] == "watched" and (restarts or r["how"] != "restart-call")}
+
+
+def expected_release_rules(table, keyring, lease):
     """(apiGroup, resource, verb, resourceName or None) granted in the release namespace."""
-    return {
-        ("coordination.k8s.io", "leases", "get", lease),
-        ("coordination.k8s.io", "leases", "patch", lease),
-        ("coordination.k8s.io", "leases", "create", None),
-        ("", "secrets", "get", keyring),
-        ("", "secrets", "list", keyring),
-        ("", "secrets", "watch", keyring),
-        ("", "secrets", "update", keyring),
-        ("", "secrets", "create", None),
-    }
+    names = {None: None, "keyring": keyring, "lease": lease}
+    return {(r["group"], r["resource"], r["verb"], names[r["name"]]) for r in table if r["scope"] == "release"}
 
 
 SCENARIOS = {
@@ -328,7 +336,13 @@ def run(c, exp, ns, chart, rendered):
         c.eq(len(sms), 0, "serviceMonitor disabled: no ServiceMonitor")
 
     # --- RBAC ---
-    check_rbac(c, exp, ns, by_kind, docs)
+    table = load_rbac_table(chart)
+    c.check(bool(table) and {r["scope"] for r in table} == {"watched", "release"},
+            f"{RBAC_TABLE} lists rights for both the watched and the release namespace")
+    c.eq({(r["group"], r["resource"], r["verb"]) for r in table if r["how"] == "restart-call"},
+         {("apps", k, "patch") for k in ("deployments", "statefulsets", "daemonsets")},
+         f"{RBAC_TABLE}: the optional restart rights (rbac.allowWorkloadRestarts) are the workloads' patch")
+    check_rbac(c, exp, ns, by_kind, docs, table)
 
     # --- once: rule comments in the template source, and CRDs vs RBAC ---
     if c.scenario == "default":
@@ -336,7 +350,7 @@ def run(c, exp, ns, chart, rendered):
         check_crds(c, by_kind.get("CustomResourceDefinition", []))
 
 
-def check_rbac(c, exp, ns, by_kind, docs):
+def check_rbac(c, exp, ns, by_kind, docs, table):
     rbac_kinds = ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
     if not exp["rbac"]:
         c.eq(sum(len(by_kind.get(k, [])) for k in rbac_kinds), 0, "rbac.create=false: no RBAC objects")
@@ -364,15 +378,15 @@ def check_rbac(c, exp, ns, by_kind, docs):
 
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in by_kind.get("Role", [])}
     role_bindings = by_kind.get("RoleBinding", [])
-    watched_rules = EXPECTED_WATCHED | (EXPECTED_RESTARTS if exp["restarts"] else set())
+    watched_rules = expected_watched(table, exp["restarts"])
 
     # Release namespace: the keyring Secret and the Lease, name-restricted where RBAC allows.
     release_roles = [r for (n, _), r in roles.items()
                      if n == ns and any(g == "coordination.k8s.io" for g, *_ in quads(rules_of(r)))]
     if c.eq(len(release_roles), 1, "one Role in the release namespace holds the lease rules"):
         rr = release_roles[0]
-        c.eq(quads(rules_of(rr)), expected_release_rules(KEYRING, LEASE),
-             "release-namespace Role grants exactly the keyring/lease table")
+        c.eq(quads(rules_of(rr)), expected_release_rules(table, KEYRING, LEASE),
+             f"release-namespace Role grants exactly the release rows of {RBAC_TABLE}")
         c.check(any(b["metadata"]["namespace"] == ns and bound(b, "Role", rr["metadata"]["name"])
                     for b in role_bindings),
                 "release-namespace Role is bound to the ServiceAccount")
@@ -393,7 +407,7 @@ def check_rbac(c, exp, ns, by_kind, docs):
             got = quads(rules_of(cr))
             c.eq({q for q in got if q[3] is not None}, set(), "ClusterRole has no resourceNames rules")
             c.eq(triples(rules_of(cr)), watched_rules,
-                 "ClusterRole grants exactly the EXPECTED (apiGroup, resource, verb) table"
+                 f"ClusterRole grants exactly the watched rows of {RBAC_TABLE}"
                  + ("" if exp["restarts"] else " without workload restarts"))
             crbs = by_kind.get("ClusterRoleBinding", [])
             c.check(len(crbs) == 1 and bound(crbs[0], "ClusterRole", cr["metadata"]["name"]),
@@ -408,7 +422,7 @@ def check_rbac(c, exp, ns, by_kind, docs):
                     if n == wns and not (release_roles and r is release_roles[0])]
             if c.eq(len(mine), 1, f"watchNamespaces: one Role in {wns}"):
                 c.eq(triples(rules_of(mine[0])), watched_rules,
-                     f"Role in {wns} grants exactly the EXPECTED (apiGroup, resource, verb) table")
+                     f"Role in {wns} grants exactly the watched rows of {RBAC_TABLE}")
                 c.check(any(b["metadata"]["namespace"] == wns and bound(b, "Role", mine[0]["metadata"]["name"])
                             for b in role_bindings),
                         f"RoleBinding in {wns} binds the Role to the ServiceAccount")
