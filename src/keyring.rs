@@ -332,6 +332,27 @@ impl Keyring {
         token: &str,
         expect: Expect,
     ) -> Result<C, VerifyError> {
+        self.verify_with_exp_leeway(token, expect, LEEWAY_SECS)
+    }
+
+    /// [`Keyring::verify`], but a token is refused as soon as its `exp` has passed, without the
+    /// clock-skew leeway on `exp` (`nbf` keeps it): for routes where "expired" must mean
+    /// expired, such as a session refresh.
+    pub fn verify_unexpired<C: DeserializeOwned>(
+        &self,
+        token: &str,
+        expect: Expect,
+    ) -> Result<C, VerifyError> {
+        self.verify_with_exp_leeway(token, expect, 0)
+    }
+
+    /// `exp_leeway` (at most [`LEEWAY_SECS`]) is the skew tolerated on `exp`.
+    fn verify_with_exp_leeway<C: DeserializeOwned>(
+        &self,
+        token: &str,
+        expect: Expect,
+        exp_leeway: u64,
+    ) -> Result<C, VerifyError> {
         use jsonwebtoken::errors::ErrorKind;
         let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
         let kid = header.kid.ok_or(VerifyError::MissingKid)?;
@@ -345,6 +366,9 @@ impl Keyring {
         }
         let mut validation = Validation::new(key.stored.alg.jwt());
         validation.leeway = LEEWAY_SECS;
+        // jsonwebtoken applies one leeway to `exp` and `nbf`; this takes part of it back on `exp`
+        // only (a token is expired when `exp - reject < now - leeway`).
+        validation.reject_tokens_expiring_in_less_than = LEEWAY_SECS - exp_leeway.min(LEEWAY_SECS);
         validation.validate_nbf = true;
         validation.set_issuer(&[expect.issuer]);
         validation.required_spec_claims = if expect.require_exp {
@@ -443,9 +467,20 @@ mod tests {
             ring.verify::<Value>(&expired, ISS),
             Err(VerifyError::Expired)
         );
-        // Within the leeway still verifies.
+        // Within the leeway still verifies, but not without the leeway on `exp`.
         let just_expired = ring.sign(&claims(-5)).unwrap();
         assert!(ring.verify::<Value>(&just_expired, ISS).is_ok());
+        assert_eq!(
+            ring.verify_unexpired::<Value>(&just_expired, ISS),
+            Err(VerifyError::Expired)
+        );
+        let live = ring.sign(&claims(60)).unwrap();
+        assert!(ring.verify_unexpired::<Value>(&live, ISS).is_ok());
+        // `nbf` keeps its leeway there: a token from a clock slightly ahead still verifies.
+        let mut ahead = claims(600);
+        ahead["nbf"] = json!(now().as_second() + 5);
+        let ahead = ring.sign(&ahead).unwrap();
+        assert!(ring.verify_unexpired::<Value>(&ahead, ISS).is_ok());
 
         let mut future = claims(600);
         future["nbf"] = json!(now().as_second() + 300);

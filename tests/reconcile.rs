@@ -159,6 +159,27 @@ impl Harness {
         body
     }
 
+    /// Expects a create (POST to the collection of `path`, fieldManager=tokenmint) and answers
+    /// with the object as the server would store it. Returns that object.
+    async fn expect_create(&mut self, path: &str) -> Value {
+        let collection = path.rsplit_once('/').expect("object path").0;
+        let (request, send) = self.expect(Method::POST, collection).await;
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        assert!(query.contains("fieldManager=tokenmint"), "query {query}");
+        let mut body = body_json(request).await;
+        assert_eq!(
+            format!(
+                "{collection}/{}",
+                body["metadata"]["name"].as_str().unwrap()
+            ),
+            path
+        );
+        self.next_rv += 1;
+        body["metadata"]["resourceVersion"] = json!(self.next_rv.to_string());
+        send.send_response(ok(&body));
+        body
+    }
+
     /// Expects a status apply of `obj` and answers with `obj` carrying that status. Returns the
     /// status and the updated object.
     async fn expect_status<K>(&mut self, path: &str, obj: &K) -> (TokenStatus, K)
@@ -354,7 +375,7 @@ fn ready(status: &TokenStatus) -> (&str, &str) {
 async fn first_mint(h: &mut Harness, grant: &DatasourceGrant) -> (Value, DatasourceGrant, Action) {
     let task = h.grant(grant);
     h.expect_get_not_found(GRANT_SECRET).await;
-    let secret = h.expect_apply(GRANT_SECRET).await;
+    let secret = h.expect_create(GRANT_SECRET).await;
     let (_, updated) = h.expect_status(GRANT_STATUS, grant).await;
     let action = h.finish(task).await.unwrap();
     h.cache_secret(&secret_of(&secret));
@@ -371,7 +392,7 @@ async fn new_grant_writes_one_secret_and_one_status_then_nothing() {
     let task = h.grant(&grant);
     // Not in the cache of managed Secrets: one GET to rule out a foreign Secret of the name.
     h.expect_get_not_found(GRANT_SECRET).await;
-    let secret = h.expect_apply(GRANT_SECRET).await;
+    let secret = h.expect_create(GRANT_SECRET).await;
     let (status, updated) = h.expect_status(GRANT_STATUS, &grant).await;
     let action = h.finish(task).await.unwrap();
 
@@ -465,7 +486,7 @@ async fn our_own_write_is_not_repeated_before_the_caches_catch_up() {
     let grant = grant();
     let task = h.grant(&grant);
     h.expect_get_not_found(GRANT_SECRET).await;
-    let secret = h.expect_apply(GRANT_SECRET).await;
+    let secret = h.expect_create(GRANT_SECRET).await;
     h.expect_status(GRANT_STATUS, &grant).await;
     h.finish(task).await.unwrap();
     // The Secret watch delivered the write, but the grant in the controller cache is still the
@@ -575,7 +596,7 @@ async fn a_deleted_secret_is_restored() {
     h.uncache_secret(&secret_of(&secret));
     let task = h.grant(&grant);
     h.expect_get_not_found(GRANT_SECRET).await;
-    let restored = h.expect_apply(GRANT_SECRET).await;
+    let restored = h.expect_create(GRANT_SECRET).await;
     let (status, _) = h.expect_status(GRANT_STATUS, &grant).await;
     h.finish(task).await.unwrap();
     let claims = h.verify(&data(&restored, "token").unwrap(), true);
@@ -740,9 +761,9 @@ async fn service_key_generated_once_and_never_rewritten() {
 
     let task = h.service_key(&key);
     h.expect_get_not_found(&key_path).await;
-    let key_secret = h.expect_apply(&key_path).await;
+    let key_secret = h.expect_create(&key_path).await;
     h.expect_get_not_found(&session_path).await;
-    let session = h.expect_apply(&session_path).await;
+    let session = h.expect_create(&session_path).await;
     let (status, updated) = h.expect_status(status_path, &key).await;
     let action = h.finish(task).await.unwrap();
 
@@ -873,7 +894,7 @@ async fn a_never_expiring_guest_token_has_no_expiry_and_no_renewal() {
         "/apis/tokenmint.dev/v1alpha1/namespaces/team-a/guesttokenrequests/acme-embed/status";
     let task = h.guest(&request);
     h.expect_get_not_found(&path).await;
-    let secret = h.expect_apply(&path).await;
+    let secret = h.expect_create(&path).await;
     let (status, updated) = h.expect_status(status_path, &request).await;
     let action = h.finish(task).await.unwrap();
     assert_eq!(data(&secret, "expires-at"), None);
@@ -1159,7 +1180,7 @@ async fn a_renamed_secret_replaces_the_old_one() {
     let task = h.grant(&grant);
     h.expect_get_not_found(&format!("{SECRETS}/renamed-token"))
         .await;
-    let renamed = h.expect_apply(&format!("{SECRETS}/renamed-token")).await;
+    let renamed = h.expect_create(&format!("{SECRETS}/renamed-token")).await;
     let (_, send) = h.expect(Method::DELETE, GRANT_SECRET).await;
     send.send_response(ok(
         &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
@@ -1289,4 +1310,96 @@ async fn without_rollout_restart_nothing_is_asked_or_marked() {
             .is_none()
     );
     assert!(h.restarts.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn a_secret_created_by_someone_else_during_the_mint_is_never_written() {
+    let mut h = Harness::new();
+    h.cache_key(&service_key(&["Data_3_E"]));
+    let task = h.grant(&grant());
+    h.expect_get_not_found(GRANT_SECRET).await;
+    // Between our look and our write, someone creates a Secret of that name: the create fails
+    // and nothing is applied over theirs; the reconcile fails and retries with backoff.
+    let (request, send) = h.expect(Method::POST, SECRETS).await;
+    drop(request);
+    send.send_response(
+        Response::builder()
+            .status(StatusCode::CONFLICT)
+            .body(Body::from(
+                serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "AlreadyExists", "code": 409, "message": "secrets \"dashboards-token\" already exists"}))
+                .unwrap(),
+            ))
+            .unwrap(),
+    );
+    let result = h.finish(task).await;
+    assert!(
+        matches!(result, Err(reconcile::Error::Kube(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn dropping_the_expiry_removes_the_expires_at_key_left_by_the_create() {
+    let mut h = Harness::new();
+    h.cache_key(&service_key(&["Data_3_E"]));
+    let mut request = GuestTokenRequest::new(
+        "acme-embed",
+        GuestTokenRequestSpec {
+            service_key_ref: tokenmint::crd::ServiceKeyRef {
+                name: "analytics".into(),
+            },
+            workspace_name: "w1".into(),
+            client_id: "acme".into(),
+            datasource_name: None,
+            params: None,
+            expiry_time: Some(3_600_000),
+            secret_name: None,
+            renew_before: None,
+            rollout_restart: vec![],
+        },
+    );
+    request.metadata = meta("acme-embed", "uid-gtr", 1);
+    let path = format!("{SECRETS}/acme-embed-token");
+    let status_path =
+        "/apis/tokenmint.dev/v1alpha1/namespaces/team-a/guesttokenrequests/acme-embed/status";
+    let task = h.guest(&request);
+    h.expect_get_not_found(&path).await;
+    let created = h.expect_create(&path).await;
+    let (_, request) = h.expect_status(status_path, &request).await;
+    h.finish(task).await.unwrap();
+    assert!(data(&created, "expires-at").is_some());
+    h.cache_secret(&secret_of(&created));
+
+    // The token now never expires: the apply omits expires-at, carries the observed
+    // resourceVersion, and the key the create wrote (not owned by the apply) is removed.
+    let mut forever = request.clone();
+    forever.spec.expiry_time = None;
+    forever.metadata.generation = Some(2);
+    let task = h.guest(&forever);
+    let (apply, send) = h.expect(Method::PATCH, &path).await;
+    assert_ssa(&apply);
+    let applied = body_json(apply).await;
+    assert_eq!(
+        applied["metadata"]["resourceVersion"],
+        created["metadata"]["resourceVersion"]
+    );
+    assert!(applied["data"].get("expires-at").is_none());
+    let mut stored = applied.clone();
+    stored["data"]["expires-at"] = created["data"]["expires-at"].clone();
+    stored["metadata"]["resourceVersion"] = json!("900");
+    send.send_response(ok(&stored));
+    let (merge, send) = h.expect(Method::PATCH, &path).await;
+    assert_eq!(
+        merge.headers()["content-type"],
+        "application/merge-patch+json"
+    );
+    assert_eq!(
+        body_json(merge).await,
+        json!({"data": {"expires-at": null}})
+    );
+    stored["data"].as_object_mut().unwrap().remove("expires-at");
+    send.send_response(ok(&stored));
+    h.expect_status(status_path, &forever).await;
+    h.finish(task).await.unwrap();
 }

@@ -91,12 +91,18 @@ async fn controllers_sync_mint_and_shut_down() {
                         &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
                         StatusCode::NOT_FOUND,
                     ),
-                    (Method::PATCH, _) => {
+                    (method @ (Method::POST | Method::PATCH), _) => {
                         let mut value: Value = serde_json::from_slice(&body).unwrap();
+                        // A create names its object in the body: record it by object path.
+                        let object_path = if method == Method::POST {
+                            format!("{path}/{}", value["metadata"]["name"].as_str().unwrap())
+                        } else {
+                            path.clone()
+                        };
                         seen.lock()
                             .unwrap()
                             .writes
-                            .push((path.clone(), value.clone()));
+                            .push((object_path, value.clone()));
                         rv += 1;
                         if path.ends_with("/status") {
                             let mut object = grant.clone();

@@ -8,6 +8,10 @@ use std::time::Duration;
 /// Upper bound of a guest token's lifetime in milliseconds (30 days): retired signing keys are
 /// kept this long so every token they signed can still be verified.
 pub const MAX_EXPIRY_TIME_MS: i64 = 2_592_000_000;
+/// Lower bound of a guest token's lifetime in a Secret (1 minute, as DatasourceGrant's
+/// `expiration`): a token living seconds would be rotated continuously. The REST route, which
+/// mints on demand, accepts any positive value.
+pub const MIN_EXPIRY_TIME_MS: i64 = 60_000;
 
 /// An embed guest token for one client and workspace, issued with a ServiceKey and kept in a
 /// Secret owned by this resource.
@@ -47,10 +51,11 @@ pub struct GuestTokenRequestSpec {
     /// rlsSettings and any other keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<GuestTokenParams>,
-    /// Lifetime of each token in milliseconds, at most 30 days. Absent: the token never
-    /// expires (and is only replaced when the spec or the signing key changes).
+    /// Lifetime of each token in milliseconds, from 60000 (1 minute) to 2592000000 (30 days).
+    /// Absent: the token never expires (and is only replaced when the spec or the signing key
+    /// changes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = MAX_EXPIRY_TIME_MS))]
+    #[schemars(range(min = MIN_EXPIRY_TIME_MS, max = MAX_EXPIRY_TIME_MS))]
     pub expiry_time: Option<i64>,
     /// Secret that receives the token (keys `token` and `expires-at`). Default `<name>-token`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

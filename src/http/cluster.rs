@@ -5,7 +5,9 @@
 //!
 //! API calls made (and so the RBAC the serve container needs):
 //! - `tokenmint.dev/servicekeys`: list, watch (cluster-wide, or in each watched namespace);
-//! - `""/secrets` with label `app.kubernetes.io/managed-by=tokenmint`: list, watch (same scope);
+//! - `""/secrets` with labels `app.kubernetes.io/managed-by=tokenmint` and
+//!   `tokenmint.dev/secret-role=service-key` (key Secrets only: token Secrets, rotated all the
+//!   time, are neither cached nor a reason to rebuild the index): list, watch (same scope);
 //! - `""/secrets` named `--keyring-secret` in `--namespace` (field selector on the name): list,
 //!   watch.
 
@@ -13,6 +15,8 @@ use super::keys::{KeyIndex, SharedKeyStore};
 use crate::cli::CommonArgs;
 use crate::crd::ServiceKey;
 use crate::keyring::{self, Keyring};
+use crate::reconcile::token_secret::ROLE_KEY;
+use crate::reconcile::{MANAGED_SELECTOR, ROLE_LABEL};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::{self, Store};
@@ -22,8 +26,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Label of the Secrets tokenmint writes, key Secrets included.
-pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by=tokenmint";
+/// Label selector of the Secrets the key index needs: the key Secrets the operator writes for
+/// ServiceKeys, and no token Secret.
+pub fn key_secret_selector() -> String {
+    format!("{MANAGED_SELECTOR},{ROLE_LABEL}={ROLE_KEY}")
+}
 /// Changes arriving within this window are folded into one index rebuild.
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
@@ -50,7 +57,7 @@ pub fn start(client: Client, args: &CommonArgs) -> Arc<SharedKeyStore> {
         key_stores.push(cache(sk_api, watcher::Config::default(), changed.clone()));
         secret_stores.push(cache(
             secret_api,
-            watcher::Config::default().labels(MANAGED_BY),
+            watcher::Config::default().labels(&key_secret_selector()),
             changed.clone(),
         ));
     }

@@ -84,7 +84,7 @@ pub fn document() -> Value {
                 "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("DatasourceTokenRequest")}}},
                 "responses": common_errors(json!({
                     "200": json_response("The data source token.", schema_ref("AccessToken")),
-                    "400": error_response("Malformed JSON, wrong types, missing data_source, expiration outside 60..43200 or an invalid filter."),
+                    "400": error_response("Malformed JSON, wrong types, missing data_source, expiration outside 1..43200 or an invalid filter."),
                     "403": error_response("The key may not grant this data source."),
                 }), "Missing, malformed, unknown or expired credentials."),
             }},
@@ -202,7 +202,7 @@ pub fn document() -> Value {
                     "required": ["data_source"],
                     "properties": {
                         "data_source": {"type": "string"},
-                        "expiration": {"type": "integer", "minimum": 60, "maximum": 43200, "default": 3600, "description": "Seconds."},
+                        "expiration": {"type": "integer", "minimum": 1, "maximum": 43200, "default": 3600, "description": "Seconds."},
                         "app_uuid": {"type": "string", "description": "The end user's id in your app (a number is accepted)."},
                         "filter": {"type": "string", "description": "One SQL boolean expression, ANDed into generated queries."},
                     },

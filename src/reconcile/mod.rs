@@ -57,6 +57,8 @@ pub const SERVICE_KEY_LABEL: &str = "tokenmint.dev/service-key";
 /// Requeue of objects without a token that expires (keys, never-expiring guest tokens): a
 /// safety-net resync; watches trigger everything else.
 pub const IDLE_RESYNC: Duration = Duration::from_secs(3600);
+/// The shortest requeue after a successful reconcile.
+pub const MIN_REQUEUE: Duration = Duration::from_secs(1);
 /// Re-check of a SecretConflict: the foreign Secret is not watched, so its removal is noticed
 /// by polling (a GET, never a write).
 pub const CONFLICT_RECHECK: Duration = Duration::from_secs(300);

@@ -138,11 +138,12 @@ async fn ensure_key(
             if !drifted(secret, &desired) {
                 return Ok(Ok(()));
             }
-            token_secret::apply_secret(ctx, &desired).await?;
+            token_secret::write_secret(ctx, Some(secret), desired).await?;
             tracing::info!(namespace = %owner.namespace, name = %owner.name, secret = name, "re-applied the key Secret's username and labels (key unchanged)");
         }
         None => {
-            token_secret::apply_secret(ctx, &key_secret(key, owner, name, &generate_key())).await?;
+            let fresh = key_secret(key, owner, name, &generate_key());
+            token_secret::write_secret(ctx, current.as_ref(), fresh).await?;
             ctx.metrics.minted(&owner.kind, false);
             tracing::info!(namespace = %owner.namespace, name = %owner.name, secret = name, "generated the service key");
             ctx.events

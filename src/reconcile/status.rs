@@ -7,7 +7,8 @@
 
 use super::token_secret::{Owner, TokenInfo};
 use super::{
-    CONFLICT_RECHECK, Context, Error, FIELD_MANAGER, Failure, IDLE_RESYNC, Reason, rfc3339,
+    CONFLICT_RECHECK, Context, Error, FIELD_MANAGER, Failure, IDLE_RESYNC, MIN_REQUEUE, Reason,
+    rfc3339,
 };
 use crate::crd::{DatasourceGrant, GuestTokenRequest, ServiceKey, TokenStatus};
 use jiff::Timestamp;
@@ -208,7 +209,10 @@ pub async fn conclude<K: HasTokenStatus>(
                 .map(|t| t.as_second());
             ctx.metrics.token_expiry(&metric_key, expires);
             let next = token.and_then(|t| t.schedule.until_renewal(ctx.clock.now()));
-            Ok(Action::requeue(next.unwrap_or(IDLE_RESYNC)))
+            // A floor, so that no schedule can ever spin the controller.
+            Ok(Action::requeue(
+                next.map_or(IDLE_RESYNC, |d| d.max(MIN_REQUEUE)),
+            ))
         }
     }
 }

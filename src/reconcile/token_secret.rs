@@ -26,7 +26,7 @@ use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
@@ -405,14 +405,54 @@ pub async fn current_secret(
     Ok(api.get_opt(name).await?)
 }
 
-/// Server-side applies a Secret we own entirely.
-pub async fn apply_secret(ctx: &Context, secret: &Secret) -> Result<Secret, Error> {
-    let namespace = secret.namespace().unwrap_or_default();
-    let name = secret.name_any();
+/// Writes the Secret we own entirely, given what is there now:
+/// - none: a create, which fails (409) rather than touch a Secret someone else created since
+///   we looked — a foreign Secret is never written, not even in a race;
+/// - ours: a server-side apply carrying the observed resourceVersion (a conflict if it changed
+///   meanwhile), then removal of data keys the new content no longer has (a field first written
+///   by the create is not owned by the apply, so the apply alone would leave it behind).
+pub async fn write_secret(
+    ctx: &Context,
+    current: Option<&Secret>,
+    mut desired: Secret,
+) -> Result<Secret, Error> {
+    let namespace = desired.namespace().unwrap_or_default();
+    let name = desired.name_any();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let written = api.patch(&name, &params, &Patch::Apply(secret)).await?;
-    ctx.metrics.write("apply", "secrets");
+    let written = match current {
+        None => {
+            let params = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PostParams::default()
+            };
+            let created = api.create(&params, &desired).await?;
+            ctx.metrics.write("create", "secrets");
+            created
+        }
+        Some(existing) => {
+            desired.metadata.resource_version = existing.resource_version();
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            let mut applied = api.patch(&name, &params, &Patch::Apply(&desired)).await?;
+            ctx.metrics.write("apply", "secrets");
+            let stale: serde_json::Map<String, Value> = applied
+                .data
+                .iter()
+                .flatten()
+                .filter(|(k, _)| !desired.data.as_ref().is_some_and(|d| d.contains_key(*k)))
+                .map(|(k, _)| (k.clone(), Value::Null))
+                .collect();
+            if !stale.is_empty() {
+                let params = PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PatchParams::default()
+                };
+                let patch = serde_json::json!({"data": stale});
+                applied = api.patch(&name, &params, &Patch::Merge(&patch)).await?;
+                ctx.metrics.write("patch", "secrets");
+            }
+            applied
+        }
+    };
     ctx.recent.remember(
         recent_key(&namespace, &name),
         written.resource_version().as_deref(),
@@ -550,9 +590,10 @@ pub async fn ensure_token(
     );
     let replaced = current.is_some();
     let first_with_consumers = target.restart_consumers && !replaced;
-    apply_secret(
+    write_secret(
         ctx,
-        &token_secret(target, &candidate, &info, &kid, first_with_consumers),
+        current.as_ref(),
+        token_secret(target, &candidate, &info, &kid, first_with_consumers),
     )
     .await?;
     ctx.metrics.minted(&owner.kind, replaced);

@@ -7,17 +7,21 @@
 //! that cannot end the statement early, comment out the rest of the query, or
 //! read other tables.
 //!
-//! Validation runs in four stages, each producing a user-facing [`FilterError`]:
+//! Validation runs in five stages, each producing a user-facing [`FilterError`]:
 //!
 //! 1. cheap checks on the raw text (empty, length, backslashes);
 //! 2. a scan of the sqlparser tokenizer's tokens (so that anything inside a
 //!    string literal such as `'a;b'` is ignored): `;`, comments, `#`, exotic
-//!    string-literal syntaxes;
+//!    string-literal syntaxes, backtick / bracket quoting, double-quoted
+//!    identifiers with unusual characters, placeholders, ODBC escapes `{..}`,
+//!    `:=` and `@variables`;
 //! 3. a scan of the same tokens for keywords that start a sub-query or a
-//!    statement (see [`check_keywords`] for why this is done on tokens rather
-//!    than on the AST);
+//!    statement (see [`check_keywords`]);
 //! 4. parsing with [`Parser::parse_expr`], requiring that the whole input is
-//!    consumed and that the top-level expression is not a bare literal.
+//!    consumed and that the top-level expression is not a bare literal;
+//! 5. a walk of the parsed AST (see [`check_ast`]) that only allows calls to
+//!    the functions in [`ALLOWED_FUNCTIONS`] and rejects sub-queries again
+//!    (defence in depth beside stage 3).
 //!
 //! The tokenizer and parser use [`GenericDialect`], a permissive superset of
 //! the common dialects. Where dialects disagree on how text is split into
@@ -26,7 +30,12 @@
 //! vendor runs, because such a disagreement is exactly what SQL injection
 //! exploits.
 
-use sqlparser::ast::{Expr, UnaryOperator, Value};
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    BinaryOperator, Expr, Function, FunctionArguments, ObjectNamePart, Query, SetExpr,
+    UnaryOperator, Value, ValueWithSpan, Visit, Visitor,
+};
 use sqlparser::dialect::GenericDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
@@ -34,6 +43,47 @@ use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Whitespace};
 
 /// Maximum length of a filter in bytes (after trimming surrounding whitespace).
 pub const MAX_FILTER_LEN: usize = 4096;
+
+/// The functions a filter may call (compared case-insensitively, and only
+/// when called by their plain, unqualified name). They are side-effect free
+/// scalar functions that exist, with the same meaning, in the common
+/// databases. Everything else is rejected: many databases have functions that
+/// run arbitrary SQL (`query_to_xml`, `dblink_exec`), read server files
+/// (`pg_read_file`, `load_file`, `lo_import`), change the session
+/// (`set_config`) or stall the server (`pg_sleep`, `sleep`, `benchmark`).
+///
+/// Syntax forms that sqlparser parses into dedicated expression nodes rather
+/// than function calls (`CAST`, `EXTRACT`, `TRIM`, `SUBSTRING`, `POSITION`,
+/// `CASE`, ...) are not function calls and need no entry here.
+pub const ALLOWED_FUNCTIONS: &[&str] = &[
+    "LOWER",
+    "UPPER",
+    "COALESCE",
+    "NULLIF",
+    "ABS",
+    "ROUND",
+    "FLOOR",
+    "CEIL",
+    "CEILING",
+    "LENGTH",
+    "CHAR_LENGTH",
+    "CONCAT",
+    "DATE",
+    "DATE_TRUNC",
+    "NOW",
+    "CURRENT_DATE",
+    "CURRENT_TIMESTAMP",
+    "TO_DATE",
+    "TO_CHAR",
+    "GREATEST",
+    "LEAST",
+    "MOD",
+];
+
+/// [`ALLOWED_FUNCTIONS`] as a comma-separated list, for error messages.
+fn allowed_functions_list() -> String {
+    ALLOWED_FUNCTIONS.join(", ")
+}
 
 /// Why a filter was rejected. The `Display` text is meant for end users (it is
 /// shown in Kubernetes status conditions and REST 400 responses).
@@ -114,6 +164,66 @@ pub enum FilterError {
         "filter must be a boolean expression, got a {kind} literal; write a condition such as `column = value`"
     )]
     NotBoolean { kind: &'static str },
+
+    /// A backtick-quoted identifier or square brackets, which databases read
+    /// differently (quoted identifier in MySQL / SQL Server, operator or
+    /// array syntax elsewhere).
+    #[error(
+        "filter uses {style}, which is not allowed because databases disagree on what it means; \
+         write the column name unquoted, or in double quotes if it needs them, e.g. \"User Id\""
+    )]
+    QuotedIdentifier { style: &'static str },
+
+    /// A double-quoted identifier containing characters other than letters,
+    /// digits, `_`, `$` and spaces.
+    #[error(
+        "filter uses the double-quoted identifier \"{name}\", which is not allowed: \
+         a double-quoted identifier may only contain letters, digits, '_', '$' and spaces"
+    )]
+    UnsafeQuotedIdentifier { name: String },
+
+    /// A call to a function that is not in [`ALLOWED_FUNCTIONS`].
+    #[error("filter calls the function {name}, which is not allowed; allowed functions: {allowed}", allowed = allowed_functions_list())]
+    FunctionNotAllowed { name: String },
+
+    /// A call to a schema-qualified function such as `pg_catalog.lower(x)`.
+    #[error(
+        "filter calls the schema-qualified function {name}, which is not allowed; \
+         call an allowed function by its plain name (allowed functions: {allowed})",
+        allowed = allowed_functions_list()
+    )]
+    QualifiedFunction { name: String },
+
+    /// An allowed function used with a window, aggregate or similar clause,
+    /// e.g. `LOWER(x) OVER ()`.
+    #[error("filter calls the function {name} with {clause}, which is not allowed in a filter")]
+    FunctionClause { name: String, clause: &'static str },
+
+    /// A bind-parameter placeholder such as `$1`, `?` or `:name`.
+    #[error(
+        "filter must not contain bind-parameter placeholders (found {placeholder}); \
+         write the value as a literal, e.g. `tenant_id = 42`"
+    )]
+    Placeholder { placeholder: String },
+
+    /// An ODBC escape sequence such as `{fn user()}` or `{d '2024-01-01'}`.
+    #[error(
+        "filter must not contain ODBC escape sequences such as {{fn ...}} or {{d '...'}}: '{{' and '}}' are not allowed"
+    )]
+    OdbcEscape,
+
+    /// The assignment operator `:=`.
+    #[error(
+        "filter must be a boolean expression: the assignment operator ':=' is not allowed; use '=' to compare values"
+    )]
+    Assignment,
+
+    /// A session or user variable such as `@@version` or `@x`.
+    #[error(
+        "filter must not reference session or user variables (found {name}); \
+         identifiers starting with or containing '@' are not allowed"
+    )]
+    Variable { name: String },
 }
 
 /// Validates `filter` as one SQL boolean expression; returns it trimmed on success.
@@ -170,6 +280,7 @@ pub fn validate_filter(filter: &str) -> Result<String, FilterError> {
     }
 
     check_not_literal(&expr)?;
+    check_ast(&expr)?;
     Ok(filter.to_owned())
 }
 
@@ -237,8 +348,19 @@ fn classify_literal(token: &Token) -> Literal {
     }
 }
 
-/// Rejects statement separators, comments and non-portable literals. Works on
-/// tokens, so the same characters inside a string literal are accepted.
+/// Whether the content of a double-quoted identifier is plain enough to mean
+/// the same in every database: letters, digits, `_`, `$` and spaces only.
+fn is_plain_identifier(name: &str) -> bool {
+    !name.trim().is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '$' | ' '))
+}
+
+/// Rejects statement separators, comments, non-portable literals and
+/// identifier quoting, placeholders, ODBC escapes, assignments and variables.
+/// Works on tokens, so the same characters inside a string literal are
+/// accepted.
 fn check_tokens(tokens: &[TokenWithSpan]) -> Result<(), FilterError> {
     for TokenWithSpan { token, .. } in tokens {
         match token {
@@ -257,8 +379,48 @@ fn check_tokens(tokens: &[TokenWithSpan]) -> Result<(), FilterError> {
                 });
             }
             Token::Whitespace(_) => {}
-            // Quoted identifiers ("a#b", `a;b`) are opaque text in every dialect.
-            Token::Word(w) if w.quote_style.is_some() => {}
+            // A double-quoted identifier is an identifier in standard SQL but
+            // a string literal in MySQL (without ANSI_QUOTES); only plain
+            // names mean the same thing (and nothing dangerous) in both.
+            Token::Word(w) if w.quote_style == Some('"') => {
+                if !is_plain_identifier(&w.value) {
+                    return Err(FilterError::UnsafeQuotedIdentifier {
+                        name: snippet(&w.value),
+                    });
+                }
+            }
+            // GenericDialect reads backticks as identifier quotes, so the
+            // tokenizer would hide `) ; DROP TABLE t ; SELECT (1` inside one
+            // identifier, but PostgreSQL, Oracle and SQL Server do not treat
+            // a backtick as a quote.
+            Token::Word(w) if w.quote_style.is_some() => {
+                return Err(FilterError::QuotedIdentifier {
+                    style: "a backtick-quoted identifier (`...`)",
+                });
+            }
+            // GenericDialect reads `@` as an identifier character, so
+            // `@@version` and `@x` are single words; they are session / user
+            // variables in MySQL and SQL Server.
+            Token::Word(w) if w.value.contains('@') => {
+                return Err(FilterError::Variable {
+                    name: snippet(&w.value),
+                });
+            }
+            // SQL Server reads `[...]` as a quoted identifier (which may
+            // contain quotes, `;`, ...), GenericDialect as an array or
+            // subscript: the two disagree on where a string literal starts.
+            Token::LBracket | Token::RBracket => {
+                return Err(FilterError::QuotedIdentifier {
+                    style: "square brackets ([...])",
+                });
+            }
+            Token::LBrace | Token::RBrace => return Err(FilterError::OdbcEscape),
+            Token::Placeholder(p) => {
+                return Err(FilterError::Placeholder {
+                    placeholder: snippet(p),
+                });
+            }
+            Token::Assignment => return Err(FilterError::Assignment),
             _ => match classify_literal(token) {
                 Literal::Portable => {}
                 Literal::Unsupported(kind) => {
@@ -281,12 +443,10 @@ fn check_tokens(tokens: &[TokenWithSpan]) -> Result<(), FilterError> {
 
 /// Rejects sub-queries and statement / set-operation keywords.
 ///
-/// Why tokens and not the AST: sqlparser's `Visit` trait needs the `visitor`
-/// cargo feature, which this crate does not enable, and a hand-written walk
-/// over the ~70 `Expr` variants (plus function arguments, window specs, ...)
-/// would silently miss sub-queries hidden in variants it forgets. (Walking
-/// the tree through its `Debug` output is not an option either: it recurses
-/// once per nesting level and overflows the stack on long `a+a+...` chains.)
+/// This runs on tokens, before parsing, and [`check_ast`] checks the parsed
+/// tree for sub-queries again; the two checks are independent, so a gap in
+/// one (a keyword this scan does not know, an AST node the walk does not
+/// expect) is covered by the other.
 ///
 /// The token scan is sound because every path from `parse_expr` into a query
 /// (`(SELECT ..)`, `EXISTS (..)`, `x IN (..)`, `ARRAY(..)`, `f(SELECT ..)`)
@@ -365,6 +525,133 @@ fn check_keywords(tokens: &[TokenWithSpan]) -> Result<(), FilterError> {
     Ok(())
 }
 
+/// Walks the parsed expression (with sqlparser's derived [`Visit`], so no
+/// variant, function argument or window clause is skipped) and rejects
+/// function calls outside [`ALLOWED_FUNCTIONS`], schema-qualified calls,
+/// sub-queries, placeholders and assignments.
+fn check_ast(expr: &Expr) -> Result<(), FilterError> {
+    match expr.visit(&mut AstChecker) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(e) => Err(e),
+    }
+}
+
+struct AstChecker;
+
+impl Visitor for AstChecker {
+    type Break = FilterError;
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<FilterError> {
+        let result = match expr {
+            Expr::Function(function) => check_function(function),
+            Expr::Exists { .. } => Err(FilterError::Subquery {
+                keyword: "EXISTS".to_owned(),
+            }),
+            Expr::InSubquery { .. } => Err(FilterError::Subquery {
+                keyword: "IN (SELECT ...)".to_owned(),
+            }),
+            Expr::Subquery(query) => Err(subquery_error(query)),
+            Expr::BinaryOp {
+                op: BinaryOperator::Assignment,
+                ..
+            } => Err(FilterError::Assignment),
+            Expr::Identifier(ident) if ident.quote_style.is_none() && ident.value.contains('@') => {
+                Err(FilterError::Variable {
+                    name: snippet(&ident.value),
+                })
+            }
+            _ => Ok(()),
+        };
+        match result {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(e),
+        }
+    }
+
+    // Any query reached by the walk (function arguments, `ARRAY(...)`,
+    // `x = ANY(...)`, ...) is a sub-query.
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<FilterError> {
+        ControlFlow::Break(subquery_error(query))
+    }
+
+    fn pre_visit_value(&mut self, value: &ValueWithSpan) -> ControlFlow<FilterError> {
+        match &value.value {
+            Value::Placeholder(p) => ControlFlow::Break(FilterError::Placeholder {
+                placeholder: snippet(p),
+            }),
+            _ => ControlFlow::Continue(()),
+        }
+    }
+}
+
+/// A [`FilterError::Subquery`] naming the keyword the query starts with.
+fn subquery_error(query: &Query) -> FilterError {
+    let keyword = if query.with.is_some() {
+        "WITH"
+    } else {
+        match query.body.as_ref() {
+            SetExpr::Values(_) => "VALUES",
+            SetExpr::Table(_) => "TABLE",
+            SetExpr::Insert(_) => "INSERT",
+            SetExpr::Update(_) => "UPDATE",
+            SetExpr::Delete(_) => "DELETE",
+            SetExpr::Merge(_) => "MERGE",
+            _ => "SELECT",
+        }
+    };
+    FilterError::Subquery {
+        keyword: keyword.to_owned(),
+    }
+}
+
+/// Allows a call only to an unqualified function in [`ALLOWED_FUNCTIONS`],
+/// written as a plain call (no ODBC escape, window, FILTER, ...).
+fn check_function(function: &Function) -> Result<(), FilterError> {
+    if function.uses_odbc_syntax {
+        return Err(FilterError::OdbcEscape);
+    }
+    // `ARRAY(SELECT ...)`, `f(SELECT ...)`: report the sub-query, not the name.
+    if let FunctionArguments::Subquery(query) = &function.args {
+        return Err(subquery_error(query));
+    }
+    let name = match function.name.0.as_slice() {
+        [ObjectNamePart::Identifier(ident)] => &ident.value,
+        _ => {
+            return Err(FilterError::QualifiedFunction {
+                name: snippet(&function.name.to_string()),
+            });
+        }
+    };
+    if !ALLOWED_FUNCTIONS
+        .iter()
+        .any(|allowed| allowed.eq_ignore_ascii_case(name))
+    {
+        return Err(FilterError::FunctionNotAllowed {
+            name: snippet(name),
+        });
+    }
+    let clause = if !matches!(function.parameters, FunctionArguments::None) {
+        Some("a parameter list")
+    } else if function.over.is_some() {
+        Some("an OVER (...) window")
+    } else if function.filter.is_some() {
+        Some("a FILTER (WHERE ...) clause")
+    } else if !function.within_group.is_empty() {
+        Some("a WITHIN GROUP (...) clause")
+    } else if function.null_treatment.is_some() {
+        Some("IGNORE / RESPECT NULLS")
+    } else {
+        None
+    };
+    match clause {
+        Some(clause) => Err(FilterError::FunctionClause {
+            name: snippet(name),
+            clause,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Rejects a top-level expression that is obviously not boolean: a number,
 /// string, NULL or placeholder literal (possibly parenthesized or signed).
 /// Bare identifiers are allowed, as they may name a boolean column.
@@ -429,7 +716,8 @@ mod tests {
             "active",
             "TRUE",
             "\"select\" = 1",
-            "`weird;name` = 'x'",
+            "\"User Id\" = 1",
+            "\"a$b_1\" = 2 AND \"Größe\" > 3",
             "value > 10 AND (value < 100)",
             "EXTRACT(YEAR FROM created_at) = 2024",
             "CAST(ts AS TIMESTAMP WITH TIME ZONE) > '2024-01-01'",
@@ -440,6 +728,314 @@ mod tests {
         ] {
             ok(f);
         }
+    }
+
+    #[test]
+    fn accepts_allowed_functions_and_syntax_forms() {
+        for f in [
+            "lower(email) = 'a@example.com' AND Upper(code) = 'X'",
+            "NULLIF(a, 0) IS NULL OR ABS(b) > 1",
+            "ROUND(price, 2) = 9.99 AND FLOOR(x) = CEIL(y) AND CEILING(z) = 1",
+            "LENGTH(name) > 3 AND CHAR_LENGTH(name) < 10",
+            "CONCAT(first, ' ', last) = 'A B'",
+            "DATE(created_at) = '2024-01-01'",
+            "DATE_TRUNC('day', ts) = '2024-01-01'",
+            "ts > NOW() AND d <= CURRENT_DATE AND t < CURRENT_TIMESTAMP",
+            "d = TO_DATE('2024-01-01', 'YYYY-MM-DD') AND TO_CHAR(d, 'YYYY') = '2024'",
+            "GREATEST(a, b) > LEAST(c, d) AND MOD(id, 10) = 3",
+            "CAST(x AS INT) = 1 AND x::text LIKE '%a%'",
+            "TRIM(name) = 'a' AND SUBSTRING(name FROM 1 FOR 2) = 'ab'",
+            "POSITION('a' IN name) > 0",
+            "CASE WHEN a = 1 THEN TRUE ELSE FALSE END",
+            "LOWER(COALESCE(region, 'eu')) IN ('eu', 'us')",
+        ] {
+            ok(f);
+        }
+    }
+
+    #[test]
+    fn rejects_backtick_and_bracket_quoting() {
+        for f in [
+            "`x` = 1 OR `) ; DROP TABLE t ; SELECT (1` = 1",
+            "`weird;name` = 'x'",
+            "`id` = 1",
+        ] {
+            let e = err(f);
+            assert_eq!(
+                e,
+                FilterError::QuotedIdentifier {
+                    style: "a backtick-quoted identifier (`...`)"
+                },
+                "{f}"
+            );
+            let msg = e.to_string();
+            assert!(msg.contains("backtick-quoted identifier"), "{msg}");
+            assert!(msg.contains("not allowed"), "{msg}");
+        }
+        // SQL Server reads `[a']` as an identifier, so the rest would be SQL.
+        for f in ["[a] = 1", "[a'] = 1 OR 1=1 OR [b'] = 1", "tags[1] = 'x'"] {
+            let e = err(f);
+            assert_eq!(
+                e,
+                FilterError::QuotedIdentifier {
+                    style: "square brackets ([...])"
+                },
+                "{f}"
+            );
+            assert!(e.to_string().contains("square brackets"), "{e}");
+        }
+    }
+
+    #[test]
+    fn rejects_double_quoted_identifiers_with_unusual_characters() {
+        for (f, name) in [
+            ("\"weird;name\" = 'x'", "weird;name"),
+            ("\"a'b\" = 1", "a'b"),
+            ("\"a\"\"b\" = 1", "a\"b"),
+            ("\"a`b\" = 1", "a`b"),
+            ("\"a-b\" = 1", "a-b"),
+            ("\"a/b\" = 1", "a/b"),
+            ("\"a*b\" = 1", "a*b"),
+            ("\"a#b\" = 1", "a#b"),
+            ("\"f(x)\" = 1", "f(x)"),
+            ("\" \" = 1", " "),
+            ("\"a\tb\" = 1", "a\tb"),
+        ] {
+            let e = err(f);
+            assert_eq!(
+                e,
+                FilterError::UnsafeQuotedIdentifier {
+                    name: name.to_owned()
+                },
+                "{f}"
+            );
+            let msg = e.to_string();
+            assert!(msg.contains("double-quoted identifier"), "{msg}");
+            assert!(msg.contains(name), "{msg}");
+        }
+        assert!(matches!(
+            err("\"\" = 1"),
+            FilterError::UnsafeQuotedIdentifier { .. } | FilterError::Syntax { .. }
+        ));
+    }
+
+    #[test]
+    fn rejects_functions_outside_the_allow_list() {
+        for (f, name) in [
+            (
+                "query_to_xml('select password from users',true,true,'')::text LIKE '%a%'",
+                "query_to_xml",
+            ),
+            (
+                "dblink_exec('dbname=x','DROP TABLE users') = 'OK'",
+                "dblink_exec",
+            ),
+            ("pg_read_file('/etc/passwd') LIKE '%root%'", "pg_read_file"),
+            ("lo_import('/etc/passwd') > 0", "lo_import"),
+            (
+                "set_config('role','postgres',false) IS NOT NULL",
+                "set_config",
+            ),
+            ("pg_sleep(3600) IS NULL", "pg_sleep"),
+            ("BENCHMARK(100000000,MD5('a'))=0", "BENCHMARK"),
+            ("sleep(10) = 0", "sleep"),
+            ("load_file('/etc/passwd') IS NOT NULL", "load_file"),
+            // Hidden inside allowed functions and syntax forms.
+            ("LOWER(pg_sleep(1)::text) = 'a'", "pg_sleep"),
+            ("COALESCE(x, version()) = 'a'", "version"),
+            ("CASE WHEN a = 1 THEN pg_sleep(5) END IS NULL", "pg_sleep"),
+            ("CAST(current_setting('x') AS INT) = 1", "current_setting"),
+            ("a = 1 AND b IN (1, pg_sleep(5))", "pg_sleep"),
+            ("\"pg_sleep\"(1) IS NULL", "pg_sleep"),
+            ("current_user = 'postgres'", "current_user"),
+        ] {
+            let e = err(f);
+            assert_eq!(
+                e,
+                FilterError::FunctionNotAllowed {
+                    name: name.to_owned()
+                },
+                "{f}"
+            );
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!(
+                    "filter calls the function {name}, which is not allowed"
+                )),
+                "{msg}"
+            );
+            assert!(
+                msg.contains("allowed functions: LOWER, UPPER, COALESCE"),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_schema_qualified_functions() {
+        for (f, name) in [
+            ("pg_catalog.pg_sleep(1) IS NULL", "pg_catalog.pg_sleep"),
+            ("pg_catalog.lower(x) = 'a'", "pg_catalog.lower"),
+            ("a.lower() = 'a'", "a.lower"),
+        ] {
+            let e = err(f);
+            assert_eq!(
+                e,
+                FilterError::QualifiedFunction {
+                    name: name.to_owned()
+                },
+                "{f}"
+            );
+            let msg = e.to_string();
+            assert!(msg.contains("schema-qualified function"), "{msg}");
+            assert!(msg.contains(name), "{msg}");
+        }
+    }
+
+    #[test]
+    fn rejects_window_and_aggregate_clauses_on_allowed_functions() {
+        let e = err("LOWER(x) OVER () = 'a'");
+        assert_eq!(
+            e,
+            FilterError::FunctionClause {
+                name: "LOWER".to_owned(),
+                clause: "an OVER (...) window"
+            }
+        );
+        assert!(e.to_string().contains("OVER"), "{e}");
+        assert!(matches!(
+            err("COALESCE(x) FILTER (WHERE y = 1) = 1"),
+            FilterError::FunctionClause { .. }
+        ));
+    }
+
+    #[test]
+    fn rejects_placeholders() {
+        for (f, placeholder) in [
+            ("x = $1", "$1"),
+            ("x = ?", "?"),
+            ("x = :name", ":name"),
+            ("x = $name", "$name"),
+            ("LOWER(?) = 'a'", "?"),
+        ] {
+            let e = err(f);
+            assert_eq!(
+                e,
+                FilterError::Placeholder {
+                    placeholder: placeholder.to_owned()
+                },
+                "{f}"
+            );
+            let msg = e.to_string();
+            assert!(msg.contains("placeholders"), "{msg}");
+            assert!(msg.contains(placeholder), "{msg}");
+        }
+    }
+
+    #[test]
+    fn rejects_odbc_escapes() {
+        for f in [
+            "{fn user()} = 'sa'",
+            "d = {d '2024-01-01'}",
+            "x = {fn LOWER('A')}",
+        ] {
+            let e = err(f);
+            assert_eq!(e, FilterError::OdbcEscape, "{f}");
+            assert!(e.to_string().contains("ODBC escape"), "{e}");
+            assert!(e.to_string().contains("{fn ...}"), "{e}");
+        }
+    }
+
+    #[test]
+    fn rejects_assignment() {
+        for f in ["y := 2", "a = 1 AND (y := 2) = 2"] {
+            let e = err(f);
+            assert_eq!(e, FilterError::Assignment, "{f}");
+            assert!(e.to_string().contains("':='"), "{e}");
+        }
+    }
+
+    #[test]
+    fn rejects_session_and_user_variables() {
+        for (f, name) in [
+            ("@@version LIKE '8%'", "@@version"),
+            ("x = @@version", "@@version"),
+            ("@x = 1", "@x"),
+            ("a = 1 AND b = @x", "@x"),
+            ("a@b = 1", "a@b"),
+        ] {
+            let e = err(f);
+            assert_eq!(
+                e,
+                FilterError::Variable {
+                    name: name.to_owned()
+                },
+                "{f}"
+            );
+            let msg = e.to_string();
+            assert!(msg.contains("session or user variables"), "{msg}");
+            assert!(msg.contains(name), "{msg}");
+        }
+    }
+
+    /// The AST walk rejects sub-queries on its own, independently of the
+    /// keyword scan that normally catches them first.
+    #[test]
+    fn ast_walk_rejects_subqueries() {
+        for (f, kw) in [
+            ("EXISTS (SELECT 1)", "EXISTS"),
+            ("x IN (SELECT id FROM t)", "IN (SELECT ...)"),
+            ("(SELECT 1) = 1", "SELECT"),
+            ("x = ANY(SELECT id FROM t)", "SELECT"),
+            ("ARRAY(SELECT 1) IS NOT NULL", "SELECT"),
+            (
+                "LOWER((WITH a AS (SELECT 1) SELECT * FROM a)) = 'a'",
+                "WITH",
+            ),
+        ] {
+            let expr = Parser::new(&GenericDialect)
+                .try_with_sql(f)
+                .and_then(|mut p| p.parse_expr())
+                .unwrap_or_else(|e| panic!("{f}: {e}"));
+            let e = check_ast(&expr).unwrap_err();
+            assert_eq!(
+                e,
+                FilterError::Subquery {
+                    keyword: kw.to_owned()
+                },
+                "{f}"
+            );
+            assert!(e.to_string().contains("sub-quer"), "{e}");
+        }
+    }
+
+    #[test]
+    fn deep_chains_inside_function_calls_do_not_overflow_the_stack() {
+        // The AST walk recurses once per nesting level; the longest chains
+        // that fit in MAX_FILTER_LEN must be walked on half of a default
+        // (2 MiB) thread stack.
+        let chains = [
+            format!("LOWER({}a) = 'a'", "a||".repeat(1350)),
+            format!("COALESCE({}a, 1) = 1", "a+".repeat(2030)),
+            format!("{}a = 1", "a+".repeat(2040)),
+        ];
+        std::thread::Builder::new()
+            .stack_size(1024 * 1024)
+            .spawn(move || {
+                for f in &chains {
+                    assert!(f.len() <= MAX_FILTER_LEN, "{}", f.len());
+                    ok(f);
+                }
+                assert_eq!(
+                    err(&format!("LOWER({}pg_sleep(1)) = 'a'", "a+".repeat(2030))),
+                    FilterError::FunctionNotAllowed {
+                        name: "pg_sleep".to_owned()
+                    }
+                );
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]

@@ -12,6 +12,11 @@ use tokenmint::http::keys::{KeyStore, NotReady};
 use tokenmint::keyring::{Algorithm, Keyring};
 use tokio::sync::broadcast;
 
+/// The Secret watch's label selector, URL-encoded: key Secrets only
+/// (`app.kubernetes.io/managed-by=tokenmint,tokenmint.dev/secret-role=service-key`), so token
+/// rotations neither reach the cache nor rebuild the index.
+const KEY_SECRET_SELECTOR: &str = "labelSelector=app.kubernetes.io%2Fmanaged-by%3Dtokenmint%2Ctokenmint.dev%2Fsecret-role%3Dservice-key";
+
 /// The collections the fake serves, by what a request's path names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Collection {
@@ -44,9 +49,7 @@ impl FakeApi {
             && query.contains("fieldSelector=metadata.name%3Dtokenmint-keyring")
         {
             Some(Collection::Keyring)
-        } else if path.ends_with("/secrets")
-            && query.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dtokenmint")
-        {
+        } else if path.ends_with("/secrets") && query.contains(KEY_SECRET_SELECTOR) {
             Some(Collection::ManagedSecrets)
         } else {
             None
@@ -124,7 +127,7 @@ fn key_secret(name: &str, key: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": format!("{name}-service-key"), "namespace": "team-a", "resourceVersion": "2",
-                     "labels": {"app.kubernetes.io/managed-by": "tokenmint"},
+                     "labels": {"app.kubernetes.io/managed-by": "tokenmint", "tokenmint.dev/secret-role": "service-key"},
                      "ownerReferences": [{"apiVersion": "tokenmint.dev/v1alpha1", "kind": "ServiceKey",
                                           "name": name, "uid": format!("uid-{name}"), "controller": true}]},
         "data": {"key": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key)}
@@ -278,6 +281,28 @@ async fn watch_caches_feed_the_key_store() {
     assert!(
         seen.iter()
             .any(|r| r.starts_with("GET /api/v1/secrets?") && r.contains("watch=true"))
+    );
+    // Every Secret list and watch but the keyring's is narrowed to key Secrets.
+    for request in seen.iter().filter(|r| r.contains("/secrets?")) {
+        assert!(
+            request.contains(KEY_SECRET_SELECTOR)
+                || request.contains("fieldSelector=metadata.name%3Dtokenmint-keyring"),
+            "{request}"
+        );
+    }
+}
+
+#[test]
+fn the_secret_selector_names_the_operators_key_secret_labels() {
+    use tokenmint::reconcile::token_secret::ROLE_KEY;
+    use tokenmint::reconcile::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, ROLE_LABEL};
+    assert_eq!(
+        tokenmint::http::cluster::key_secret_selector(),
+        format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{ROLE_LABEL}={ROLE_KEY}")
+    );
+    assert_eq!(
+        tokenmint::http::cluster::key_secret_selector(),
+        "app.kubernetes.io/managed-by=tokenmint,tokenmint.dev/secret-role=service-key"
     );
 }
 

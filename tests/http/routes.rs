@@ -182,7 +182,7 @@ async fn datasource_token_errors() {
     post(r#"{"data_source":"Sales"}"#)
         .await
         .assert_error(403, "FORBIDDEN");
-    for expiration in ["59", "43201", "0", "-5", "1e12"] {
+    for expiration in ["43201", "0", "0.0", "-5", "1e12"] {
         let body = format!(r#"{{"data_source":"Data_3_E","expiration":{expiration}}}"#);
         let r = call(&t.router, "POST", DATASOURCE, Some(&key), body).await;
         r.assert_error(400, "BAD_REQUEST");
@@ -195,11 +195,22 @@ async fn datasource_token_errors() {
             r.text
         );
     }
-    // The edges are fine.
-    for expiration in [60, 43_200] {
+    // The edges are fine, and so is the seed's own example (`"expiration": 20.0`), below the
+    // DatasourceGrant CRD's floor of 60.
+    for (expiration, seconds) in [
+        (json!(1), 1),
+        (json!(20.0), 20),
+        (json!(20), 20),
+        (json!(59), 59),
+        (json!(60), 60),
+        (json!(43_200), 43_200),
+    ] {
         let body = json!({"data_source": "Data_3_E", "expiration": expiration});
         let r = call(&t.router, "POST", DATASOURCE, Some(&key), body.to_string()).await;
-        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.status, 200, "{expiration}: {}", r.text);
+        assert_eq!(r.json["expiration"], json!(seconds as f64), "{}", r.text);
+        let c = verify(&t.keyring, r.json["access_token"].as_str().unwrap(), true);
+        assert_eq!(lifetime(&c), seconds, "{expiration}");
     }
     // The filter validator's own message.
     let r = post(r#"{"data_source":"Data_3_E","filter":"1=1; DROP TABLE users"}"#).await;
@@ -667,10 +678,13 @@ async fn refresh_refuses_expired_foreign_and_orphaned_sessions() {
     let access = access_token_for(&t.keyring, "1", 0, 600);
     for token in [
         session_for(&t, "team-a/analytics", "1", 7_200, 3_600), // expired
-        session_for(&t, "team-a/gone", "1", 0, 3_600),          // ServiceKey deleted
-        session_for(&t, "team-a/keyless", "9", 0, 3_600),       // ServiceKey without key
-        session_for(&t, "team-a/analytics", "2", 0, 3_600),     // a namesake's principal
-        access,                                                 // not a session
+        // Expired 5 s ago: within the 30 s clock-skew leeway of other routes, but "401 once
+        // expired" holds here without it.
+        session_for(&t, "team-a/analytics", "1", 3_605, 3_600),
+        session_for(&t, "team-a/gone", "1", 0, 3_600), // ServiceKey deleted
+        session_for(&t, "team-a/keyless", "9", 0, 3_600), // ServiceKey without key
+        session_for(&t, "team-a/analytics", "2", 0, 3_600), // a namesake's principal
+        access,                                        // not a session
         KEY_A.to_owned(),
     ] {
         let r = call(
@@ -810,6 +824,70 @@ async fn user_token_info() {
         .await;
         r.assert_error(401, "UNAUTHORIZED");
     }
+}
+
+#[tokio::test]
+async fn user_token_info_reports_only_the_callers_own_tokens() {
+    let t = app();
+    let seven = basic("seven", KEY_C);
+    let r = call(&t.router, "POST", "/ds-api/user-token", Some(&seven), "").await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let sevens = r.json["user-token"].as_str().unwrap().to_owned();
+    let info = |auth: String, token: String| {
+        let router = t.router.clone();
+        async move {
+            call(
+                &router,
+                "GET",
+                &format!("/ds-api/user-token?token={token}"),
+                Some(&auth),
+                "",
+            )
+            .await
+        }
+    };
+    // Its owner may read it.
+    let r = info(seven.clone(), sevens.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["user"], "seven");
+
+    // Another principal may not, and learns nothing: the answer to someone else's valid token
+    // is the answer to garbage.
+    let jcw = basic("jcw", KEY_A);
+    let foreign = info(jcw.clone(), sevens.clone()).await;
+    foreign.assert_error(401, "UNAUTHORIZED");
+    assert!(!foreign.text.contains("seven"), "{}", foreign.text);
+    let garbage = info(jcw.clone(), "garbage".into()).await;
+    garbage.assert_error(401, "UNAUTHORIZED");
+    assert_eq!(foreign.json, garbage.json);
+    assert_eq!(
+        foreign.headers.get("www-authenticate"),
+        garbage.headers.get("www-authenticate")
+    );
+
+    // Same user name but another email (or the reverse) is not the caller's either.
+    let forged = |user: &str, email: &str| {
+        t.keyring
+            .sign(&UserTokenClaims {
+                exp: now() + 3_600,
+                iat: now(),
+                database: "Main Org.".into(),
+                email: email.into(),
+                user: user.into(),
+                iss: ISSUER.into(),
+            })
+            .unwrap()
+    };
+    for token in [
+        forged("jcw", "other@example.com"),
+        forged("other", "jcw@example.com"),
+    ] {
+        let r = info(jcw.clone(), token).await;
+        r.assert_error(401, "UNAUTHORIZED");
+        assert_eq!(r.json, garbage.json);
+    }
+    let r = info(jcw.clone(), forged("jcw", "jcw@example.com")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
 }
 
 // ---------------------------------------------------------------- System routes

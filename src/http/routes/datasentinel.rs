@@ -38,14 +38,16 @@ pub async fn create(
         .into_response())
 }
 
-/// The token is read from `token` (the seed's example) or `user-token` (the seed's table).
+/// The token is read from `token` (the seed's example) or `user-token` (the seed's table). Only
+/// a token of the authenticated principal (same `user` and `email`) is reported; any other
+/// token, valid or not, is 401.
 pub async fn info(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (index, keyring) = state.ready(FLAVOR)?;
-    auth::name_and_key(&index, &headers)?;
+    let entry = auth::name_and_key(&index, &headers)?;
     let Query(query) = query.map_err(|e| {
         ApiError::bad_request(FLAVOR, format!("malformed query string: {}", e.body_text()))
     })?;
@@ -60,6 +62,9 @@ pub async fn info(
                 "the query parameter token (or user-token) is required",
             )
         })?;
+    // One answer for every refusal: a caller learns nothing about a token that is not theirs,
+    // not even whether it is valid.
+    let refused = || ApiError::unauthorized(FLAVOR, Challenge::Basic, "invalid user-token");
     let claims: UserTokenClaims = keyring
         .verify(
             token,
@@ -68,13 +73,14 @@ pub async fn info(
                 require_exp: true,
             },
         )
-        .map_err(|e| {
-            ApiError::unauthorized(FLAVOR, Challenge::Basic, format!("invalid user-token: {e}"))
-        })?;
+        .map_err(|_| refused())?;
+    // Only the authenticated principal's own tokens are reported.
+    let principal = entry.principal();
+    if claims.user != principal.name || claims.email != principal.email {
+        return Err(refused());
+    }
     let expire_time = jiff::Timestamp::from_second(claims.exp)
-        .map_err(|_| {
-            ApiError::unauthorized(FLAVOR, Challenge::Basic, "invalid user-token: bad exp")
-        })?
+        .map_err(|_| refused())?
         .strftime("%Y-%m-%d %H:%M:%S")
         .to_string();
     Ok(Json(json!({

@@ -54,8 +54,9 @@ pub async fn refresh(
     let (index, keyring) = state.ready(FLAVOR)?;
     let token = auth::bearer(&headers, FLAVOR)?;
     let unauthorized = |m: String| ApiError::unauthorized(FLAVOR, Challenge::Bearer, m);
+    // "401 once expired": no clock-skew leeway on `exp` here.
     let previous: SessionClaims = keyring
-        .verify(
+        .verify_unexpired(
             token,
             Expect {
                 issuer: &state.issuer,
