@@ -112,3 +112,74 @@ async fn a_requested_rotation_is_performed_installed_and_announced() {
     watcher.abort();
     server.abort();
 }
+
+#[tokio::test]
+async fn a_deleted_keyring_is_restored_from_memory_by_the_leader() {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let ring = Keyring::generate(Algorithm::HS256, jiff::Timestamp::now()).unwrap();
+    let serialized = ring.to_json();
+    let stored = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "tokenmint.dev/keyring",
+        "metadata": {"name": "tokenmint-keyring", "namespace": "tokenmint-system", "resourceVersion": "10"},
+        "data": {SECRET_KEY: STANDARD.encode(&serialized)}
+    });
+    let (created_tx, mut created_rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let server = tokio::spawn(async move {
+        let mut open = Vec::new();
+        let mut deleted = false;
+        while let Some((request, send)) = handle.next_request().await {
+            let query = request.uri().query().unwrap_or_default().to_owned();
+            match *request.method() {
+                // The first watch reports the deletion, later ones stay silent.
+                Method::GET if query.contains("watch=true") && !deleted => {
+                    deleted = true;
+                    let event = json!({"type": "DELETED", "object": stored.clone()});
+                    let mut line = serde_json::to_vec(&event).unwrap();
+                    line.push(b'\n');
+                    send.send_response(Response::new(Body::from(line)));
+                }
+                Method::GET if query.contains("watch=true") => open.push(send),
+                Method::GET => send.send_response(respond(&json!({
+                    "apiVersion": "v1", "kind": "SecretList",
+                    "metadata": {"resourceVersion": "10"}, "items": [stored.clone()]
+                }))),
+                Method::POST => {
+                    assert_eq!(
+                        request.uri().path(),
+                        "/api/v1/namespaces/tokenmint-system/secrets"
+                    );
+                    let bytes = request.into_body().collect_bytes().await.unwrap();
+                    let body: Value = serde_json::from_slice(&bytes).unwrap();
+                    send.send_response(respond(&body));
+                    created_tx.send(body).unwrap();
+                }
+                ref m => panic!("unexpected {m}"),
+            }
+        }
+    });
+    let shared = Arc::new(RwLock::new(ring));
+    let (changed_tx, _changed_rx) = watch::channel(0u64);
+    let (_leader_tx, leader_rx) = watch::channel(true);
+    let watcher = tokio::spawn(keyring_store::watch(
+        Api::namespaced(client, "tokenmint-system"),
+        "tokenmint-keyring".into(),
+        Algorithm::HS256,
+        shared,
+        changed_tx,
+        leader_rx,
+        Arc::new(Metrics::default()),
+    ));
+    let created = tokio::time::timeout(Duration::from_secs(10), created_rx.recv())
+        .await
+        .expect("the deleted keyring was not restored")
+        .unwrap();
+    assert_eq!(created["metadata"]["name"], "tokenmint-keyring");
+    let restored = STANDARD
+        .decode(created["data"][SECRET_KEY].as_str().unwrap())
+        .unwrap();
+    // The same keys, not a new keyring.
+    assert_eq!(restored, serialized);
+    watcher.abort();
+    server.abort();
+}

@@ -1,7 +1,5 @@
 //! DatasourceGrant: a data source read token for the principal of a ServiceKey.
 
-use super::restart;
-use super::status::{self, Outcome, TOKEN_READY};
 use super::token_secret::{self, Owner, ROLE_TOKEN, Stored, TokenTarget};
 use super::{Context, Error, Failure, Reason};
 use crate::crd::{DatasourceGrant, DatasourceGrantSpec};
@@ -15,32 +13,16 @@ pub async fn reconcile_datasource_grant(
 ) -> Result<Action, Error> {
     let owner = Owner::of(&*grant)?;
     let secret_name = grant.token_secret_name();
-    let outcome = match token(&grant, &owner, &secret_name, &ctx).await? {
-        Ok(stored) => {
-            if stored.restart_pending() {
-                ctx.restarts.request(restart::Request {
-                    namespace: owner.namespace.clone(),
-                    secret: secret_name.clone(),
-                    token_id: stored.info().jti.clone(),
-                    workloads: grant.spec.rollout_restart.clone(),
-                    regarding: owner.object_ref.clone(),
-                });
-            }
-            // A renamed secretName leaves the old Secret behind: remove it.
-            token_secret::delete_owned(&ctx, &owner, ROLE_TOKEN, Some(&secret_name)).await?;
-            Outcome::Ready {
-                reason: TOKEN_READY,
-                message: format!("token in Secret {secret_name}"),
-                token: Some(stored.info().clone()),
-            }
-        }
-        Err(failure) => {
-            // No valid grant, no token: a withdrawn permission must not leave a usable token.
-            token_secret::delete_owned(&ctx, &owner, ROLE_TOKEN, None).await?;
-            Outcome::Failed(failure)
-        }
-    };
-    status::conclude(&ctx, &*grant, &owner, &secret_name, outcome).await
+    let result = token(&grant, &owner, &secret_name, &ctx).await?;
+    token_secret::settle(
+        &ctx,
+        &*grant,
+        &owner,
+        &secret_name,
+        &grant.spec.rollout_restart,
+        result,
+    )
+    .await
 }
 
 async fn token(

@@ -1,7 +1,5 @@
 //! GuestTokenRequest: an embed guest token issued with a ServiceKey.
 
-use super::restart;
-use super::status::{self, Outcome, TOKEN_READY};
 use super::token_secret::{self, Owner, ROLE_TOKEN, Stored, TokenTarget};
 use super::{Context, Error, Failure, Reason};
 use crate::crd::{GuestTokenRequest, GuestTokenRequestSpec};
@@ -15,30 +13,16 @@ pub async fn reconcile_guest_token(
 ) -> Result<Action, Error> {
     let owner = Owner::of(&*request)?;
     let secret_name = request.token_secret_name();
-    let outcome = match token(&request, &owner, &secret_name, &ctx).await? {
-        Ok(stored) => {
-            if stored.restart_pending() {
-                ctx.restarts.request(restart::Request {
-                    namespace: owner.namespace.clone(),
-                    secret: secret_name.clone(),
-                    token_id: stored.info().jti.clone(),
-                    workloads: request.spec.rollout_restart.clone(),
-                    regarding: owner.object_ref.clone(),
-                });
-            }
-            token_secret::delete_owned(&ctx, &owner, ROLE_TOKEN, Some(&secret_name)).await?;
-            Outcome::Ready {
-                reason: TOKEN_READY,
-                message: format!("token in Secret {secret_name}"),
-                token: Some(stored.info().clone()),
-            }
-        }
-        Err(failure) => {
-            token_secret::delete_owned(&ctx, &owner, ROLE_TOKEN, None).await?;
-            Outcome::Failed(failure)
-        }
-    };
-    status::conclude(&ctx, &*request, &owner, &secret_name, outcome).await
+    let result = token(&request, &owner, &secret_name, &ctx).await?;
+    token_secret::settle(
+        &ctx,
+        &*request,
+        &owner,
+        &secret_name,
+        &request.spec.rollout_restart,
+        result,
+    )
+    .await
 }
 
 async fn token(

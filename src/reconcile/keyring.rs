@@ -164,6 +164,32 @@ pub async fn rotate_if_requested(
     Ok(Some(ring))
 }
 
+/// Re-creates a deleted keyring Secret from the keyring in memory (leader only): otherwise the
+/// next start would generate a new keyring, and every token signed so far — those handed out
+/// by the REST routes included — would stop verifying.
+async fn restore(api: &Api<Secret>, name: &str, shared: &SharedKeyring, metrics: &Metrics) {
+    let secret = {
+        let ring = shared.read().expect("keyring lock");
+        keyring_secret(api.namespace().unwrap_or_default(), name, &ring)
+    };
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    match api.create(&params, &secret).await {
+        Ok(_) => {
+            metrics.write("create", "secrets");
+            tracing::warn!(
+                name,
+                "the keyring Secret was deleted; restored it from memory"
+            );
+        }
+        // Another replica (or a person) re-created it: the watch delivers that one.
+        Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+        Err(e) => tracing::error!(name, error = %e, "cannot restore the deleted keyring Secret"),
+    }
+}
+
 /// Replaces the shared keyring when `fresh` differs from it. Returns whether it changed.
 pub fn install(shared: &SharedKeyring, fresh: Keyring) -> bool {
     let mut ring = shared.write().expect("keyring lock");
@@ -187,14 +213,17 @@ pub async fn watch(
     metrics: std::sync::Arc<Metrics>,
 ) {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = std::pin::pin!(
-        watcher(api.clone(), config)
-            .default_backoff()
-            .applied_objects()
-    );
+    let mut events = std::pin::pin!(watcher(api.clone(), config).default_backoff());
     while let Some(event) = events.next().await {
         let secret = match event {
-            Ok(secret) => secret,
+            Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => secret,
+            Ok(watcher::Event::Delete(_)) => {
+                if *leader.borrow() {
+                    restore(&api, &name, &shared, &metrics).await;
+                }
+                continue;
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
             Err(e) => {
                 tracing::warn!(error = %e, "keyring watch failed; retrying");
                 continue;

@@ -35,43 +35,51 @@ pub async fn reconcile_service_key(
     let key_secret = key.key_secret_name();
     let outcome = match ensure_key(&ctx, &key, &owner, &key_secret).await? {
         Err(failure) => Outcome::Failed(failure),
-        Ok(()) => match &key.spec.session_token {
-            None => {
-                token_secret::delete_owned(&ctx, &owner, ROLE_SESSION, None).await?;
-                Outcome::Ready {
-                    reason: KEY_READY,
-                    message: format!("key in Secret {key_secret}"),
-                    token: None,
-                }
-            }
-            Some(session) => match session_token(&ctx, &key, &owner, session).await? {
-                Ok(stored) => {
-                    token_secret::delete_owned(
-                        &ctx,
-                        &owner,
-                        ROLE_SESSION,
-                        Some(&session.secret_name),
-                    )
-                    .await?;
-                    Outcome::Ready {
-                        reason: TOKEN_READY,
-                        message: format!(
-                            "key in Secret {key_secret}, session token in Secret {}",
-                            session.secret_name
-                        ),
-                        token: Some(stored.info().clone()),
-                    }
-                }
-                Err(failure) => {
-                    if failure.reason != Reason::SecretConflict {
-                        token_secret::delete_owned(&ctx, &owner, ROLE_SESSION, None).await?;
-                    }
-                    Outcome::Failed(failure)
-                }
-            },
-        },
+        Ok(()) => {
+            // After a `secretName` rename the old key Secret would hold a key nobody uses.
+            token_secret::delete_owned(&ctx, &owner, ROLE_KEY, Some(&key_secret)).await?;
+            session_outcome(&ctx, &key, &owner, &key_secret).await?
+        }
     };
     status::conclude(&ctx, &*key, &owner, &key_secret, outcome).await
+}
+
+/// With the key in place: the session token, when the ServiceKey asks for one.
+async fn session_outcome(
+    ctx: &Context,
+    key: &ServiceKey,
+    owner: &Owner,
+    key_secret: &str,
+) -> Result<Outcome, Error> {
+    let Some(session) = &key.spec.session_token else {
+        token_secret::delete_owned(ctx, owner, ROLE_SESSION, None).await?;
+        return Ok(Outcome::Ready {
+            reason: KEY_READY,
+            message: format!("key in Secret {key_secret}"),
+            token: None,
+        });
+    };
+    Ok(match session_token(ctx, key, owner, session).await? {
+        Ok(stored) => {
+            token_secret::delete_owned(ctx, owner, ROLE_SESSION, Some(&session.secret_name))
+                .await?;
+            Outcome::Ready {
+                reason: TOKEN_READY,
+                message: format!(
+                    "key in Secret {key_secret}, session token in Secret {}",
+                    session.secret_name
+                ),
+                token: Some(stored.info().clone()),
+            }
+        }
+        Err(failure) => {
+            // A conflicting session Secret is someone else's: nothing of ours to remove.
+            if failure.reason != Reason::SecretConflict {
+                token_secret::delete_owned(ctx, owner, ROLE_SESSION, None).await?;
+            }
+            Outcome::Failed(failure)
+        }
+    })
 }
 
 /// A new key: 256 bits of OS randomness, base64url, prefixed.

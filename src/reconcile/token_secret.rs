@@ -13,10 +13,12 @@
 //! - it is not due: now < renew time (`Schedule`, from the token's own iat/exp).
 
 use super::restart::{self, RESTARTED_FOR_ANNOTATION};
+use super::status;
 use super::{
     Context, Error, FIELD_MANAGER, Failure, MANAGED_BY_LABEL, MANAGED_BY_VALUE, OWNER_KIND_LABEL,
     ROLE_LABEL, Reason, is_controlled_by, rfc3339,
 };
+use crate::crd::WorkloadRef;
 use crate::keyring::{Expect, Keyring, VerifyError};
 use crate::token::mint::{MintError, Minted, Minter, RequestError};
 use crate::token::renew::Schedule;
@@ -27,6 +29,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
@@ -216,10 +219,7 @@ pub fn spec_hash(inputs: &Value) -> String {
         }
     }
     let bytes = serde_json::to_vec(&canonical(inputs)).expect("JSON values serialise");
-    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("{hash:016x}")
+    format!("{:016x}", crate::token::renew::fnv1a(&bytes))
 }
 
 /// The claims of a JWT without verifying it (for our own fresh token).
@@ -632,4 +632,43 @@ pub async fn ensure_token(
         replaced,
         restart_pending: target.restart_consumers && replaced,
     }))
+}
+
+/// Ends the reconcile of a kind whose only product is one token Secret (DatasourceGrant,
+/// GuestTokenRequest): asks for consumer restarts after a rotation, removes Secrets the
+/// resource no longer should have — all of them when it may not have a token (a withdrawn
+/// permission must not leave a usable token behind), the old one after a `secretName` rename —
+/// and concludes with the status.
+pub async fn settle<K: status::HasTokenStatus>(
+    ctx: &Context,
+    obj: &K,
+    owner: &Owner,
+    secret_name: &str,
+    consumers: &[WorkloadRef],
+    result: Result<Stored, Failure>,
+) -> Result<Action, Error> {
+    let outcome = match result {
+        Ok(stored) => {
+            if stored.restart_pending() {
+                ctx.restarts.request(restart::Request {
+                    namespace: owner.namespace.clone(),
+                    secret: secret_name.to_owned(),
+                    token_id: stored.info().jti.clone(),
+                    workloads: consumers.to_vec(),
+                    regarding: owner.object_ref.clone(),
+                });
+            }
+            delete_owned(ctx, owner, ROLE_TOKEN, Some(secret_name)).await?;
+            status::Outcome::Ready {
+                reason: status::TOKEN_READY,
+                message: format!("token in Secret {secret_name}"),
+                token: Some(stored.info().clone()),
+            }
+        }
+        Err(failure) => {
+            delete_owned(ctx, owner, ROLE_TOKEN, None).await?;
+            status::Outcome::Failed(failure)
+        }
+    };
+    status::conclude(ctx, obj, owner, secret_name, outcome).await
 }

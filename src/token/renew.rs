@@ -68,11 +68,17 @@ impl Schedule {
 /// A deterministic share (0 to JITTER_PER_MILLE ‰) of `window`, chosen by the FNV-1a hash of
 /// `seed`.
 fn jitter(window: SignedDuration, seed: &str) -> SignedDuration {
-    let hash = seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
+    let hash = fnv1a(seed.as_bytes());
     let per_mille = (hash % (JITTER_PER_MILLE + 1)) as i32;
     window * per_mille / 1000
+}
+
+/// FNV-1a, 64 bits: a stable (across builds and platforms) non-cryptographic hash for
+/// deterministic spreading and change detection.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
