@@ -90,6 +90,9 @@ pub struct ServeArgs {
     /// Secret from the YAML manifests in DIR.
     #[arg(long, value_name = "DIR")]
     pub manifests: Option<PathBuf>,
+    /// Most client connections served at once; further clients wait until one closes.
+    #[arg(long, default_value_t = crate::http::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: std::num::NonZeroUsize,
 }
 
 fn parse_algorithm(s: &str) -> Result<Algorithm, String> {

@@ -5,7 +5,8 @@ use tokenmint::cli::{Cli, Command};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tokenmint::telemetry::init(cli.log_format);
+    // Held to the end: dropping it flushes the queued log lines.
+    let _log = tokenmint::telemetry::init(cli.log_format);
     let result = match cli.command {
         Command::Operator(args) => tokenmint::operator::run(args).await,
         Command::Serve(args) => tokenmint::serve::run(args).await,

@@ -3,7 +3,7 @@
 
 use crate::cli::ServeArgs;
 use crate::http::keys::{KeyIndex, KeyStore, SharedKeyStore};
-use crate::http::{AppState, router, serve, shutdown_signal};
+use crate::http::{AppState, ServeOptions, router, serve_with, shutdown_signal};
 use crate::keyring::Keyring;
 use crate::manifests::Manifests;
 use std::path::Path;
@@ -22,9 +22,17 @@ pub async fn run(args: ServeArgs) -> Result<(), crate::BoxError> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    tracing::info!(listen = %args.listen, "serving the REST routes");
+    tracing::info!(
+        listen = %args.listen,
+        max_connections = args.max_connections.get(),
+        "serving the REST routes"
+    );
     let app = router(AppState::new(store, &args.common.issuer));
-    serve(listener, app, shutdown_signal()).await?;
+    let options = ServeOptions {
+        max_connections: args.max_connections.get(),
+        ..ServeOptions::default()
+    };
+    serve_with(listener, app, shutdown_signal(), options).await?;
     Ok(())
 }
 

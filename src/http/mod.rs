@@ -52,31 +52,46 @@ pub mod paths {
     pub const OPENAPI: &str = "/openapi.json";
 }
 
-/// Everything a handler needs; cheap to clone.
+/// Route label of requests no route matched (metrics and access log).
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Everything a handler needs; one reference count to clone (the middleware and every handler
+/// take it per request).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] shares.
+pub struct Shared {
     pub store: Arc<dyn KeyStore>,
     pub issuer: Arc<str>,
     pub metrics: Arc<Metrics>,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
 impl AppState {
     pub fn new(store: Arc<dyn KeyStore>, issuer: &str) -> Self {
-        AppState {
+        AppState(Arc::new(Shared {
             store,
             issuer: issuer.into(),
             metrics: Arc::new(Metrics::default()),
-        }
+        }))
     }
 
-    /// The key snapshot and keyring, or 503 while either is missing.
+    /// The key snapshot and keyring, or 503 while either is missing (the checks of
+    /// [`KeyStore::readiness`], reading the keyring once).
     pub fn ready(
         &self,
         flavor: Flavor,
     ) -> Result<(Arc<KeyIndex>, Arc<crate::keyring::Keyring>), ApiError> {
-        self.store
-            .readiness()
-            .map_err(|why| ApiError::not_ready(flavor, why))?;
+        if !self.store.synced() {
+            return Err(ApiError::not_ready(flavor, keys::NotReady::Syncing));
+        }
         let keyring = self
             .store
             .keyring()
@@ -124,7 +139,9 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let started = Instant::now();
     // MatchedPath holds an Arc: cloning it costs no allocation.
     let matched = request.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let route = matched
+        .as_ref()
+        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
     let method = request.method().clone();
     let flavor = Flavor::of_route(route);
     let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
@@ -143,12 +160,9 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         response = rewrite_error(response, flavor);
     }
     let latency = started.elapsed();
-    state.metrics.observe(
-        method.as_str(),
-        route,
-        status.as_u16(),
-        latency.as_secs_f64(),
-    );
+    state
+        .metrics
+        .observe(&method, route, status.as_u16(), latency.as_secs_f64());
     tracing::info!(
         target: "tokenmint::access",
         method = %method,
@@ -177,14 +191,23 @@ fn rewrite_error(response: Response, flavor: Flavor) -> Response {
     Response::from_parts(parts, Body::new(body))
 }
 
+/// Default of [`ServeOptions::max_connections`] (`--max-connections`).
+pub const DEFAULT_MAX_CONNECTIONS: std::num::NonZeroUsize =
+    std::num::NonZeroUsize::new(1024).unwrap();
+
 /// Connection settings of [`serve_with`].
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
-    /// How long a client may take to send the request line and headers. The request timeout
-    /// only starts once the headers are in, so this bounds slow-header clients.
+    /// How long a client may take to send the request line and headers (also how long a
+    /// kept-alive connection may sit idle). The request timeout only starts once the headers
+    /// are in, so this bounds slow-header clients.
     pub header_read_timeout: Duration,
     /// How long in-flight requests may take to finish after the shutdown signal.
     pub drain_timeout: Duration,
+    /// Most connections served at once. Past it the server stops accepting: further clients
+    /// wait in the listen backlog (holding no file descriptor of ours) until a connection
+    /// closes. At least 1.
+    pub max_connections: usize,
 }
 
 impl Default for ServeOptions {
@@ -193,6 +216,7 @@ impl Default for ServeOptions {
             header_read_timeout: REQUEST_TIMEOUT,
             // Longer than the request timeout, so every in-flight request can finish.
             drain_timeout: REQUEST_TIMEOUT + Duration::from_secs(5),
+            max_connections: DEFAULT_MAX_CONNECTIONS.get(),
         }
     }
 }
@@ -218,7 +242,21 @@ pub async fn serve_with(
     use hyper_util::service::TowerToHyperService;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    // One permit per open connection, taken before accepting: at the limit, new clients wait
+    // in the kernel's backlog rather than costing a file descriptor each.
+    let permits = Arc::new(tokio::sync::Semaphore::new(
+        options
+            .max_connections
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+    ));
     loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break, // never closed
+            },
+            () = &mut shutdown => break,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -242,6 +280,7 @@ pub async fn serve_with(
             if let Err(e) = connection.await {
                 tracing::debug!("connection closed: {e}");
             }
+            drop(permit);
         });
     }
     drop(listener);

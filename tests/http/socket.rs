@@ -164,3 +164,102 @@ async fn slow_headers_and_idle_connections_do_not_hold_the_server() {
         .unwrap();
     drop(idle);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_wait_for_a_free_slot() {
+    use std::time::Duration;
+    let t = app();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = tokenmint::http::ServeOptions {
+        max_connections: 2,
+        ..Default::default()
+    };
+    let server = tokio::spawn(tokenmint::http::serve_with(
+        listener,
+        t.router.clone(),
+        async {
+            let _ = stopped.await;
+        },
+        options,
+    ));
+
+    let open = tokio::task::spawn_blocking(move || {
+        const REQUEST: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        let answered = |stream: &mut std::net::TcpStream, wait: Duration| {
+            stream.set_read_timeout(Some(wait)).unwrap();
+            let mut buf = [0u8; 512];
+            match stream.read(&mut buf) {
+                Ok(n) => String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+                Err(e) => {
+                    assert!(
+                        matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ),
+                        "{e}"
+                    );
+                    false
+                }
+            }
+        };
+        // Two kept-alive connections take both slots.
+        let mut held: Vec<_> = (0..2)
+            .map(|_| {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                s.write_all(REQUEST).unwrap();
+                assert!(answered(&mut s, Duration::from_secs(5)));
+                s
+            })
+            .collect();
+        // A third connects (the kernel's backlog) but is not served while both are open.
+        let mut third = std::net::TcpStream::connect(addr).unwrap();
+        third.write_all(REQUEST).unwrap();
+        assert!(
+            !answered(&mut third, Duration::from_millis(500)),
+            "served past the limit"
+        );
+        // One closes: the third is served.
+        drop(held.pop());
+        assert!(answered(&mut third, Duration::from_secs(5)));
+        // And the slot is taken again: a fourth waits.
+        let mut fourth = std::net::TcpStream::connect(addr).unwrap();
+        fourth.write_all(REQUEST).unwrap();
+        assert!(!answered(&mut fourth, Duration::from_millis(300)));
+        drop(third);
+        assert!(answered(&mut fourth, Duration::from_secs(5)));
+        // Both slots stay taken.
+        (held, fourth)
+    })
+    .await
+    .unwrap();
+
+    // A full server still shuts down (its idle connections are closed).
+    stop.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), server)
+        .await
+        .expect("the server stops while at its connection limit")
+        .unwrap()
+        .unwrap();
+    drop(open);
+}
+
+#[test]
+fn max_connections_flag() {
+    use clap::Parser;
+    let parse = |extra: &[&str]| {
+        let args = [&["tokenmint", "serve"][..], extra].concat();
+        match tokenmint::cli::Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(tokenmint::cli::Command::Serve(a)) => Ok(a.max_connections.get()),
+            Ok(_) => unreachable!(),
+            Err(e) => Err(e),
+        }
+    };
+    assert_eq!(
+        parse(&[]).unwrap(),
+        tokenmint::http::DEFAULT_MAX_CONNECTIONS.get()
+    );
+    assert_eq!(parse(&["--max-connections", "16"]).unwrap(), 16);
+    assert!(parse(&["--max-connections", "0"]).is_err());
+}
