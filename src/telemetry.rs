@@ -19,11 +19,21 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 /// Buffered bytes past which the writer of a line writes the batch itself.
 const FLUSH_BYTES: usize = 64 * 1024;
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Batch {
     buffer: Arc<Mutex<Vec<u8>>>,
-    /// No flusher thread could be started: every line is written at once.
-    immediate: bool,
+    /// Buffered bytes past which a line's writer writes the batch ([`FLUSH_BYTES`]; 0 when no
+    /// flusher thread could be started: every line is then written at once).
+    flush_bytes: usize,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch {
+            buffer: Arc::default(),
+            flush_bytes: FLUSH_BYTES,
+        }
+    }
 }
 
 impl Batch {
@@ -59,7 +69,7 @@ impl Drop for Line {
         let full = {
             let mut buffer = self.batch.buffer.lock().unwrap_or_else(|e| e.into_inner());
             buffer.extend_from_slice(&self.bytes);
-            self.batch.immediate || buffer.len() >= FLUSH_BYTES
+            buffer.len() >= self.batch.flush_bytes
         };
         if full {
             self.batch.flush();
@@ -100,7 +110,9 @@ pub fn init(format: LogFormat) -> LogGuard {
                 flusher.flush();
             }
         });
-    batch.immediate = started.is_err();
+    if started.is_err() {
+        batch.flush_bytes = 0;
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -140,18 +152,17 @@ mod tests {
 
     #[test]
     fn a_full_batch_is_written_by_the_line_that_fills_it() {
-        let batch = Batch::default();
-        let mut line = batch.make_writer();
-        line.write_all(&vec![b'x'; FLUSH_BYTES]).unwrap();
-        drop(line);
-        assert!(buffered(&batch).is_empty());
-        let immediate = Batch {
-            immediate: true,
+        let batch = Batch {
+            flush_bytes: 8,
             ..Batch::default()
         };
-        let mut line = immediate.make_writer();
-        line.write_all(b"\n").unwrap();
+        let mut line = batch.make_writer();
+        line.write_all(b"<4>").unwrap();
         drop(line);
-        assert!(buffered(&immediate).is_empty());
+        assert_eq!(buffered(&batch), b"<4>");
+        let mut line = batch.make_writer();
+        line.write_all(b"<5>\n").unwrap();
+        drop(line);
+        assert!(buffered(&batch).is_empty(), "written to stderr");
     }
 }
