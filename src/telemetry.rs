@@ -153,7 +153,7 @@ mod tests {
     #[test]
     fn a_full_batch_is_written_by_the_line_that_fills_it() {
         let batch = Batch {
-            flush_bytes: 8,
+            flush_bytes: 6,
             ..Batch::default()
         };
         let mut line = batch.make_writer();
