@@ -33,24 +33,20 @@ async fn token(
 ) -> Result<Result<Stored, Failure>, Error> {
     let spec = &request.spec;
     let key_name = &spec.service_key_ref.name;
-    let Some(key) = ctx.service_key(&owner.namespace, key_name).await? else {
-        return Ok(Err(Failure::new(
-            Reason::ServiceKeyNotFound,
-            format!(
-                "ServiceKey {key_name} not found in namespace {}",
-                owner.namespace
-            ),
-        )));
+    let key = match ctx
+        .usable_key(&owner.namespace, key_name, |key| {
+            (!key.allows_workspace(&spec.workspace_name)).then(|| {
+                format!(
+                    "does not allow workspace {:?} (workspaces: {:?})",
+                    spec.workspace_name, key.workspaces
+                )
+            })
+        })
+        .await?
+    {
+        Ok(key) => key,
+        Err(failure) => return Ok(Err(failure)),
     };
-    if !key.spec.allows_workspace(&spec.workspace_name) {
-        return Ok(Err(Failure::new(
-            Reason::Forbidden,
-            format!(
-                "ServiceKey {key_name} does not allow workspace {:?} (workspaces: {:?})",
-                spec.workspace_name, key.spec.workspaces
-            ),
-        )));
-    }
     let renew_before = match spec.renew_before() {
         Ok(d) => d,
         Err(e) => {

@@ -238,6 +238,29 @@ impl Context {
             .get(&ObjectRef::new(name).within(namespace)))
     }
 
+    /// The ServiceKey `key_name` in `namespace` for a token of `kind`, unless it is missing or
+    /// `refusal` (given its spec) says why it may not issue this token.
+    pub async fn usable_key(
+        &self,
+        namespace: &str,
+        key_name: &str,
+        refusal: impl FnOnce(&crate::crd::ServiceKeySpec) -> Option<String>,
+    ) -> Result<Result<Arc<ServiceKey>, Failure>, Error> {
+        let Some(key) = self.service_key(namespace, key_name).await? else {
+            return Ok(Err(Failure::new(
+                Reason::ServiceKeyNotFound,
+                format!("ServiceKey {key_name} not found in namespace {namespace}"),
+            )));
+        };
+        Ok(match refusal(&key.spec) {
+            Some(why) => Err(Failure::new(
+                Reason::Forbidden,
+                format!("ServiceKey {key_name} {why}"),
+            )),
+            None => Ok(key),
+        })
+    }
+
     /// Waits for the first full list of managed Secrets: until then "not in the cache" means
     /// nothing (and every lookup would cost a GET).
     pub async fn secrets_synced(&self) -> Result<(), Error> {
