@@ -8,6 +8,8 @@ FROM rust:1-bookworm AS builder
 WORKDIR /build
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# Cargo resolves every target the manifest declares, the benchmark included.
+COPY benches ./benches
 # Cache mounts keep the registry and target dir between builds (BuildKit); the binary is
 # copied out of the cached target dir in the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
