@@ -75,10 +75,14 @@ pub fn nexla_basic(index: &KeyIndex, headers: &HeaderMap) -> Result<Arc<KeyEntry
         if let Some(entry) = index.by_key(&decoded) {
             return Ok(entry);
         }
+        // As HTTP Basic `user:key`: a user name, when one is given, must be the key's principal.
         if let Some(colon) = decoded.iter().position(|&b| b == b':')
             && let Some(entry) = index.by_key(&decoded[colon + 1..])
         {
-            return Ok(entry);
+            let user = &decoded[..colon];
+            if user.is_empty() || bool::from(entry.principal().name.as_bytes().ct_eq(user)) {
+                return Ok(entry);
+            }
         }
     }
     Err(ApiError::unauthorized(

@@ -597,6 +597,8 @@ async fn session_token_refuses_bad_credentials() {
         Some(bearer(KEY_A)),
         Some("Basic nope".to_owned()),
         Some(basic("jcw", "nope")),
+        // A valid key under another principal's name.
+        Some(basic("mallory", KEY_A)),
         Some("Basic".to_owned()),
     ] {
         let r = call(&t.router, "POST", "/token", auth.as_deref(), "").await;
