@@ -118,12 +118,18 @@ class Checker:
 
 
 def parse_args(args):
-    """Parse `SUBCOMMAND --flag value ...` into (subcommand, {flag: [values]}, well_formed)."""
+    """Parse `SUBCOMMAND --flag value ... --flag=value ...` into (subcommand, {flag: [values]},
+    well_formed)."""
     if not args:
         return None, {}, False
     flags, ok, i = {}, True, 1
     while i < len(args):
         flag = args[i]
+        if flag.startswith("--") and "=" in flag:
+            name, value = flag.split("=", 1)
+            flags.setdefault(name, []).append(value)
+            i += 1
+            continue
         if not flag.startswith("--") or i + 1 >= len(args) or args[i + 1].startswith("--"):
             ok = False
             i += 1
@@ -256,7 +262,7 @@ def run(c, exp, ns, chart, rendered):
         common["--watch-namespace"] = exp["watch"]
     want_args = {
         "operator": dict(common, **{"--admin-listen": ["0.0.0.0:8081"], "--lease-name": [LEASE]}),
-        "serve": dict(common, **{"--listen": ["0.0.0.0:8080"]}),
+        "serve": dict(common, **{"--listen": ["0.0.0.0:8080"], "--token-audience": ["tokenmint"]}),
     }
     want_port = {"operator": ("admin", 8081), "serve": ("http", 8080)}
     for name in ("operator", "serve"):

@@ -93,7 +93,18 @@ pub struct ServeArgs {
     /// Most client connections served at once; further clients wait until one closes.
     #[arg(long, default_value_t = crate::http::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: std::num::NonZeroUsize,
+    /// Most revoked tokens this replica holds in its denylist; past it, revocations are
+    /// refused (503) rather than forgotten.
+    #[arg(long, default_value_t = crate::revocation::DEFAULT_CAPACITY)]
+    pub max_revocations: usize,
+    /// Audience a projected ServiceAccount token must carry to act as a ServiceKey that lists
+    /// its ServiceAccount; repeatable.
+    #[arg(long = "token-audience", value_name = "AUD", default_values_t = [DEFAULT_TOKEN_AUDIENCE.to_owned()])]
+    pub token_audiences: Vec<String>,
 }
+
+/// Default of `--token-audience`.
+pub const DEFAULT_TOKEN_AUDIENCE: &str = "tokenmint";
 
 fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
     s.parse()
@@ -114,6 +125,7 @@ mod tests {
         assert_eq!(args.common.algorithm, Algorithm::HS256);
         assert_eq!(args.common.issuer, "tokenmint");
         assert!(args.common.watch_namespaces.is_empty());
+        assert_eq!(args.token_audiences, ["tokenmint"]);
         assert_eq!(cli.log_format, LogFormat::Text);
         let cli = Cli::try_parse_from(["tokenmint", "operator"]).unwrap();
         let Command::Operator(args) = cli.command else {

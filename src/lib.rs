@@ -7,14 +7,17 @@
 
 pub mod cli;
 pub mod crd;
+pub mod desired;
 pub mod http;
 pub mod keyring;
 pub mod manifests;
 pub mod operator;
 pub mod reconcile;
+pub mod revocation;
 pub mod serve;
 pub mod telemetry;
 pub mod token;
+pub mod watch;
 
 /// The error of a subcommand: printed to the user and turned into a non-zero exit code.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

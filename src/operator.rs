@@ -1,30 +1,36 @@
 //! `tokenmint operator`: the Kubernetes controller.
 //!
 //! Start-up: connect (a clear error when no cluster is reachable), load or create the keyring,
-//! serve the admin port, then wait for the leader Lease. Every replica is ready as a follower;
-//! only the leader runs the controllers (and so writes). A leader that loses the Lease stops
-//! its controllers and exits non-zero: the pod restarts as a follower with fresh caches, which
-//! is simpler and safer than resuming with state from the previous term.
+//! serve the admin port, then campaign for the leader Lease. Every replica is ready as a
+//! follower; only the leader runs the controllers (and so writes), and only while its Lease is
+//! fresh ([`lease::Fence`]). A leader that loses the Lease stops its controllers and exits
+//! non-zero: the pod restarts as a follower with fresh caches, which is simpler and safer than
+//! resuming with state from the previous term. SIGTERM stops everything within
+//! [`SHUTDOWN_DEADLINE`] and releases the Lease, so a standby takes over at once.
 
 pub mod admin;
+pub mod lease;
 
 use crate::cli::OperatorArgs;
 use crate::reconcile::controllers::{self, Readiness, Shared};
 use crate::reconcile::events::Events;
 use crate::reconcile::metrics::Metrics;
-use crate::reconcile::{Clock, keyring};
-use k8s_openapi::api::core::v1::Secret;
+use crate::reconcile::{Clock, SharedKeyring, keyring};
+use crate::revocation::Revoker;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
-use kube_lease_manager::LeaseManagerBuilder;
+use lease::{Elector, Fence, LeaseTiming};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 use tokio::sync::watch;
 
-/// Seconds a Lease stays valid without renewal (a dead leader is replaced after this long).
-const LEASE_DURATION_SECS: u64 = 15;
-/// How long before expiry the leader renews.
-const LEASE_GRACE_SECS: u64 = 5;
+/// How long the controllers get to finish in-flight reconciles after SIGTERM; the Lease is
+/// released after, within the chart's termination grace period.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(3);
+/// How often the leader drops revocations of tokens that can no longer verify.
+const REVOCATION_SWEEP: Duration = Duration::from_secs(600);
 
 const NO_CLUSTER_HINT: &str = "set KUBECONFIG (or ~/.kube/config) to a reachable cluster, or run in a pod; to serve tokens without a cluster, run `tokenmint serve --manifests DIR`";
 
@@ -35,8 +41,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), crate::BoxError> {
     let readiness = Arc::new(Readiness::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down");
+        crate::http::shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
 
@@ -76,76 +81,52 @@ pub async fn run(args: OperatorArgs) -> Result<(), crate::BoxError> {
         other => crate::BoxError::from(other.to_string()),
     })?;
     tracing::info!(namespace = %namespace, secret = %args.common.keyring_secret, active = ring.active_kid(), "keyring loaded");
-    let shared_ring = Arc::new(RwLock::new(ring));
+    let shared_ring: SharedKeyring = Arc::new(RwLock::new(ring));
     readiness.keyring_loaded();
 
+    let identity = lease::unique_identity(&base_identity(&args));
+    let elector = Elector::new(
+        Api::namespaced(client.clone(), &namespace),
+        &args.lease_name,
+        &identity,
+        LeaseTiming::default(),
+    );
+    let fence = elector.fence();
+    let (leading_tx, mut leading) = watch::channel(false);
+    let election = tokio::spawn(elector.run(leading_tx, stop_rx.clone()));
+
     let (changed_tx, changed_rx) = watch::channel(0u64);
-    let (leader_tx, leader_rx) = watch::channel(false);
     tokio::spawn(keyring::watch(
         keyring_api.clone(),
         args.common.keyring_secret.clone(),
         args.common.algorithm,
         shared_ring.clone(),
         changed_tx,
-        leader_rx,
+        fence.clone(),
         metrics.clone(),
     ));
 
-    let identity = identity(&args);
-    let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-        .with_namespace(&namespace)
-        .with_identity(&identity)
-        .with_duration(LEASE_DURATION_SECS)
-        .with_grace(LEASE_GRACE_SECS)
-        .build()
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot use the leader Lease {namespace}/{}: {e}",
-                args.lease_name
-            )
-        })?;
-    let (mut lease, lease_task) = manager.watch().await;
     readiness.follower();
     tracing::info!(%identity, lease = %args.lease_name, "waiting for leadership");
-
     let mut stop = stop_rx.clone();
-    loop {
-        if *lease.borrow_and_update() {
-            break;
-        }
-        tokio::select! {
-            changed = lease.changed() => changed.map_err(|_| "the leader election task ended")?,
-            _ = stop.wait_for(|s| *s) => {
-                drop(lease);
-                let _ = lease_task.await;
-                return Ok(());
-            }
+    tokio::select! {
+        led = leading.wait_for(|l| *l) => { led.map_err(|_| "the leader election task ended")?; }
+        _ = stop.wait_for(|s| *s) => {
+            tracing::info!("shutting down");
+            let _ = election.await;
+            return Ok(());
         }
     }
     tracing::info!(%identity, "became the leader; starting controllers");
     metrics.set_leader(true);
-    let _ = leader_tx.send(true);
-    // A rotation requested while no replica led is handled now.
-    // (The keyring watch may handle it at the same moment: the loser gets a conflict.)
-    match keyring_api.get_opt(&args.common.keyring_secret).await {
-        Ok(Some(secret)) => {
-            if let Err(e) = keyring::rotate_if_requested(
-                &keyring_api,
-                &secret,
-                args.common.algorithm,
-                jiff::Timestamp::now(),
-                &metrics,
-            )
-            .await
-            {
-                tracing::warn!(error = %e, "pending keyring rotation not handled now");
-            }
-        }
-        Ok(None) => tracing::warn!("the keyring Secret is gone; running with the loaded keyring"),
-        Err(e) => tracing::warn!(error = %e, "cannot re-read the keyring Secret"),
-    }
+    handle_pending_rotation(&keyring_api, &args, &metrics).await;
 
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    tokio::spawn(sweep_revocations(
+        configmaps.clone(),
+        shared_ring.clone(),
+        fence.clone(),
+    ));
     let reporter = Reporter {
         controller: "tokenmint".into(),
         instance: Some(identity.clone()),
@@ -158,19 +139,91 @@ pub async fn run(args: OperatorArgs) -> Result<(), crate::BoxError> {
         events: Events::Kube(Recorder::new(client, reporter)),
         metrics: metrics.clone(),
         clock: Clock::system(),
+        revoker: Revoker::Kube {
+            api: configmaps,
+            local: None,
+        },
+        fence,
     };
+    let controllers = controllers::run(
+        shared,
+        &args.common.watch_namespaces,
+        stop_rx.clone(),
+        readiness,
+    );
+    let mut controllers = std::pin::pin!(controllers);
+    let mut stop = stop_rx.clone();
     let result = tokio::select! {
-        _ = controllers::run(shared, &args.common.watch_namespaces, stop_rx, readiness) => Ok(()),
-        _ = lease.wait_for(|leading| !*leading) => {
-            metrics.set_leader(false);
+        _ = &mut controllers => Ok(()),
+        _ = stop.wait_for(|s| *s) => {
+            tracing::info!("shutting down: finishing in-flight reconciles");
+            if tokio::time::timeout(SHUTDOWN_DEADLINE, &mut controllers).await.is_err() {
+                tracing::warn!(deadline = ?SHUTDOWN_DEADLINE, "reconciles still running at the shutdown deadline; stopping them");
+            }
+            Ok(())
+        }
+        _ = leading.wait_for(|l| !*l) => {
             Err("lost the leader Lease; exiting so this replica restarts as a follower".into())
         }
     };
-    drop(lease);
-    // Dropping the channel makes the lease task release the Lease, so a follower takes over
-    // at once instead of after the Lease expires.
-    let _ = lease_task.await;
+    metrics.set_leader(false);
+    // The election task releases the Lease once stopped (SIGTERM) or has stepped down.
+    if tokio::time::timeout(Duration::from_secs(3), election)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the leader election task did not finish in time");
+    }
+    tracing::info!("stopped");
     result
+}
+
+/// A rotation requested while no replica led is handled now. (The keyring watch may handle it
+/// at the same moment: the loser gets a conflict.)
+async fn handle_pending_rotation(
+    keyring_api: &Api<Secret>,
+    args: &OperatorArgs,
+    metrics: &Metrics,
+) {
+    match keyring_api.get_opt(&args.common.keyring_secret).await {
+        Ok(Some(secret)) => {
+            if let Err(e) = keyring::rotate_if_requested(
+                keyring_api,
+                &secret,
+                args.common.algorithm,
+                jiff::Timestamp::now(),
+                metrics,
+            )
+            .await
+            {
+                tracing::warn!(error = %e, "pending keyring rotation not handled now");
+            }
+        }
+        Ok(None) => tracing::warn!("the keyring Secret is gone; running with the loaded keyring"),
+        Err(e) => tracing::warn!(error = %e, "cannot re-read the keyring Secret"),
+    }
+}
+
+/// Drops revocations of tokens that can no longer verify, every [`REVOCATION_SWEEP`].
+async fn sweep_revocations(api: Api<ConfigMap>, keyring: SharedKeyring, fence: Fence) {
+    loop {
+        tokio::time::sleep(REVOCATION_SWEEP).await;
+        if !fence.is_valid() {
+            continue;
+        }
+        let kids: Vec<String> = {
+            let ring = keyring.read().expect("keyring lock");
+            ring.kids().map(str::to_owned).collect()
+        };
+        let fence = fence.clone();
+        if let Err(e) = crate::revocation::sweep(&api, &kids, jiff::Timestamp::now(), move || {
+            fence.is_valid()
+        })
+        .await
+        {
+            tracing::warn!(error = %e, "revocation sweep failed; retrying later");
+        }
+    }
 }
 
 /// A client for the cluster from KUBECONFIG or the pod's service account, checked with one
@@ -186,8 +239,9 @@ async fn connect() -> Result<Client, crate::BoxError> {
     Ok(client)
 }
 
-/// `--identity`, else `$POD_NAME` (clap reads it into the same flag), else the host name.
-fn identity(args: &OperatorArgs) -> String {
+/// `--identity`, else `$POD_NAME` (clap reads it into the same flag), else the host name; a
+/// random suffix is added by [`lease::unique_identity`].
+fn base_identity(args: &OperatorArgs) -> String {
     args.identity
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -197,20 +251,5 @@ fn identity(args: &OperatorArgs) -> String {
                 .map(|h| h.trim().to_owned())
         })
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| format!("tokenmint-{}", uuid::Uuid::new_v4()))
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+        .unwrap_or_else(|| "tokenmint".to_owned())
 }

@@ -6,17 +6,30 @@ use crate::http::keys::{KeyIndex, KeyStore, SharedKeyStore};
 use crate::http::{AppState, ServeOptions, router, serve_with, shutdown_signal};
 use crate::keyring::Keyring;
 use crate::manifests::Manifests;
+use crate::revocation::{Denylist, Revoker};
+use crate::watch::RestartCounter;
 use std::path::Path;
 use std::sync::Arc;
 
 pub async fn run(args: ServeArgs) -> Result<(), crate::BoxError> {
-    let store: Arc<dyn KeyStore> = match &args.manifests {
-        Some(dir) => Arc::new(from_manifests(dir, &args)?),
+    let denylist = Arc::new(Denylist::new(args.max_revocations));
+    let restarts = RestartCounter::default();
+    let (store, revoker): (Arc<dyn KeyStore>, Revoker) = match &args.manifests {
+        Some(dir) => (
+            Arc::new(from_manifests(dir, &args)?),
+            Revoker::Memory(denylist.clone()),
+        ),
         None => {
             let client = kube::Client::try_default()
                 .await
                 .map_err(|e| format!("cannot reach the cluster (or use --manifests DIR): {e}"))?;
-            crate::http::cluster::start(client, &args.common)
+            let revoker = Revoker::Kube {
+                api: kube::Api::namespaced(client.clone(), &args.common.namespace),
+                local: Some(denylist.clone()),
+            };
+            let store =
+                crate::http::cluster::start(client, &args.common, &restarts, denylist.clone());
+            (store, revoker)
         }
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -27,7 +40,13 @@ pub async fn run(args: ServeArgs) -> Result<(), crate::BoxError> {
         max_connections = args.max_connections.get(),
         "serving the REST routes"
     );
-    let app = router(AppState::new(store, &args.common.issuer));
+    let app = router(AppState::with_revocation(
+        store,
+        &args.common.issuer,
+        denylist,
+        revoker,
+        restarts,
+    ));
     let options = ServeOptions {
         max_connections: args.max_connections.get(),
         ..ServeOptions::default()

@@ -114,6 +114,11 @@ impl Cluster {
             )),
             metrics: metrics.clone(),
             clock: Clock::system(),
+            revoker: tokenmint::revocation::Revoker::Kube {
+                api: Api::namespaced(client.clone(), &namespace),
+                local: None,
+            },
+            fence: tokenmint::operator::lease::Fence::always(),
         };
         let scope = vec![namespace.clone()];
         let controllers = tokio::spawn(async move {

@@ -100,19 +100,18 @@ fn contract_examples_are_admitted() {
 }
 
 #[test]
-fn renew_before_must_be_shorter_than_the_lifetime() {
+fn renew_before_leaves_the_token_at_least_30s() {
+    const DSG: &str = "renewBefore must be at least 30s shorter than expiration";
+    const GTR: &str = "renewBefore requires expiryTime and must be at least 30s shorter";
     let dsg = |renew: &str, expiration: i64| json!({"serviceKeyRef": {"name": "a"}, "dataSource": "d", "expiration": expiration, "renewBefore": renew});
-    assert_refused(
-        "datasourcegrants",
-        dsg("1h", 3600),
-        "renewBefore must be shorter than expiration",
-    );
-    assert_refused(
-        "datasourcegrants",
-        dsg("2h", 3600),
-        "renewBefore must be shorter than expiration",
-    );
-    assert!(admit("datasourcegrants", dsg("59m59s", 3600)).is_empty());
+    assert_refused("datasourcegrants", dsg("1h", 3600), DSG);
+    assert_refused("datasourcegrants", dsg("2h", 3600), DSG);
+    // The write storm of a 1 s renewal window is refused at admission.
+    assert_refused("datasourcegrants", dsg("59m59s", 3600), DSG);
+    assert_refused("datasourcegrants", dsg("59s", 60), DSG);
+    assert_refused("datasourcegrants", dsg("59m31s", 3600), DSG);
+    assert!(admit("datasourcegrants", dsg("59m30s", 3600)).is_empty());
+    assert!(admit("datasourcegrants", dsg("30s", 60)).is_empty());
     assert_refused(
         "datasourcegrants",
         dsg("0s", 3600),
@@ -121,7 +120,7 @@ fn renew_before_must_be_shorter_than_the_lifetime() {
     assert_refused(
         "datasourcegrants",
         json!({"serviceKeyRef": {"name": "a"}, "dataSource": "d", "renewBefore": "2h"}),
-        "renewBefore must be shorter than expiration",
+        DSG,
     );
 
     let gtr = |extra: Value| {
@@ -132,24 +131,27 @@ fn renew_before_must_be_shorter_than_the_lifetime() {
             .extend(extra.as_object().unwrap().clone());
         spec
     };
-    assert_refused(
-        "guesttokenrequests",
-        gtr(json!({"renewBefore": "1m"})),
-        "renewBefore requires expiryTime",
-    );
+    assert_refused("guesttokenrequests", gtr(json!({"renewBefore": "1m"})), GTR);
     assert_refused(
         "guesttokenrequests",
         gtr(json!({"renewBefore": "1h", "expiryTime": 3_600_000})),
-        "renewBefore requires expiryTime and must be shorter",
+        GTR,
     );
-    assert!(
-        admit(
-            "guesttokenrequests",
-            gtr(json!({"renewBefore": "59m", "expiryTime": 3_600_000}))
-        )
-        .is_empty()
+    assert_refused(
+        "guesttokenrequests",
+        gtr(json!({"renewBefore": "59s", "expiryTime": 60_000})),
+        GTR,
     );
-    assert!(admit("guesttokenrequests", gtr(json!({}))).is_empty());
+    for ok in [
+        json!({"renewBefore": "59m", "expiryTime": 3_600_000}),
+        json!({"renewBefore": "30s", "expiryTime": 60_000}),
+        json!({}),
+    ] {
+        assert!(
+            admit("guesttokenrequests", gtr(ok.clone())).is_empty(),
+            "{ok}"
+        );
+    }
 }
 
 #[test]
@@ -181,10 +183,21 @@ fn filter_rules_refuse_statements_comments_and_subqueries() {
         dsg("id in (select id from t)"),
         "sub-queries",
     );
+    assert_refused(
+        "datasourcegrants",
+        dsg("name = 'a\\' OR 1=1"),
+        "must not contain a backslash",
+    );
+    assert_refused(
+        "datasourcegrants",
+        dsg("name = 'a\u{0}b'"),
+        "must not contain control characters",
+    );
     for ok in [
         "USER_id = 123",
         "selected = true",
         "region IN ('EU', 'US') AND tenant_id = 42",
+        "note = 'tab\there'",
     ] {
         assert_eq!(
             admit("datasourcegrants", dsg(ok)),

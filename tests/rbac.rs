@@ -32,30 +32,32 @@
 //! OwnerReferencesPermissionEnforcement admission plugin's `update` of `<owner>/finalizers` for
 //! an ownerReference with blockOwnerDeletion=true.
 
-use axum::body::Body;
-use axum::http::{Method, Request, Response, StatusCode};
-use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+mod support;
+
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
-use kube_lease_manager::LeaseManagerBuilder;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use support::fake_api::{self, Call, Fake, Origin, custom, owner_ref};
 use tokenmint::cli::CommonArgs;
 use tokenmint::crd::{WorkloadKind, WorkloadRef};
 use tokenmint::keyring::Algorithm;
+use tokenmint::operator::lease::{Elector, LeaseTiming};
 use tokenmint::reconcile::controllers::{self, Readiness, Shared};
 use tokenmint::reconcile::events::Events;
 use tokenmint::reconcile::keyring::{self, ROTATE_ANNOTATION};
 use tokenmint::reconcile::metrics::Metrics;
 use tokenmint::reconcile::restart::{self, Restarter};
 use tokenmint::reconcile::{Clock, MANAGED_BY_LABEL};
+use tokenmint::revocation::{Denylist, Revoker};
 use tokio::sync::watch;
 
 const TABLE: &str = include_str!("../charts/tokenmint/rbac-requirements.txt");
 const RELEASE_NS: &str = "tokenmint-system";
-const WATCHED_NS: &str = "team-a";
+const WATCHED_NS: &str = support::fake_api::TEAM;
 const KEYRING: &str = "tokenmint-keyring";
 const LEASE: &str = "tokenmint-leader";
 const ALGORITHM: Algorithm = Algorithm::HS256;
@@ -194,507 +196,48 @@ fn table_grants_finalizers_update_for_block_owner_deletion() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The recording fake API server
+// The recording fake API server (tests/support/fake_api.rs) and what its calls need
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Origin {
-    /// A request the client sent.
-    Request,
-    /// The API server's create check of a server-side apply that creates the object.
-    ApplyCreate,
-    /// OwnerReferencesPermissionEnforcement's check of blockOwnerDeletion=true.
-    Admission,
-}
-
-#[derive(Clone, Debug)]
-struct Call {
-    /// Which part of the test was running when the request came (for messages; background
-    /// tasks such as the Lease renewals show up in whichever phase is current).
-    phase: String,
-    origin: Origin,
-    group: String,
-    resource: String,
-    verb: String,
-    namespace: Option<String>,
-    name: Option<String>,
-    /// `METHOD path?query` of the request (or of the request the check was derived from).
-    request: String,
-}
-
-impl Call {
-    fn right(&self) -> Right {
-        let scope = if self.namespace.as_deref() == Some(RELEASE_NS) {
-            "release"
+fn right(call: &Call) -> Right {
+    let scope = if call.namespace.as_deref() == Some(RELEASE_NS) {
+        "release"
+    } else {
+        // another namespace, or all namespaces (a ClusterRole)
+        "watched"
+    };
+    let name = match (scope, call.name.as_deref()) {
+        ("release", Some(KEYRING)) => "keyring".to_owned(),
+        ("release", Some(LEASE)) => "lease".to_owned(),
+        // Revocation ConfigMaps are addressed by name only to delete them: any name.
+        ("release", Some(_)) if call.resource == "configmaps" => "-".to_owned(),
+        ("release", Some(other)) => format!("unexpected-name:{other}"),
+        _ => "-".to_owned(),
+    };
+    Right {
+        scope: scope.into(),
+        group: if call.group.is_empty() {
+            "core".into()
         } else {
-            // another namespace, or all namespaces (a ClusterRole)
-            "watched"
-        };
-        let name = match (scope, self.name.as_deref()) {
-            ("release", Some(KEYRING)) => "keyring".to_owned(),
-            ("release", Some(LEASE)) => "lease".to_owned(),
-            ("release", Some(other)) => format!("unexpected-name:{other}"),
-            _ => "-".to_owned(),
-        };
-        Right {
-            scope: scope.into(),
-            group: if self.group.is_empty() {
-                "core".into()
-            } else {
-                self.group.clone()
-            },
-            resource: self.resource.clone(),
-            verb: self.verb.clone(),
-            name,
-            how: match self.origin {
-                Origin::Request => "call",
-                Origin::ApplyCreate => "apply-create",
-                Origin::Admission => "admission",
-            }
-            .into(),
-        }
-    }
-}
-
-/// (group, resource, namespace, name) of a stored object.
-type Key = (String, String, String, String);
-
-#[derive(Default)]
-struct State {
-    phase: String,
-    objects: BTreeMap<Key, Value>,
-    rv: u64,
-    calls: Vec<Call>,
-    /// Bodies of every write to a Secret.
-    secret_writes: Vec<Value>,
-}
-
-#[derive(Clone, Default)]
-struct Fake(Arc<Mutex<State>>);
-
-struct Parsed {
-    group: String,
-    namespace: Option<String>,
-    resource: String,
-    name: Option<String>,
-    subresource: Option<String>,
-}
-
-fn parse_path(path: &str) -> Option<Parsed> {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (group, rest) = match segments.as_slice() {
-        ["api", "v1", rest @ ..] => ("", rest),
-        ["apis", group, _version, rest @ ..] => (*group, rest),
-        _ => return None,
-    };
-    let (namespace, rest) = match rest {
-        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
-        _ => (None, rest),
-    };
-    let (resource, name, subresource) = match rest {
-        [r] => (*r, None, None),
-        [r, n] => (*r, Some(n.to_string()), None),
-        [r, n, s] => (*r, Some(n.to_string()), Some(s.to_string())),
-        _ => return None,
-    };
-    Some(Parsed {
-        group: group.into(),
-        namespace,
-        resource: resource.into(),
+            call.group.clone()
+        },
+        resource: call.resource.clone(),
+        verb: call.verb.clone(),
         name,
-        subresource,
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
-                out.push(u8::from_str_radix(hex, 16).unwrap());
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
+        how: match call.origin {
+            Origin::Request => "call",
+            Origin::ApplyCreate => "apply-create",
+            Origin::Admission => "admission",
         }
-    }
-    String::from_utf8(out).unwrap()
-}
-
-fn query_params(query: &str) -> BTreeMap<String, String> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-/// RFC 7386 JSON merge patch (also used, simplified, for strategic merge and apply patches:
-/// what the fake returns only has to be a plausible object).
-fn merge(target: &mut Value, patch: &Value) {
-    match patch {
-        Value::Object(fields) => {
-            if !target.is_object() {
-                *target = json!({});
-            }
-            let map = target.as_object_mut().unwrap();
-            for (k, v) in fields {
-                if v.is_null() {
-                    map.remove(k);
-                } else {
-                    merge(map.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        other => *target = other.clone(),
+        .into(),
     }
 }
 
-fn status(code: StatusCode, reason: &str) -> Response<Body> {
-    respond(
-        code,
-        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "reason": reason, "message": reason, "code": code.as_u16()}),
-    )
-}
-
-fn respond(code: StatusCode, body: &Value) -> Response<Body> {
-    Response::builder()
-        .status(code)
-        .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(body).unwrap()))
-        .unwrap()
-}
-
-/// Matches `key=value[,key=value]` label selectors and `metadata.name=` field selectors.
-fn selected(object: &Value, params: &BTreeMap<String, String>) -> bool {
-    let labels_ok = params.get("labelSelector").is_none_or(|selector| {
-        selector.split(',').all(|term| {
-            let (k, v) = term.split_once('=').expect("only equality label selectors");
-            object["metadata"]["labels"][k].as_str() == Some(v)
-        })
-    });
-    let fields_ok = params.get("fieldSelector").is_none_or(|selector| {
-        let name = selector
-            .strip_prefix("metadata.name=")
-            .expect("only metadata.name field selectors");
-        object["metadata"]["name"].as_str() == Some(name)
-    });
-    labels_ok && fields_ok
-}
-
-impl Fake {
-    fn client(&self) -> kube::Client {
-        let fake = self.clone();
-        let service = tower::service_fn(move |request: Request<kube::client::Body>| {
-            let fake = fake.clone();
-            async move {
-                let (parts, body) = request.into_parts();
-                let body = body.collect_bytes().await.unwrap();
-                Ok::<_, std::convert::Infallible>(fake.handle(&parts, &body))
-            }
-        });
-        kube::Client::new(service, "default")
-    }
-
-    fn phase(&self, phase: &str) {
-        self.0.lock().unwrap().phase = phase.into();
-    }
-
-    fn put(&self, group: &str, resource: &str, object: Value) {
-        let mut state = self.0.lock().unwrap();
-        state.rv += 1;
-        let mut object = object;
-        object["metadata"]["resourceVersion"] = json!(state.rv.to_string());
-        let key = (
-            group.to_owned(),
-            resource.to_owned(),
-            object["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            object["metadata"]["name"].as_str().unwrap().to_owned(),
-        );
-        state.objects.insert(key, object);
-    }
-
-    fn get(&self, group: &str, resource: &str, namespace: &str, name: &str) -> Option<Value> {
-        let key = (group.into(), resource.into(), namespace.into(), name.into());
-        self.0.lock().unwrap().objects.get(&key).cloned()
-    }
-
-    fn calls(&self) -> Vec<Call> {
-        self.0.lock().unwrap().calls.clone()
-    }
-
-    fn secret_writes(&self) -> Vec<Value> {
-        self.0.lock().unwrap().secret_writes.clone()
-    }
-
-    /// Whether a call of `phase` matches.
-    fn saw(&self, phase: &str, verb: &str, resource: &str, name: Option<&str>) -> bool {
-        self.calls().iter().any(|c| {
-            c.phase == phase
-                && c.origin == Origin::Request
-                && c.verb == verb
-                && c.resource == resource
-                && (name.is_none() || c.name.as_deref() == name)
-        })
-    }
-
-    fn count(&self, verb: &str, resource: &str) -> usize {
-        self.calls()
-            .iter()
-            .filter(|c| c.origin == Origin::Request && c.verb == verb && c.resource == resource)
-            .count()
-    }
-
-    fn handle(&self, parts: &axum::http::request::Parts, body: &[u8]) -> Response<Body> {
-        let method = parts.method.clone();
-        let path = parts.uri.path().to_owned();
-        let query = parts.uri.query().unwrap_or_default().to_owned();
-        let request = format!("{method} {path}?{query}");
-        let params = query_params(&query);
-        let Some(p) = parse_path(&path) else {
-            // Non-resource URLs (/version, discovery) need no RBAC rule of ours: the default
-            // system:public-info-viewer / system:discovery roles grant them to everyone.
-            let mut state = self.0.lock().unwrap();
-            let phase = state.phase.clone();
-            state.calls.push(Call {
-                phase,
-                origin: Origin::Request,
-                group: "<non-resource>".into(),
-                resource: path.clone(),
-                verb: method.to_string().to_lowercase(),
-                namespace: None,
-                name: None,
-                request,
-            });
-            return status(StatusCode::NOT_FOUND, "NotFound");
-        };
-        // The verb, as the API server's RequestInfo derives it.
-        let verb = match (&method, p.name.is_some()) {
-            (&Method::GET, true) => "get",
-            (&Method::GET, false)
-                if matches!(params.get("watch").map(String::as_str), Some("true" | "1")) =>
-            {
-                "watch"
-            }
-            (&Method::GET, false) => "list",
-            (&Method::POST, _) => "create",
-            (&Method::PUT, _) => "update",
-            (&Method::PATCH, _) => "patch",
-            (&Method::DELETE, true) => "delete",
-            (&Method::DELETE, false) => "deletecollection",
-            (m, _) => panic!("unexpected method {m} {path}"),
-        };
-        let resource = match &p.subresource {
-            Some(sub) => format!("{}/{sub}", p.resource),
-            None => p.resource.clone(),
-        };
-        // list/watch with a metadata.name field selector is authorised against that name.
-        let name = p.name.clone().or_else(|| {
-            params
-                .get("fieldSelector")
-                .and_then(|s| s.strip_prefix("metadata.name="))
-                .map(str::to_owned)
-        });
-        let body: Value = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(body).unwrap_or(Value::Null)
-        };
-
-        let mut state = self.0.lock().unwrap();
-        let phase = state.phase.clone();
-        let call = Call {
-            phase: phase.clone(),
-            origin: Origin::Request,
-            group: p.group.clone(),
-            resource: resource.clone(),
-            verb: verb.into(),
-            namespace: p.namespace.clone(),
-            name: name.clone(),
-            request: request.clone(),
-        };
-        state.calls.push(call.clone());
-        if verb == "watch" {
-            // Stays open and silent: every cache works from its initial list.
-            drop(state);
-            return Response::new(Body::from_stream(futures::stream::pending::<
-                Result<Vec<u8>, std::io::Error>,
-            >()));
-        }
-
-        let ns = p.namespace.clone().unwrap_or_default();
-        let key =
-            |name: &str| -> Key { (p.group.clone(), p.resource.clone(), ns.clone(), name.into()) };
-        // Derived checks of writes: blockOwnerDeletion (admission) and Secret bodies.
-        let derive = |state: &mut State, object: &Value, existing: Option<&Value>| {
-            if p.resource == "secrets" && p.subresource.is_none() {
-                state.secret_writes.push(object.clone());
-            }
-            let old_refs = existing
-                .map(|e| e["metadata"]["ownerReferences"].clone())
-                .unwrap_or(Value::Null);
-            for owner in object["metadata"]["ownerReferences"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
-                let already =
-                    old_refs.as_array().into_iter().flatten().any(|o| {
-                        o["uid"] == owner["uid"] && o["blockOwnerDeletion"] == json!(true)
-                    });
-                if owner["blockOwnerDeletion"] == json!(true) && !already {
-                    let api_version = owner["apiVersion"].as_str().unwrap_or_default();
-                    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-                    let plural = format!(
-                        "{}s",
-                        owner["kind"].as_str().unwrap_or_default().to_lowercase()
-                    );
-                    state.calls.push(Call {
-                        origin: Origin::Admission,
-                        group: group.into(),
-                        resource: format!("{plural}/finalizers"),
-                        verb: "update".into(),
-                        name: owner["name"].as_str().map(str::to_owned),
-                        ..call.clone()
-                    });
-                }
-            }
-        };
-        match verb {
-            "get" => match state.objects.get(&key(p.name.as_deref().unwrap())) {
-                Some(object) => respond(StatusCode::OK, object),
-                None => status(StatusCode::NOT_FOUND, "NotFound"),
-            },
-            "list" => {
-                let items: Vec<Value> = state
-                    .objects
-                    .iter()
-                    .filter(|((g, r, n, _), o)| {
-                        *g == p.group
-                            && *r == p.resource
-                            && (p.namespace.is_none() || *n == ns)
-                            && selected(o, &params)
-                    })
-                    .map(|(_, o)| o.clone())
-                    .collect();
-                respond(
-                    StatusCode::OK,
-                    &json!({"apiVersion": "v1", "kind": "List",
-                            "metadata": {"resourceVersion": state.rv.to_string()}, "items": items}),
-                )
-            }
-            "create" => {
-                let mut object = body;
-                let name = object["metadata"]["name"].as_str().unwrap().to_owned();
-                if state.objects.contains_key(&key(&name)) {
-                    return status(StatusCode::CONFLICT, "AlreadyExists");
-                }
-                derive(&mut state, &object, None);
-                state.rv += 1;
-                object["metadata"]["resourceVersion"] = json!(state.rv.to_string());
-                object["metadata"]["uid"] = json!(format!("uid-{name}"));
-                object["metadata"]["namespace"] = json!(ns);
-                state.objects.insert(key(&name), object.clone());
-                respond(StatusCode::CREATED, &object)
-            }
-            "update" => {
-                let name = p.name.clone().unwrap();
-                let Some(existing) = state.objects.get(&key(&name)).cloned() else {
-                    return status(StatusCode::NOT_FOUND, "NotFound");
-                };
-                if body["metadata"]["resourceVersion"] != existing["metadata"]["resourceVersion"] {
-                    return status(StatusCode::CONFLICT, "Conflict");
-                }
-                derive(&mut state, &body, Some(&existing));
-                let mut object = body;
-                state.rv += 1;
-                object["metadata"]["resourceVersion"] = json!(state.rv.to_string());
-                state.objects.insert(key(&name), object.clone());
-                respond(StatusCode::OK, &object)
-            }
-            "patch" => {
-                let name = p.name.clone().unwrap();
-                let apply = parts
-                    .headers
-                    .get("content-type")
-                    .is_some_and(|c| c.as_bytes().starts_with(b"application/apply-patch"));
-                let existing = state.objects.get(&key(&name)).cloned();
-                let mut object = match (&existing, apply) {
-                    (Some(o), _) => o.clone(),
-                    (None, true) => {
-                        // Server-side apply creating the object: the API server also checks
-                        // create.
-                        state.calls.push(Call {
-                            origin: Origin::ApplyCreate,
-                            verb: "create".into(),
-                            ..call.clone()
-                        });
-                        json!({"metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}")}})
-                    }
-                    (None, false) => return status(StatusCode::NOT_FOUND, "NotFound"),
-                };
-                if p.subresource.is_none() {
-                    derive(&mut state, &body, existing.as_ref());
-                }
-                merge(&mut object, &body);
-                state.rv += 1;
-                object["metadata"]["resourceVersion"] = json!(state.rv.to_string());
-                state.objects.insert(key(&name), object.clone());
-                respond(StatusCode::OK, &object)
-            }
-            "delete" => match state.objects.remove(&key(p.name.as_deref().unwrap())) {
-                Some(object) => respond(StatusCode::OK, &object),
-                None => status(StatusCode::NOT_FOUND, "NotFound"),
-            },
-            other => panic!("the fake does not serve {other} ({request})"),
-        }
-    }
-}
-
-/// Waits until `done` holds, or fails after [`DEADLINE`] with the calls seen so far.
 async fn wait_for(fake: &Fake, what: &str, done: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !done() {
-        if tokio::time::Instant::now() > deadline {
-            let calls: Vec<String> = fake
-                .calls()
-                .iter()
-                .map(|c| format!("[{}] {:?} {}", c.phase, c.origin, c.request))
-                .collect();
-            panic!("timed out waiting for {what}; calls: {calls:#?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    fake_api::wait_for(fake, DEADLINE, what, done).await
 }
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
-
-fn owner_ref(kind: &str, name: &str) -> Value {
-    json!([{"apiVersion": "tokenmint.dev/v1alpha1", "kind": kind, "name": name,
-            "uid": format!("uid-{name}"), "controller": true, "blockOwnerDeletion": true}])
-}
-
-fn custom(kind: &str, name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "tokenmint.dev/v1alpha1", "kind": kind,
-           "metadata": {"name": name, "namespace": WATCHED_NS, "uid": format!("uid-{name}"), "generation": 1},
-           "spec": spec})
-}
 
 fn seed(fake: &Fake) {
     let g = "tokenmint.dev";
@@ -759,6 +302,8 @@ fn seed(fake: &Fake) {
                "metadata": {"name": "forbidden-token", "namespace": WATCHED_NS, "uid": "uid-secret-forbidden",
                             "labels": {MANAGED_BY_LABEL: "tokenmint", "tokenmint.dev/owner-kind": "DatasourceGrant",
                                        "tokenmint.dev/secret-role": "token"},
+                            "annotations": {"tokenmint.dev/token-id": "5e1c0a4e-7d43-4d0b-8a6e-2f4c1b9d7a01",
+                                            "tokenmint.dev/expires-at": "2026-12-31T00:00:00Z"},
                             "ownerReferences": owner_ref("DatasourceGrant", "forbidden")},
                "data": {"token": "eA=="}}),
     );
@@ -844,14 +389,26 @@ async fn code_uses_exactly_the_rbac_table() {
 
     let shared_ring = Arc::new(RwLock::new(ring));
     let (changed_tx, changed_rx) = watch::channel(0u64);
-    let (leader_tx, leader_rx) = watch::channel(false);
+    // Leader election, as the operator builds it, with a 3s Lease renewed every 200ms instead
+    // of 15s/2s so renewals happen within the test.
+    let elector = Elector::new(
+        Api::namespaced(client.clone(), RELEASE_NS),
+        LEASE,
+        "tokenmint-0-1234abcd",
+        LeaseTiming {
+            duration: Duration::from_secs(3),
+            renew_deadline: Duration::from_secs(2),
+            retry: Duration::from_millis(200),
+        },
+    );
+    let fence = elector.fence();
     tokio::spawn(keyring::watch(
         keyring_api.clone(),
         KEYRING.into(),
         ALGORITHM,
         shared_ring.clone(),
         changed_tx,
-        leader_rx,
+        fence.clone(),
         metrics.clone(),
     ));
     wait_for(&fake, "the keyring watch", || {
@@ -859,23 +416,14 @@ async fn code_uses_exactly_the_rbac_table() {
     })
     .await;
 
-    // Leader election: the operator's builder calls, with a 2s Lease renewed 1s before expiry
-    // instead of 15s/5s so a renewal happens within the test.
     fake.phase("operator: leader election");
-    let manager = LeaseManagerBuilder::new(client.clone(), LEASE)
-        .with_namespace(RELEASE_NS)
-        .with_identity("tokenmint-0")
-        .with_duration(2)
-        .with_grace(1)
-        .build()
-        .await
-        .expect("lease manager");
-    let (mut lease, lease_task) = manager.watch().await;
-    tokio::time::timeout(DEADLINE, lease.wait_for(|leading| *leading))
+    let (leading_tx, mut leading) = watch::channel(false);
+    let (stop_lease_tx, stop_lease_rx) = watch::channel(false);
+    let lease_task = tokio::spawn(elector.run(leading_tx, stop_lease_rx));
+    tokio::time::timeout(DEADLINE, leading.wait_for(|leading| *leading))
         .await
         .expect("no leadership")
         .expect("lease task ended");
-    let _ = leader_tx.send(true);
     // A rotation requested while no replica led is handled now (the keyring watch may race it:
     // the loser gets a conflict, as in the operator).
     let secret = keyring_api.get_opt(KEYRING).await.unwrap().unwrap();
@@ -897,6 +445,7 @@ async fn code_uses_exactly_the_rbac_table() {
     let (stop_tx, stop_rx) = watch::channel(false);
     let readiness = Arc::new(Readiness::default());
     readiness.keyring_loaded();
+    let revocations: Api<ConfigMap> = Api::namespaced(client.clone(), RELEASE_NS);
     let shared = Shared {
         client: client.clone(),
         keyring: shared_ring.clone(),
@@ -905,6 +454,11 @@ async fn code_uses_exactly_the_rbac_table() {
         events: recorder(&client),
         metrics: metrics.clone(),
         clock: Clock::system(),
+        revoker: Revoker::Kube {
+            api: revocations.clone(),
+            local: None,
+        },
+        fence: fence.clone(),
     };
     let running = tokio::spawn({
         let readiness = readiness.clone();
@@ -929,6 +483,8 @@ async fn code_uses_exactly_the_rbac_table() {
             )
             && fake.saw(phase, "patch", "guesttokenrequests/status", Some("embed"))
             && fake.saw(phase, "delete", "secrets", Some("forbidden-token"))
+            // Its token is revoked first: a ConfigMap in the release namespace.
+            && fake.saw(phase, "create", "configmaps", None)
             && fake.saw(phase, "get", "secrets", Some("conflicting-token"))
             // New Secrets are created (POST: the name is in the body, not the path): the key,
             // the session token, the guest token and the new grant's token.
@@ -946,17 +502,18 @@ async fn code_uses_exactly_the_rbac_table() {
             && fake.saw(phase, "patch", "secrets", Some("dashboards-token"))
     })
     .await;
-    // The foreign Secret is never written.
+    // The foreign Secret is never written (a create that it refuses is not a write of it).
     assert!(
         !fake
             .calls()
             .iter()
-            .any(|c| c.verb != "get" && c.name.as_deref() == Some("conflicting-token")),
+            .any(|c| !matches!(c.verb.as_str(), "get" | "create")
+                && c.name.as_deref() == Some("conflicting-token")),
         "the conflicting foreign Secret was written"
     );
-    // A Lease renewal (the first lock is an apply + a patch of leaseTransitions).
+    // Lease renewals.
     wait_for(&fake, "a Lease renewal", || {
-        fake.count("patch", "leases") >= 3
+        fake.count("patch", "leases") >= 2
     })
     .await;
     stop_tx.send(true).unwrap();
@@ -964,15 +521,25 @@ async fn code_uses_exactly_the_rbac_table() {
         .await
         .expect("controllers did not stop")
         .unwrap();
-    // Shutdown: dropping the receiver makes the lease task release the Lease.
+    // Shutdown: the election task releases the Lease.
     fake.phase("operator: shutdown");
-    drop(lease);
+    stop_lease_tx.send(true).unwrap();
     tokio::time::timeout(DEADLINE, lease_task)
         .await
         .expect("the lease task did not end")
-        .unwrap()
-        .expect("lease released");
+        .unwrap();
     assert!(fake.saw("operator: shutdown", "patch", "leases", Some(LEASE)));
+
+    // The leader's sweep of revocations whose tokens can no longer verify.
+    fake.phase("operator: revocation sweep");
+    let far_future = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 400);
+    let swept = tokenmint::revocation::sweep(&revocations, &[], far_future, || true)
+        .await
+        .expect("sweep");
+    assert!(
+        swept >= 1,
+        "the forbidden grant's revocation is swept eventually"
+    );
 
     // --- the restart worker: one workload of each kind, the Deployment twice ---
     fake.phase("operator: restarts");
@@ -982,6 +549,7 @@ async fn code_uses_exactly_the_rbac_table() {
         recorder(&client),
         metrics.clone(),
         Duration::from_millis(50),
+        tokenmint::operator::lease::Fence::always(),
         stop2_rx,
     );
     let regarding = ObjectReference {
@@ -1041,10 +609,32 @@ async fn code_uses_exactly_the_rbac_table() {
         watch_namespaces: Vec::new(),
         keyring_secret: KEYRING.into(),
     };
-    let _store = tokenmint::http::cluster::start(client.clone(), &args);
+    let denylist = Arc::new(Denylist::default());
+    let _store = tokenmint::http::cluster::start(
+        client.clone(),
+        &args,
+        &Default::default(),
+        denylist.clone(),
+    );
+    // POST /oauth/revoke records a revocation as the operator does.
+    let revoker = Revoker::Kube {
+        api: Api::namespaced(client.clone(), RELEASE_NS),
+        local: Some(denylist.clone()),
+    };
+    revoker
+        .revoke(&tokenmint::revocation::Revocation {
+            jti: "0b6f0e3c-5d2a-4d7e-9a51-1f7c6f0e2a11".into(),
+            expires_at: None,
+            kid: None,
+            reason: "rbac test".into(),
+        })
+        .await
+        .expect("revoked");
     wait_for(&fake, "serve's watches", || {
         fake.saw("serve", "watch", "servicekeys", None)
             && fake.saw("serve", "watch", "secrets", Some(KEYRING))
+            && fake.saw("serve", "watch", "configmaps", None)
+            && fake.saw("serve", "create", "configmaps", None)
             && fake.calls().iter().any(|c| {
                 c.phase == "serve"
                     && c.verb == "watch"
@@ -1069,6 +659,11 @@ async fn code_uses_exactly_the_rbac_table() {
         events: recorder(&client),
         metrics: metrics.clone(),
         clock: Clock::system(),
+        revoker: Revoker::Kube {
+            api: Api::namespaced(client.clone(), RELEASE_NS),
+            local: None,
+        },
+        fence: tokenmint::operator::lease::Fence::always(),
     };
     let running = tokio::spawn({
         let readiness = readiness.clone();
@@ -1088,7 +683,12 @@ async fn code_uses_exactly_the_rbac_table() {
         watch_namespaces: vec![WATCHED_NS.into()],
         ..args
     };
-    let _store = tokenmint::http::cluster::start(client.clone(), &args);
+    let _store = tokenmint::http::cluster::start(
+        client.clone(),
+        &args,
+        &Default::default(),
+        Arc::new(Denylist::default()),
+    );
     wait_for(&fake, "serve's namespaced watches", || {
         let calls = fake.calls();
         let watched = |resource: &str, name: Option<&str>| {
@@ -1147,14 +747,14 @@ async fn code_uses_exactly_the_rbac_table() {
 
     // --- observed == table ---
     let calls = fake.calls();
-    let observed: BTreeSet<Right> = calls.iter().map(Call::right).collect();
+    let observed: BTreeSet<Right> = calls.iter().map(right).collect();
     let want = expected();
     let ungranted: Vec<String> = observed
         .difference(&want)
         .map(|r| {
             let examples: Vec<&str> = calls
                 .iter()
-                .filter(|c| c.right() == *r)
+                .filter(|c| right(c) == *r)
                 .map(|c| c.request.as_str())
                 .take(3)
                 .collect();
@@ -1167,7 +767,7 @@ async fn code_uses_exactly_the_rbac_table() {
         by_component
             .entry(c.phase.clone())
             .or_default()
-            .insert(c.right().to_string());
+            .insert(right(c).to_string());
     }
     println!("rights used, by phase: {by_component:#?}");
     assert!(

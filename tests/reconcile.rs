@@ -8,6 +8,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::client::Body;
+use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
@@ -25,6 +26,7 @@ use tokenmint::reconcile::metrics::Metrics;
 use tokenmint::reconcile::{
     self, Clock, Context, IDLE_RESYNC, SharedKeyring, keyring as keyring_store, restart,
 };
+use tokenmint::revocation::{Denylist, Revoker};
 use tokenmint::token::renew::Schedule;
 use tower_test::mock::{Handle, SendResponse};
 
@@ -37,7 +39,7 @@ type MockHandle = Handle<Request<Body>, Response<Body>>;
 struct Harness {
     ctx: Arc<Context>,
     handle: MockHandle,
-    secrets: Writer<Secret>,
+    secrets: Writer<PartialObjectMeta<Secret>>,
     keys: Writer<ServiceKey>,
     clock: Clock,
     ring: SharedKeyring,
@@ -46,6 +48,8 @@ struct Harness {
     next_rv: u64,
     /// Consumer restarts the reconcilers asked for.
     restarts: tokio::sync::mpsc::UnboundedReceiver<restart::Request>,
+    /// Tokens the reconcilers revoked.
+    denylist: Arc<Denylist>,
 }
 
 /// Now, whole seconds (tokens carry seconds; the keyring verifies against the system clock,
@@ -59,7 +63,7 @@ impl Harness {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let (key_store, mut keys) = reflector::store::<ServiceKey>();
-        let (secret_store, mut secrets) = reflector::store::<Secret>();
+        let (secret_store, mut secrets) = reflector::store::<PartialObjectMeta<Secret>>();
         // Both caches have had their first (empty) list.
         for writer_events in [watcher::Event::Init, watcher::Event::InitDone] {
             keys.apply_watcher_event(&writer_events);
@@ -73,6 +77,7 @@ impl Harness {
         ));
         let events = Events::memory();
         let (restarter, restarts) = restart::Restarter::channel();
+        let denylist = Arc::new(Denylist::default());
         let ctx = Arc::new(
             Context::new(
                 client,
@@ -84,7 +89,8 @@ impl Harness {
                 key_store,
                 secret_store,
             )
-            .with_restarter(restarter),
+            .with_restarter(restarter)
+            .with_revoker(Revoker::Memory(denylist.clone())),
         );
         Harness {
             ctx,
@@ -96,18 +102,24 @@ impl Harness {
             events,
             next_rv: 100,
             restarts,
+            denylist,
         }
     }
 
-    /// Puts an object into the Secret watch cache, as the watch would after a write.
+    /// Puts a Secret's metadata into the Secret watch cache, as the watch would after a write.
     fn cache_secret(&mut self, secret: &Secret) {
-        self.secrets
-            .apply_watcher_event(&watcher::Event::Apply(secret.clone()));
+        self.secrets.apply_watcher_event(&watcher::Event::Apply(
+            secret.metadata.clone().into_response_partial(),
+        ));
     }
 
+    /// Removes a Secret from the cache, as the watch does after a delete (which also drops
+    /// what the operator knew of its content).
     fn uncache_secret(&mut self, secret: &Secret) {
+        let meta: PartialObjectMeta<Secret> = secret.metadata.clone().into_response_partial();
+        self.ctx.verified.forget_object(&meta);
         self.secrets
-            .apply_watcher_event(&watcher::Event::Delete(secret.clone()));
+            .apply_watcher_event(&watcher::Event::Delete(meta));
     }
 
     fn cache_key(&mut self, key: &ServiceKey) {
@@ -145,6 +157,30 @@ impl Harness {
     async fn expect_get_not_found(&mut self, path: &str) {
         let (_, send) = self.expect(Method::GET, path).await;
         send.send_response(not_found());
+    }
+
+    /// Expects a GET and answers with `object`.
+    async fn expect_get(&mut self, path: &str, object: &Value) {
+        let (_, send) = self.expect(Method::GET, path).await;
+        send.send_response(ok(object));
+    }
+
+    /// Expects a create (POST to the collection of `path`) and answers 409 AlreadyExists.
+    async fn expect_create_conflict(&mut self, path: &str) {
+        let collection = path.rsplit_once('/').expect("object path").0;
+        let (_, send) = self.expect(Method::POST, collection).await;
+        send.send_response(
+            Response::builder()
+                .status(StatusCode::CONFLICT)
+                .body(Body::from(
+                    serde_json::to_vec(
+                        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": "AlreadyExists", "code": 409, "message": "already exists"}),
+                    )
+                    .unwrap(),
+                ))
+                .unwrap(),
+        );
     }
 
     /// Expects a server-side apply (PATCH, fieldManager=tokenmint, force) and answers with the
@@ -318,6 +354,7 @@ fn service_key(data_sources: &[&str]) -> ServiceKey {
             secret_name: Some("analytics-key".into()),
             access_token_ttl: None,
             session_token: None,
+            service_accounts: vec![],
         },
     );
     key.metadata = meta("analytics", "uid-sk", 1);
@@ -374,11 +411,12 @@ fn ready(status: &TokenStatus) -> (&str, &str) {
 /// Returns the stored Secret, the grant with its status, and the requeue.
 async fn first_mint(h: &mut Harness, grant: &DatasourceGrant) -> (Value, DatasourceGrant, Action) {
     let task = h.grant(grant);
-    h.expect_get_not_found(GRANT_SECRET).await;
     let secret = h.expect_create(GRANT_SECRET).await;
     let (_, updated) = h.expect_status(GRANT_STATUS, grant).await;
     let action = h.finish(task).await.unwrap();
     h.cache_secret(&secret_of(&secret));
+    // Past the one-mint-a-second floor, so the test's next step may mint again.
+    h.clock.advance(SignedDuration::from_secs(1));
     (secret, updated, action)
 }
 
@@ -390,8 +428,8 @@ async fn new_grant_writes_one_secret_and_one_status_then_nothing() {
     let now = h.clock.now();
 
     let task = h.grant(&grant);
-    // Not in the cache of managed Secrets: one GET to rule out a foreign Secret of the name.
-    h.expect_get_not_found(GRANT_SECRET).await;
+    // Not in the cache of managed Secrets: a create, which would fail on a foreign Secret of
+    // the name (no read first).
     let secret = h.expect_create(GRANT_SECRET).await;
     let (status, updated) = h.expect_status(GRANT_STATUS, &grant).await;
     let action = h.finish(task).await.unwrap();
@@ -465,7 +503,15 @@ async fn new_grant_writes_one_secret_and_one_status_then_nothing() {
     let events = h.events.published();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].reason, "Minted");
+    assert_eq!(events[0].action, "Missing");
     assert!(!events[0].note.contains(&token));
+    // No token id in the note: the Events recorder folds same-action Events into a series
+    // that keeps the first note, which must stay true for every member.
+    assert!(!events[0].note.contains(claims["jti"].as_str().unwrap()));
+    assert_eq!(
+        secret["metadata"]["annotations"]["tokenmint.dev/expires-at"],
+        exp.to_string()
+    );
 
     // Everything in place (the watch caches caught up): a second reconcile makes no request.
     h.cache_secret(&secret_of(&secret));
@@ -485,9 +531,11 @@ async fn our_own_write_is_not_repeated_before_the_caches_catch_up() {
     h.cache_key(&service_key(&["Data_3_E"]));
     let grant = grant();
     let task = h.grant(&grant);
-    h.expect_get_not_found(GRANT_SECRET).await;
     let secret = h.expect_create(GRANT_SECRET).await;
     h.expect_status(GRANT_STATUS, &grant).await;
+    h.finish(task).await.unwrap();
+    // Before any watch event, the operator still knows what it wrote: no second write.
+    let task = h.grant(&grant);
     h.finish(task).await.unwrap();
     // The Secret watch delivered the write, but the grant in the controller cache is still the
     // old object (no status): the status is not re-applied.
@@ -595,7 +643,6 @@ async fn a_deleted_secret_is_restored() {
     let (secret, grant, _) = first_mint(&mut h, &grant()).await;
     h.uncache_secret(&secret_of(&secret));
     let task = h.grant(&grant);
-    h.expect_get_not_found(GRANT_SECRET).await;
     let restored = h.expect_create(GRANT_SECRET).await;
     let (status, _) = h.expect_status(GRANT_STATUS, &grant).await;
     h.finish(task).await.unwrap();
@@ -625,9 +672,11 @@ async fn an_edited_secret_is_restored() {
             keyring: &ring,
             issuer: ISSUER,
         };
+        let principal = principal();
         minter
             .datasource_token(
-                &principal(),
+                principal.subject(),
+                "team-a/analytics",
                 &tokenmint::token::mint::DatasourceRequest {
                     data_source: "Other",
                     expiration: 3600,
@@ -640,12 +689,15 @@ async fn an_edited_secret_is_restored() {
             .token
     };
     for replacement in [forged, swapped, "garbage".to_owned()] {
+        h.clock.advance(SignedDuration::from_secs(1));
         let mut edited = secret.clone();
         edited["data"]["token"] =
             json!(base64::engine::general_purpose::STANDARD.encode(&replacement));
         edited["metadata"]["resourceVersion"] = json!("9999");
         h.cache_secret(&secret_of(&edited));
         let task = h.grant(&grant);
+        // A version the operator did not write: read and verified before any decision.
+        h.expect_get(GRANT_SECRET, &edited).await;
         let restored = h.expect_apply(GRANT_SECRET).await;
         h.expect_status(GRANT_STATUS, &grant).await;
         h.finish(task).await.unwrap();
@@ -660,6 +712,8 @@ async fn a_foreign_secret_is_a_conflict_and_never_written() {
     h.cache_key(&service_key(&["Data_3_E"]));
     let grant = grant();
     let task = h.grant(&grant);
+    // Unlabelled, so not cached: the create finds it, and a read tells whose it is.
+    h.expect_create_conflict(GRANT_SECRET).await;
     let (_, send) = h.expect(Method::GET, GRANT_SECRET).await;
     send.send_response(ok(&json!({
         "apiVersion": "v1", "kind": "Secret",
@@ -671,6 +725,7 @@ async fn a_foreign_secret_is_a_conflict_and_never_written() {
     assert_eq!(ready(&status), ("False", "SecretConflict"));
     assert!(status.conditions[0].message.contains("dashboards-token"));
     assert_eq!(status.token_id, None);
+    assert_eq!(status.secret_name, None, "not a Secret of ours");
     // Re-checked slowly: the foreign Secret is not watched.
     assert_eq!(action, Action::requeue(reconcile::CONFLICT_RECHECK));
     let events = h.events.published();
@@ -678,7 +733,7 @@ async fn a_foreign_secret_is_a_conflict_and_never_written() {
     assert!(events[0].warning);
     assert_eq!(events[0].reason, "SecretConflict");
 
-    // Unchanged conflict on a resync: the GET, and no write at all.
+    // Unchanged conflict on a resync: a GET (no create attempt), and no write at all.
     let task = h.grant(&updated);
     let (_, send) = h.expect(Method::GET, GRANT_SECRET).await;
     send.send_response(ok(&json!({
@@ -697,6 +752,10 @@ async fn a_forbidden_data_source_removes_the_token() {
     let mut h = Harness::new();
     h.cache_key(&service_key(&["Data_3_E"]));
     let (secret, grant, _) = first_mint(&mut h, &grant()).await;
+    let jti = secret["metadata"]["annotations"]["tokenmint.dev/token-id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // The permission is withdrawn.
     h.cache_key(&service_key(&["Other"]));
     let task = h.grant(&grant);
@@ -714,6 +773,9 @@ async fn a_forbidden_data_source_removes_the_token() {
         (status.expires_at, status.renew_at, status.token_id),
         (None, None, None)
     );
+    assert_eq!(status.secret_name, None, "the Secret is gone");
+    // The token it held is revoked, not only deleted: a copy somewhere stops working too.
+    assert!(h.denylist.is_revoked(&jti));
     assert_eq!(action, Action::await_change());
     assert_eq!(h.events.published().last().unwrap().reason, "Forbidden");
 }
@@ -733,6 +795,11 @@ async fn a_deleted_service_key_removes_the_token() {
     let (status, _) = h.expect_status(GRANT_STATUS, &grant).await;
     assert_eq!(h.finish(task).await.unwrap(), Action::await_change());
     assert_eq!(ready(&status), ("False", "ServiceKeyNotFound"));
+    assert_eq!(
+        status.secret_name, None,
+        "no longer names the deleted Secret"
+    );
+    assert_eq!(h.denylist.len(), 1, "its token is revoked");
 }
 
 #[tokio::test]
@@ -760,9 +827,7 @@ async fn service_key_generated_once_and_never_rewritten() {
     let status_path = "/apis/tokenmint.dev/v1alpha1/namespaces/team-a/servicekeys/analytics/status";
 
     let task = h.service_key(&key);
-    h.expect_get_not_found(&key_path).await;
     let key_secret = h.expect_create(&key_path).await;
-    h.expect_get_not_found(&session_path).await;
     let session = h.expect_create(&session_path).await;
     let (status, updated) = h.expect_status(status_path, &key).await;
     let action = h.finish(task).await.unwrap();
@@ -790,6 +855,11 @@ async fn service_key_generated_once_and_never_rewritten() {
     let claims = h.verify(&data(&session, "token").unwrap(), true);
     assert_eq!(claims["type"], "session");
     assert_eq!(claims["service_key"], "team-a/analytics");
+    assert_eq!(claims["sub"], "1", "sub is a string");
+    assert_eq!(
+        claims["key_fingerprint"],
+        tokenmint::token::claims::key_fingerprint(value.as_bytes())
+    );
     assert_eq!(
         claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
         3600
@@ -814,7 +884,9 @@ async fn service_key_generated_once_and_never_rewritten() {
     // A new username is applied, with the same key.
     let mut renamed = updated.clone();
     renamed.spec.principal.name = "jeff".into();
+    h.clock.advance(SignedDuration::from_secs(1));
     let task = h.service_key(&renamed);
+    h.expect_get(&key_path, &key_secret).await;
     let reapplied = h.expect_apply(&key_path).await;
     // The session token carries the principal: re-minted, and the status names the new one.
     h.expect_apply(&session_path).await;
@@ -844,13 +916,18 @@ async fn an_existing_owned_key_is_kept_and_a_foreign_one_is_a_conflict() {
     });
     h.cache_secret(&secret_of(&existing));
     let task = h.service_key(&key);
-    let (status, _) = h.expect_status(status_path, &key).await;
+    // Not yet known to this process: read once, then remembered.
+    h.expect_get(&key_path, &existing).await;
+    let (status, updated) = h.expect_status(status_path, &key).await;
     h.finish(task).await.unwrap();
     assert_eq!(ready(&status), ("True", "KeyReady"));
+    let task = h.service_key(&updated);
+    h.finish(task).await.unwrap();
 
     // Someone else's Secret of that name: SecretConflict, untouched.
     let mut h = Harness::new();
     let task = h.service_key(&key);
+    h.expect_create_conflict(&key_path).await;
     let (_, send) = h.expect(Method::GET, &key_path).await;
     send.send_response(ok(&json!({"apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "analytics-key", "namespace": NS, "uid": "x", "resourceVersion": "3"},
@@ -893,7 +970,6 @@ async fn a_never_expiring_guest_token_has_no_expiry_and_no_renewal() {
     let status_path =
         "/apis/tokenmint.dev/v1alpha1/namespaces/team-a/guesttokenrequests/acme-embed/status";
     let task = h.guest(&request);
-    h.expect_get_not_found(&path).await;
     let secret = h.expect_create(&path).await;
     let (status, updated) = h.expect_status(status_path, &request).await;
     let action = h.finish(task).await.unwrap();
@@ -927,6 +1003,8 @@ async fn a_never_expiring_guest_token_has_no_expiry_and_no_renewal() {
     let (status, _) = h.expect_status(status_path, &forbidden).await;
     h.finish(task).await.unwrap();
     assert_eq!(ready(&status), ("False", "Forbidden"));
+    // A never-expiring token is revoked too (its entry lives as long as its signing key).
+    assert!(h.denylist.is_revoked(claims["jti"].as_str().unwrap()));
 }
 
 const KEYRING_PATH: &str = "/api/v1/namespaces/tokenmint-system/secrets/tokenmint-keyring";
@@ -1157,6 +1235,8 @@ async fn an_operator_restart_with_tokens_in_place_writes_nothing() {
     restarted.cache_key(&key);
     restarted.cache_secret(&secret_of(&secret));
     let task = restarted.grant(&grant);
+    // The cache holds metadata only: the content is read once and verified; no write.
+    restarted.expect_get(GRANT_SECRET, &secret).await;
     let action = restarted.finish(task).await.unwrap();
     let renew_at: Timestamp = grant.status.unwrap().renew_at.unwrap().parse().unwrap();
     assert_eq!(
@@ -1178,8 +1258,6 @@ async fn a_renamed_secret_replaces_the_old_one() {
     grant.spec.secret_name = Some("renamed-token".into());
     grant.metadata.generation = Some(2);
     let task = h.grant(&grant);
-    h.expect_get_not_found(&format!("{SECRETS}/renamed-token"))
-        .await;
     let renamed = h.expect_create(&format!("{SECRETS}/renamed-token")).await;
     let (_, send) = h.expect(Method::DELETE, GRANT_SECRET).await;
     send.send_response(ok(
@@ -1276,24 +1354,22 @@ async fn a_rotation_asks_once_for_consumer_restarts_until_they_are_recorded() {
     assert_eq!(request.workloads, vec![app]);
     assert!(h.restarts.try_recv().is_err(), "one request per rotation");
 
-    // Until the restart is recorded on the Secret (say the operator restarted meanwhile, with
-    // the old marker still there), every reconcile asks again — without a single API request.
-    let mut in_cache = secret_of(&rotated);
-    in_cache.annotations_mut().insert(
-        restart::RESTARTED_FOR_ANNOTATION.into(),
-        first_id.as_str().unwrap().into(),
-    );
-    h.cache_secret(&in_cache);
+    // Until the restart is recorded on the Secret, every reconcile asks again — without a
+    // single API request.
+    h.cache_secret(&secret_of(&rotated));
     let task = h.grant(&grant);
     h.finish(task).await.unwrap();
     assert!(h.restarts.try_recv().is_ok());
 
-    // Recorded: quiet.
-    in_cache.annotations_mut().insert(
-        restart::RESTARTED_FOR_ANNOTATION.into(),
-        new_id.as_str().unwrap().into(),
-    );
-    h.cache_secret(&in_cache);
+    // Recorded (the restart worker's patch: a new version): read once, then quiet.
+    let mut marked = rotated.clone();
+    marked["metadata"]["annotations"][restart::RESTARTED_FOR_ANNOTATION] = new_id.clone();
+    marked["metadata"]["resourceVersion"] = json!("5000");
+    h.cache_secret(&secret_of(&marked));
+    let task = h.grant(&grant);
+    h.expect_get(GRANT_SECRET, &marked).await;
+    h.finish(task).await.unwrap();
+    assert!(h.restarts.try_recv().is_err());
     let task = h.grant(&grant);
     h.finish(task).await.unwrap();
     assert!(h.restarts.try_recv().is_err());
@@ -1316,27 +1392,24 @@ async fn without_rollout_restart_nothing_is_asked_or_marked() {
 async fn a_secret_created_by_someone_else_during_the_mint_is_never_written() {
     let mut h = Harness::new();
     h.cache_key(&service_key(&["Data_3_E"]));
-    let task = h.grant(&grant());
-    h.expect_get_not_found(GRANT_SECRET).await;
-    // Between our look and our write, someone creates a Secret of that name: the create fails
-    // and nothing is applied over theirs; the reconcile fails and retries with backoff.
-    let (request, send) = h.expect(Method::POST, SECRETS).await;
-    drop(request);
-    send.send_response(
-        Response::builder()
-            .status(StatusCode::CONFLICT)
-            .body(Body::from(
-                serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                    "reason": "AlreadyExists", "code": 409, "message": "secrets \"dashboards-token\" already exists"}))
-                .unwrap(),
-            ))
-            .unwrap(),
+    let grant = grant();
+    let task = h.grant(&grant);
+    // Someone creates a Secret of that name first: the create fails, nothing is applied over
+    // theirs, and the read that follows reports the conflict.
+    h.expect_create_conflict(GRANT_SECRET).await;
+    h.expect_get(
+        GRANT_SECRET,
+        &json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "dashboards-token", "namespace": NS, "uid": "theirs", "resourceVersion": "8",
+                         "labels": {"app.kubernetes.io/managed-by": "tokenmint"}}}),
+    )
+    .await;
+    let (status, _) = h.expect_status(GRANT_STATUS, &grant).await;
+    assert_eq!(
+        h.finish(task).await.unwrap(),
+        Action::requeue(reconcile::CONFLICT_RECHECK)
     );
-    let result = h.finish(task).await;
-    assert!(
-        matches!(result, Err(reconcile::Error::Kube(_))),
-        "{result:?}"
-    );
+    assert_eq!(ready(&status), ("False", "SecretConflict"));
 }
 
 #[tokio::test]
@@ -1364,7 +1437,6 @@ async fn dropping_the_expiry_removes_the_expires_at_key_left_by_the_create() {
     let status_path =
         "/apis/tokenmint.dev/v1alpha1/namespaces/team-a/guesttokenrequests/acme-embed/status";
     let task = h.guest(&request);
-    h.expect_get_not_found(&path).await;
     let created = h.expect_create(&path).await;
     let (_, request) = h.expect_status(status_path, &request).await;
     h.finish(task).await.unwrap();
@@ -1376,6 +1448,7 @@ async fn dropping_the_expiry_removes_the_expires_at_key_left_by_the_create() {
     let mut forever = request.clone();
     forever.spec.expiry_time = None;
     forever.metadata.generation = Some(2);
+    h.clock.advance(SignedDuration::from_secs(1));
     let task = h.guest(&forever);
     let (apply, send) = h.expect(Method::PATCH, &path).await;
     assert_ssa(&apply);
@@ -1402,4 +1475,104 @@ async fn dropping_the_expiry_removes_the_expires_at_key_left_by_the_create() {
     send.send_response(ok(&stored));
     h.expect_status(status_path, &forever).await;
     h.finish(task).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_token_is_minted_at_most_once_a_second() {
+    let mut h = Harness::new();
+    h.cache_key(&service_key(&["Data_3_E"]));
+    let grant = grant();
+    let task = h.grant(&grant);
+    let secret = h.expect_create(GRANT_SECRET).await;
+    let (_, grant) = h.expect_status(GRANT_STATUS, &grant).await;
+    h.finish(task).await.unwrap();
+    // Another writer fights over the Secret within the same second: the edit is seen, but no
+    // second mint before a second has passed — a requeue instead, and no write.
+    let mut edited = secret.clone();
+    edited["data"]["token"] = json!(base64::engine::general_purpose::STANDARD.encode("theirs"));
+    edited["metadata"]["resourceVersion"] = json!("777");
+    h.cache_secret(&secret_of(&edited));
+    let task = h.grant(&grant);
+    h.expect_get(GRANT_SECRET, &edited).await;
+    let action = h.finish(task).await.unwrap();
+    assert_eq!(action, Action::requeue(reconcile::MIN_MINT_INTERVAL));
+    // A second later the token is restored.
+    h.clock.advance(SignedDuration::from_secs(1));
+    let task = h.grant(&grant);
+    h.expect_get(GRANT_SECRET, &edited).await;
+    let restored = h.expect_apply(GRANT_SECRET).await;
+    h.expect_status(GRANT_STATUS, &grant).await;
+    h.finish(task).await.unwrap();
+    assert_ne!(restored["data"]["token"], edited["data"]["token"]);
+}
+
+#[tokio::test]
+async fn the_revoke_annotation_revokes_the_token_and_mints_a_fresh_one() {
+    let mut h = Harness::new();
+    h.cache_key(&service_key(&["Data_3_E"]));
+    let (secret, mut grant, _) = first_mint(&mut h, &grant()).await;
+    let old_id = secret["metadata"]["annotations"]["tokenmint.dev/token-id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    grant
+        .annotations_mut()
+        .insert("tokenmint.dev/revoke".into(), "2026-12-03T10:00".into());
+    let task = h.grant(&grant);
+    let fresh = h.expect_apply(GRANT_SECRET).await;
+    let (status, grant) = h.expect_status(GRANT_STATUS, &grant).await;
+    h.finish(task).await.unwrap();
+    assert!(h.denylist.is_revoked(&old_id), "the old token is revoked");
+    let new_id = fresh["metadata"]["annotations"]["tokenmint.dev/token-id"].clone();
+    assert_ne!(new_id, json!(old_id));
+    assert_eq!(status.token_id.as_deref(), new_id.as_str());
+    assert_eq!(
+        fresh["metadata"]["annotations"]["tokenmint.dev/revoke-handled"],
+        "2026-12-03T10:00"
+    );
+    let event = h.events.published().last().unwrap().clone();
+    assert_eq!(
+        (event.reason.as_str(), event.action.as_str()),
+        ("Rotated", "Revoked")
+    );
+    assert!(event.note.contains("revocation"), "{}", event.note);
+    // Handled: the same value asks for nothing more, even after a restart of the operator.
+    h.cache_secret(&secret_of(&fresh));
+    h.clock.advance(SignedDuration::from_secs(5));
+    let task = h.grant(&grant);
+    h.finish(task).await.unwrap();
+    assert_eq!(h.denylist.len(), 1);
+}
+
+#[tokio::test]
+async fn a_terminating_namespace_is_not_retried_or_warned_about() {
+    let mut h = Harness::new();
+    h.cache_key(&service_key(&["Data_3_E"]));
+    let grant = grant();
+    let task = h.grant(&grant);
+    let (_, send) = h.expect(Method::POST, SECRETS).await;
+    send.send_response(
+        Response::builder()
+            .status(StatusCode::FORBIDDEN)
+            .body(Body::from(
+                serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "Forbidden", "code": 403,
+                    "message": "secrets \"dashboards-token\" is forbidden: unable to create new content in namespace team-a because it is being terminated",
+                    "details": {"name": "dashboards-token", "kind": "secrets",
+                                "causes": [{"reason": "NamespaceTerminating", "message": "namespace team-a is being terminated", "field": "metadata.namespace"}]}}))
+                .unwrap(),
+            ))
+            .unwrap(),
+    );
+    let error = h.finish(task).await.unwrap_err();
+    assert!(error.is_namespace_terminating(), "{error}");
+    let action = reconcile::error_policy(Arc::new(grant.clone()), &error, h.ctx.clone());
+    assert_eq!(action, Action::await_change());
+    assert!(
+        !h.ctx
+            .metrics
+            .encode()
+            .contains("tokenmint_reconcile_errors_total{"),
+        "not counted as an error"
+    );
 }

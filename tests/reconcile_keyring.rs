@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokenmint::keyring::{Algorithm, Keyring, SECRET_KEY};
+use tokenmint::operator::lease::Fence;
 use tokenmint::reconcile::keyring as keyring_store;
 use tokenmint::reconcile::metrics::Metrics;
 use tokio::sync::watch;
@@ -83,7 +84,6 @@ async fn a_requested_rotation_is_performed_installed_and_announced() {
 
     let shared = Arc::new(RwLock::new(ring));
     let (changed_tx, mut changed_rx) = watch::channel(0u64);
-    let (_leader_tx, leader_rx) = watch::channel(true);
     let api: Api<Secret> = Api::namespaced(client, "tokenmint-system");
     let watcher = tokio::spawn(keyring_store::watch(
         api,
@@ -91,7 +91,7 @@ async fn a_requested_rotation_is_performed_installed_and_announced() {
         Algorithm::ES256,
         shared.clone(),
         changed_tx,
-        leader_rx,
+        Fence::always(),
         Arc::new(Metrics::default()),
     ));
 
@@ -160,14 +160,13 @@ async fn a_deleted_keyring_is_restored_from_memory_by_the_leader() {
     });
     let shared = Arc::new(RwLock::new(ring));
     let (changed_tx, _changed_rx) = watch::channel(0u64);
-    let (_leader_tx, leader_rx) = watch::channel(true);
     let watcher = tokio::spawn(keyring_store::watch(
         Api::namespaced(client, "tokenmint-system"),
         "tokenmint-keyring".into(),
         Algorithm::HS256,
         shared,
         changed_tx,
-        leader_rx,
+        Fence::always(),
         Arc::new(Metrics::default()),
     ));
     let created = tokio::time::timeout(Duration::from_secs(10), created_rx.recv())

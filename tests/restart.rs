@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use tokenmint::crd::{WorkloadKind, WorkloadRef};
+use tokenmint::operator::lease::Fence;
 use tokenmint::reconcile::events::Events;
 use tokenmint::reconcile::metrics::Metrics;
 use tokenmint::reconcile::restart::{
@@ -36,6 +37,7 @@ fn start() -> (
         events.clone(),
         Arc::new(Metrics::default()),
         WINDOW,
+        Fence::always(),
         stop_rx,
     );
     (restarter, handle, events, stop)
@@ -255,10 +257,64 @@ async fn a_missing_workload_is_reported_and_not_retried() {
 
 #[test]
 fn pending_compares_the_marker_with_the_token_in_place() {
-    let marked = |id: &str| {
-        std::collections::BTreeMap::from([(RESTARTED_FOR_ANNOTATION.to_owned(), id.to_owned())])
-    };
     assert!(restart::pending(None, "jti"));
-    assert!(restart::pending(Some(&marked("old")), "jti"));
-    assert!(!restart::pending(Some(&marked("jti")), "jti"));
+    assert!(restart::pending(Some("old"), "jti"));
+    assert!(!restart::pending(Some("jti"), "jti"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_secret_rotated_twice_in_the_window_is_marked_with_its_newest_token() {
+    // Two grants naming one Deployment, three rotations within the window: one restart, and
+    // each Secret marked with the token its consumers now run with — marking an older one
+    // would ask for a second restart.
+    let (restarter, mut handle, _events, _stop) = start();
+    restarter.request(request("a-token", "jti-a1", &[deployment("app")]));
+    restarter.request(request("b-token", "jti-b1", &[deployment("app")]));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    restarter.request(request("a-token", "jti-a2", &[deployment("app")]));
+    expect_patch(
+        &mut handle,
+        "/apis/apps/v1/namespaces/team-a/deployments/app",
+        StatusCode::OK,
+    )
+    .await;
+    let mut marks = Vec::new();
+    for _ in 0..2 {
+        let (request, send) = handle.next_request().await.expect("client gone");
+        let path = request.uri().path().to_owned();
+        let bytes = http_body_util::BodyExt::collect(request.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        marks.push((
+            path,
+            body["metadata"]["annotations"][RESTARTED_FOR_ANNOTATION].clone(),
+        ));
+        send.send_response(
+            Response::builder()
+                .body(Body::from(
+                    serde_json::to_vec(
+                        &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}),
+                    )
+                    .unwrap(),
+                ))
+                .unwrap(),
+        );
+    }
+    marks.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        marks,
+        [
+            (
+                "/api/v1/namespaces/team-a/secrets/a-token".to_owned(),
+                json!("jti-a2")
+            ),
+            (
+                "/api/v1/namespaces/team-a/secrets/b-token".to_owned(),
+                json!("jti-b1")
+            ),
+        ]
+    );
+    expect_quiet(&mut handle).await;
 }

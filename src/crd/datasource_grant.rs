@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// Lower and upper bound of a data source token's lifetime, in seconds (the vendor's 12 hours).
 pub const MIN_EXPIRATION: i64 = 60;
-pub const MAX_EXPIRATION: i64 = 43_200;
+pub use crate::token::mint::MAX_EXPIRATION;
 pub const DEFAULT_EXPIRATION: i64 = 3_600;
 
 /// A read token for one data source, issued to the principal of a ServiceKey and kept fresh in
@@ -29,7 +29,7 @@ pub const DEFAULT_EXPIRATION: i64 = 3_600;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.renewBefore) || duration(self.renewBefore).getSeconds() < (has(self.expiration) ? self.expiration : 3600)").message("renewBefore must be shorter than expiration"))]
+#[x_kube(validation = Rule::new("!has(self.renewBefore) || duration(self.renewBefore).getSeconds() + 30 <= (has(self.expiration) ? self.expiration : 3600)").message("renewBefore must be at least 30s shorter than expiration (a token lives at least 30s before it is renewed)"))]
 pub struct DatasourceGrantSpec {
     /// The ServiceKey (same namespace) whose principal the token is registered against.
     pub service_key_ref: ServiceKeyRef,
@@ -41,11 +41,15 @@ pub struct DatasourceGrantSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub app_uuid: Option<String>,
-    /// SQL boolean expression ANDed into the queries generated for this token, e.g.
-    /// `USER_id = 123`. One expression only: statements, ';', comments and sub-queries are
-    /// rejected.
+    /// SQL condition ANDed into the queries generated for this token, e.g. `USER_id = 123`:
+    /// comparisons, IN, BETWEEN, LIKE and IS [NOT] NULL, combined with AND, OR, NOT and
+    /// parentheses. Refused: statements, ';', comments (including `//` and `#`), sub-queries,
+    /// placeholders, backslashes, control characters, and anything any mainstream SQL dialect
+    /// would read differently.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
+    #[x_kube(validation = Rule::new("!self.contains('\\\\')").message("filter must not contain a backslash ('\\')"))]
+    #[x_kube(validation = Rule::new("!self.matches('[\\\\x00-\\\\x08\\\\x0B\\\\x0C\\\\x0E-\\\\x1F\\\\x7F-\\\\x9F]')").message("filter must not contain control characters such as NUL"))]
     #[x_kube(validation = Rule::new("!self.contains(';')").message("filter must be a single SQL boolean expression: ';' is not allowed"))]
     #[x_kube(validation = Rule::new("!self.contains('--') && !self.contains('/*')").message("filter must not contain SQL comments ('--' or '/*')"))]
     #[x_kube(validation = Rule::new("!self.matches('(?i)\\\\bselect\\\\b')").message("filter must not contain sub-queries (SELECT)"))]
@@ -59,7 +63,7 @@ pub struct DatasourceGrantSpec {
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub secret_name: Option<String>,
     /// How long before expiry the token is replaced, as a duration (e.g. `20m`). Default one
-    /// third of the lifetime. Must be at least 1s and shorter than the lifetime.
+    /// third of the lifetime. Must be at least 1s, and at least 30s shorter than the lifetime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = Rule::new("duration(self).getSeconds() >= 1").message("renewBefore must be at least 1s"))]

@@ -5,9 +5,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// Upper bound of a guest token's lifetime in milliseconds (30 days): retired signing keys are
-/// kept this long so every token they signed can still be verified.
-pub const MAX_EXPIRY_TIME_MS: i64 = 2_592_000_000;
+pub use crate::token::mint::MAX_EXPIRY_TIME_MS;
 /// Lower bound of a guest token's lifetime in a Secret (1 minute, as DatasourceGrant's
 /// `expiration`): a token living seconds would be rotated continuously. The REST route, which
 /// mints on demand, accepts any positive value.
@@ -33,7 +31,7 @@ pub const MIN_EXPIRY_TIME_MS: i64 = 60_000;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.renewBefore) || (has(self.expiryTime) && duration(self.renewBefore).getMilliseconds() < self.expiryTime)").message("renewBefore requires expiryTime and must be shorter than it"))]
+#[x_kube(validation = Rule::new("!has(self.renewBefore) || (has(self.expiryTime) && duration(self.renewBefore).getMilliseconds() + 30000 <= self.expiryTime)").message("renewBefore requires expiryTime and must be at least 30s shorter than it (a token lives at least 30s before it is renewed)"))]
 pub struct GuestTokenRequestSpec {
     /// The ServiceKey (same namespace) the guest token is issued with.
     pub service_key_ref: ServiceKeyRef,
@@ -62,7 +60,7 @@ pub struct GuestTokenRequestSpec {
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub secret_name: Option<String>,
     /// How long before expiry the token is replaced, as a duration (e.g. `20m`). Default one
-    /// third of the lifetime. Only meaningful with expiryTime.
+    /// third of the lifetime. Only meaningful with expiryTime; at least 30s shorter than it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = Rule::new("duration(self).getSeconds() >= 1").message("renewBefore must be at least 1s"))]

@@ -64,13 +64,26 @@ pub struct ServiceKeySpec {
     /// principal in its own Secret, replaced before it expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_token: Option<SessionTokenSpec>,
+    /// ServiceAccounts of this namespace whose pods may act as this key without holding it:
+    /// they present their projected ServiceAccount token (audience `tokenmint`) wherever the
+    /// REST routes accept the key, and get exactly this key's permissions. A ServiceAccount is
+    /// listed by at most one ServiceKey per namespace (the oldest wins; a later one is
+    /// Ready=False with reason ServiceAccountConflict).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub service_accounts: Vec<String>,
 }
 
 /// The principal (user) a ServiceKey belongs to.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Principal {
-    /// User id; carried in the `identity.id` claim (as a number when it is all digits).
+    /// User id; carried in the `identity.id` claim (as a number when it is all digits) and as
+    /// the `sub` claim (a string).
     #[schemars(length(min = 1, max = 128))]
     pub id: String,
     /// E-mail address of the user.
@@ -107,6 +120,20 @@ pub struct SessionTokenSpec {
     #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = Rule::new("duration(self).getSeconds() >= 60 && duration(self).getSeconds() <= 2592000").message("sessionToken.ttl must be between 1m and 720h"))]
     pub ttl: Option<String>,
+}
+
+impl Principal {
+    /// The principal as the token layer sees it.
+    pub fn subject(&self) -> crate::token::mint::Subject<'_> {
+        crate::token::mint::Subject {
+            id: &self.id,
+            email: &self.email,
+            name: &self.name,
+            full_name: self.full_name.as_deref(),
+            org_id: self.org_id.as_deref(),
+            org_name: self.org_name.as_deref(),
+        }
+    }
 }
 
 impl ServiceKeySpec {

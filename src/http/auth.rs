@@ -17,9 +17,17 @@ fn credentials<'h>(
     challenge: Challenge,
 ) -> Result<&'h str, ApiError> {
     let unauthorized = |m: String| ApiError::unauthorized(flavor, challenge, m);
-    let value = headers
-        .get(header::AUTHORIZATION)
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values
+        .next()
         .ok_or_else(|| unauthorized("missing Authorization header".into()))?;
+    // A proxy that checks the last of two headers would disagree with us about who calls.
+    if values.next().is_some() {
+        return Err(ApiError::bad_request(
+            flavor,
+            "more than one Authorization header; send exactly one",
+        ));
+    }
     let value = value
         .to_str()
         .map_err(|_| unauthorized("malformed Authorization header".into()))?
@@ -148,5 +156,13 @@ mod tests {
         }
         let e = bearer(&HeaderMap::new(), Flavor::DataBrain).unwrap_err();
         assert_eq!(e.code, "AUTHENTICATION_ERROR");
+        let mut two = headers(b"Bearer abc");
+        two.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer other"),
+        );
+        let e = bearer(&two, Flavor::Generic).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message.contains("more than one Authorization header"));
     }
 }

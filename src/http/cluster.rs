@@ -1,7 +1,8 @@
-//! The key store in a cluster: kube reflectors (watch caches) over ServiceKeys and the Secrets
-//! tokenmint manages, in all namespaces or each `--watch-namespace`, plus a watch on the
-//! keyring Secret. No request ever calls the API server: every change to the caches rebuilds
-//! the [`KeyIndex`] in the background and swaps it in.
+//! The key store in a cluster: watch caches over ServiceKeys and the key Secrets tokenmint
+//! manages, in all namespaces or each `--watch-namespace`, a watch on the keyring Secret and
+//! one on the revocation ConfigMaps. No request ever calls the API server: every change to the
+//! caches rebuilds the [`KeyIndex`] in the background and swaps it in. Every watch heals itself
+//! ([`crate::watch::resilient`]) and reports its health for `/readyz`.
 //!
 //! API calls made (and so the RBAC the serve container needs):
 //! - `tokenmint.dev/servicekeys`: list, watch (cluster-wide, or in each watched namespace);
@@ -9,7 +10,9 @@
 //!   `tokenmint.dev/secret-role=service-key` (key Secrets only: token Secrets, rotated all the
 //!   time, are neither cached nor a reason to rebuild the index): list, watch (same scope);
 //! - `""/secrets` named `--keyring-secret` in `--namespace` (field selector on the name): list,
-//!   watch.
+//!   watch;
+//! - `""/configmaps` labelled as revocations in `--namespace`: list, watch (and create, by
+//!   `POST /oauth/revoke`).
 
 use super::keys::{KeyIndex, SharedKeyStore};
 use crate::cli::CommonArgs;
@@ -17,10 +20,12 @@ use crate::crd::ServiceKey;
 use crate::keyring::{self, Keyring};
 use crate::reconcile::token_secret::ROLE_KEY;
 use crate::reconcile::{MANAGED_SELECTOR, ROLE_LABEL};
-use futures::{StreamExt, TryStreamExt};
+use crate::revocation::Denylist;
+use crate::watch::{Health, Probe, RestartCounter};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,9 +40,16 @@ pub fn key_secret_selector() -> String {
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Starts the watches on the runtime and returns the store they feed. It reports not ready
-/// until every cache has listed once and a keyring was read.
-pub fn start(client: Client, args: &CommonArgs) -> Arc<SharedKeyStore> {
-    let store = Arc::new(SharedKeyStore::default());
+/// until every cache has listed once and a keyring was read. `denylist` follows the revocation
+/// ConfigMaps of `--namespace`.
+pub fn start(
+    client: Client,
+    args: &CommonArgs,
+    restarts: &RestartCounter,
+    denylist: Arc<Denylist>,
+) -> Arc<SharedKeyStore> {
+    let health = Health::default();
+    let store = Arc::new(SharedKeyStore::with_health(health.clone()));
     let changed = Arc::new(Notify::new());
     let scopes: Vec<Option<String>> = if args.watch_namespaces.is_empty() {
         vec![None]
@@ -46,6 +58,7 @@ pub fn start(client: Client, args: &CommonArgs) -> Arc<SharedKeyStore> {
     };
     let mut key_stores = Vec::new();
     let mut secret_stores = Vec::new();
+    let mut probes = Vec::new();
     for scope in &scopes {
         let (sk_api, secret_api): (Api<ServiceKey>, Api<Secret>) = match scope {
             Some(ns) => (
@@ -54,24 +67,46 @@ pub fn start(client: Client, args: &CommonArgs) -> Arc<SharedKeyStore> {
             ),
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
-        key_stores.push(cache(sk_api, watcher::Config::default(), changed.clone()));
+        let probe = health.probe("servicekeys", restarts);
+        probes.push(probe.clone());
+        key_stores.push(cache(
+            sk_api,
+            watcher::Config::default(),
+            probe,
+            changed.clone(),
+        ));
+        let probe = health.probe("secrets", restarts);
+        probes.push(probe.clone());
         secret_stores.push(cache(
             secret_api,
             watcher::Config::default().labels(&key_secret_selector()),
+            probe,
             changed.clone(),
         ));
     }
-    tokio::spawn(rebuild(store.clone(), key_stores, secret_stores, changed));
+    tokio::spawn(rebuild(
+        store.clone(),
+        key_stores,
+        secret_stores,
+        probes,
+        changed,
+    ));
     tokio::spawn(watch_keyring(
         store.clone(),
-        Api::namespaced(client, &args.namespace),
+        Api::namespaced(client.clone(), &args.namespace),
         args.keyring_secret.clone(),
+        health.probe("keyring", restarts),
+    ));
+    tokio::spawn(crate::revocation::follow(
+        Api::namespaced(client, &args.namespace),
+        denylist,
+        health.probe("revocations", restarts),
     ));
     store
 }
 
-/// A reflector over `api`, kept running with backoff; every event notifies `changed`.
-fn cache<K>(api: Api<K>, config: watcher::Config, changed: Arc<Notify>) -> Store<K>
+/// A cache over `api`, kept by a self-healing watch; every event notifies `changed`.
+fn cache<K>(api: Api<K>, config: watcher::Config, probe: Probe, changed: Arc<Notify>) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -81,37 +116,37 @@ where
         + Sync
         + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let kind = K::kind(&()).into_owned();
-    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+    let (reader, mut writer) = reflector::store();
+    let events = crate::watch::resilient(
+        move || {
+            watcher(api.clone(), config.clone())
+                .map(|e| e.map(|e| e.modify(crate::watch::slim)))
+                .boxed()
+        },
+        probe,
+    );
     tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => changed.notify_one(),
-                // Forbidden, network errors...: the backoff retries; say why meanwhile.
-                Err(e) => tracing::warn!(%kind, "watch failed, retrying: {e}"),
-            }
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            writer.apply_watcher_event(&event);
+            changed.notify_one();
         }
     });
     reader
 }
 
-/// Rebuilds the key index whenever a cache changes, once all caches are ready.
+/// Rebuilds the key index whenever a cache changes, once all caches have listed.
 async fn rebuild(
     store: Arc<SharedKeyStore>,
     key_stores: Vec<Store<ServiceKey>>,
     secret_stores: Vec<Store<Secret>>,
+    probes: Vec<Probe>,
     changed: Arc<Notify>,
 ) {
-    for s in &key_stores {
-        if s.wait_until_ready().await.is_err() {
-            return;
-        }
-    }
-    for s in &secret_stores {
-        if s.wait_until_ready().await.is_err() {
-            return;
+    while !probes.iter().all(Probe::is_synced) {
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     }
     loop {
@@ -135,28 +170,27 @@ async fn rebuild(
 
 /// Follows the keyring Secret. A deleted or unreadable keyring keeps the last good one: tokens
 /// already issued keep verifying until the operator writes a new one.
-async fn watch_keyring(store: Arc<SharedKeyStore>, api: Api<Secret>, name: String) {
+async fn watch_keyring(store: Arc<SharedKeyStore>, api: Api<Secret>, name: String, probe: Probe) {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut seen = false;
-    let stream = watcher(api, config).default_backoff();
-    let mut stream = std::pin::pin!(stream);
-    loop {
-        match stream.try_next().await {
-            Ok(Some(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret))) => {
+    let events =
+        crate::watch::resilient(move || watcher(api.clone(), config.clone()).boxed(), probe);
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        match event {
+            watcher::Event::Apply(secret) | watcher::Event::InitApply(secret) => {
                 seen = true;
                 load_keyring(&store, &secret);
             }
-            Ok(Some(watcher::Event::Delete(secret))) => tracing::warn!(
+            watcher::Event::Delete(secret) => tracing::warn!(
                 secret = %secret.name_any(),
                 "keyring Secret deleted; keeping the last keyring until the operator writes a new one"
             ),
-            Ok(Some(watcher::Event::InitDone)) if !seen => tracing::warn!(
+            watcher::Event::InitDone if !seen => tracing::warn!(
                 secret = %name,
                 "keyring Secret not found; token routes answer 503 until the operator creates it"
             ),
-            Ok(Some(_)) => {}
-            Ok(None) => return,
-            Err(e) => tracing::warn!("keyring watch failed, retrying: {e}"),
+            watcher::Event::Init | watcher::Event::InitDone => {}
         }
     }
 }

@@ -35,6 +35,9 @@ pub mod databrain {
     pub const INVALID_REQUEST_BODY: &str = "INVALID_REQUEST_BODY";
     pub const CLIENT_ID_ERROR: &str = "CLIENT_ID_ERROR";
     pub const WORKSPACE_ID_ERROR: &str = "WORKSPACE_ID_ERROR";
+    /// Not in the seed's list (it has no data-source scope): a `datasourceName` the key may
+    /// not use, named like the seed's codes.
+    pub const DATASOURCE_ERROR: &str = "DATASOURCE_ERROR";
     pub const INTERNAL_SERVER_ERROR: &str = "INTERNAL_SERVER_ERROR";
 }
 

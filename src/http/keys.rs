@@ -8,6 +8,8 @@
 
 use crate::crd::{Principal, ServiceKey, ServiceKeySpec};
 use crate::keyring::Keyring;
+use crate::token::claims::{Binding, key_fingerprint};
+use crate::token::mint::Issuing;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -27,7 +29,8 @@ pub fn digest(key: &[u8]) -> KeyDigest {
     Sha256::digest(key).into()
 }
 
-/// One usable ServiceKey: its spec and where it lives. Holds the key's digest, never the key.
+/// One usable ServiceKey: its spec and where it lives. Holds the key's digest and fingerprint,
+/// never the key.
 #[derive(Debug, Clone)]
 pub struct KeyEntry {
     pub namespace: String,
@@ -35,6 +38,8 @@ pub struct KeyEntry {
     pub spec: ServiceKeySpec,
     /// `metadata.creationTimestamp`, reported by the Nexla routes.
     pub created: Option<Timestamp>,
+    /// [`key_fingerprint`] of the key: derived tokens carry it, so a replaced key voids them.
+    pub fingerprint: String,
     key_digest: KeyDigest,
 }
 
@@ -47,6 +52,19 @@ impl KeyEntry {
 
     pub fn principal(&self) -> &Principal {
         &self.spec.principal
+    }
+
+    /// What tokens minted with this key carry to name it.
+    pub fn issuing<'a>(&'a self, reference: &'a str) -> Issuing<'a> {
+        Issuing {
+            service_key: reference,
+            key_fingerprint: &self.fingerprint,
+        }
+    }
+
+    /// Whether a token's binding names this very key (same ServiceKey, same key material).
+    pub fn binds(&self, binding: &Binding) -> bool {
+        binding.service_key == self.reference() && binding.key_fingerprint == self.fingerprint
     }
 
     /// Lifetime of session tokens (`spec.sessionToken.ttl`, default 1h). A TTL the schema
@@ -67,14 +85,14 @@ impl KeyEntry {
     }
 }
 
-/// An immutable snapshot of every usable ServiceKey, indexed three ways.
+/// An immutable snapshot of every usable ServiceKey, indexed by key digest and by
+/// `namespace/name`.
 #[derive(Debug, Default)]
 pub struct KeyIndex {
     by_digest: HashMap<KeyDigest, Arc<KeyEntry>>,
-    /// Entries of each principal id, ordered by `namespace/name` so that resolution is
-    /// deterministic.
-    by_principal: HashMap<String, Vec<Arc<KeyEntry>>>,
     by_reference: HashMap<String, Arc<KeyEntry>>,
+    /// `namespace/serviceaccount` -> the ServiceKey that lists it (the oldest listing wins).
+    by_service_account: HashMap<String, Arc<KeyEntry>>,
 }
 
 impl KeyIndex {
@@ -117,6 +135,7 @@ impl KeyIndex {
                 name: sk.name_any(),
                 spec: sk.spec.clone(),
                 created: sk.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                fingerprint: key_fingerprint(&key),
                 key_digest: digest(&key),
             };
             entries.insert(entry.reference(), entry);
@@ -136,13 +155,9 @@ impl KeyIndex {
             }
             let entry = Arc::new(entry);
             index.by_digest.insert(entry.key_digest, entry.clone());
-            index
-                .by_principal
-                .entry(entry.spec.principal.id.clone())
-                .or_default()
-                .push(entry.clone());
             index.by_reference.insert(reference, entry);
         }
+        index.by_service_account = service_account_owners(&index.by_reference);
         index
     }
 
@@ -153,9 +168,19 @@ impl KeyIndex {
         bool::from(entry.key_digest.ct_eq(&presented)).then(|| entry.clone())
     }
 
-    /// Every entry of the principal `id`, ordered by `namespace/name`.
-    pub fn by_principal(&self, id: &str) -> &[Arc<KeyEntry>] {
-        self.by_principal.get(id).map_or(&[], Vec::as_slice)
+    /// The ServiceKey that `namespace/name` (a ServiceAccount) may act as.
+    pub fn by_service_account(&self, namespace: &str, name: &str) -> Option<Arc<KeyEntry>> {
+        self.by_service_account
+            .get(&format!("{namespace}/{name}"))
+            .cloned()
+    }
+
+    /// The entry a token's binding names, if it still has that key.
+    pub fn bound(&self, binding: &Binding) -> Option<Arc<KeyEntry>> {
+        self.by_reference
+            .get(&binding.service_key)
+            .filter(|e| e.binds(binding))
+            .cloned()
     }
 
     /// The entry named `namespace/name`.
@@ -170,6 +195,24 @@ impl KeyIndex {
     pub fn is_empty(&self) -> bool {
         self.by_digest.is_empty()
     }
+}
+
+/// Which ServiceKey each listed ServiceAccount maps to: per namespace the oldest listing wins
+/// (creation time, then name), as the operator reports with ServiceAccountConflict.
+fn service_account_owners(
+    entries: &HashMap<String, Arc<KeyEntry>>,
+) -> HashMap<String, Arc<KeyEntry>> {
+    let mut ordered: Vec<&Arc<KeyEntry>> = entries.values().collect();
+    ordered.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
+    let mut owners = HashMap::new();
+    for entry in ordered {
+        for account in &entry.spec.service_accounts {
+            owners
+                .entry(format!("{}/{account}", entry.namespace))
+                .or_insert_with(|| entry.clone());
+        }
+    }
+    owners
 }
 
 /// A value of a Secret: `stringData` wins over `data`, as when the API server merges them.
@@ -191,6 +234,8 @@ pub enum NotReady {
     Syncing,
     /// The keyring Secret does not exist (yet) or is unreadable.
     NoKeyring,
+    /// These watches have been failing for longer than [`STALE_AFTER`].
+    Stale(Vec<&'static str>),
 }
 
 impl std::fmt::Display for NotReady {
@@ -199,6 +244,14 @@ impl std::fmt::Display for NotReady {
             NotReady::Syncing => "the ServiceKey cache is not synced yet",
             NotReady::NoKeyring => {
                 "no signing keyring yet: the keyring Secret does not exist or is unreadable"
+            }
+            NotReady::Stale(watches) => {
+                return write!(
+                    f,
+                    "watches failing for over {}s (caches may be stale): {}",
+                    STALE_AFTER.as_secs(),
+                    watches.join(", ")
+                );
             }
         })
     }
@@ -212,6 +265,10 @@ pub trait KeyStore: Send + Sync + 'static {
     fn keyring(&self) -> Option<Arc<Keyring>>;
     /// Whether the caches have completed their initial sync.
     fn synced(&self) -> bool;
+    /// Watches that have failed for longer than [`STALE_AFTER`].
+    fn stale(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
 
     /// `Ok` when tokens can be minted and verified.
     fn readiness(&self) -> Result<(), NotReady> {
@@ -220,6 +277,10 @@ pub trait KeyStore: Send + Sync + 'static {
         }
         if self.keyring().is_none() {
             return Err(NotReady::NoKeyring);
+        }
+        let stale = self.stale();
+        if !stale.is_empty() {
+            return Err(NotReady::Stale(stale));
         }
         Ok(())
     }
@@ -232,9 +293,23 @@ pub struct SharedKeyStore {
     keys: RwLock<Arc<KeyIndex>>,
     keyring: RwLock<Option<Arc<Keyring>>>,
     synced: std::sync::atomic::AtomicBool,
+    /// The watches feeding it (none for fixed content).
+    health: crate::watch::Health,
 }
 
+/// How long a watch may fail before `/readyz` says so. The caches keep serving what they hold
+/// meanwhile: keys change rarely, and an API-server restart must not empty the Service.
+pub const STALE_AFTER: Duration = Duration::from_secs(30);
+
 impl SharedKeyStore {
+    /// A store fed by the watches whose health is `health`.
+    pub fn with_health(health: crate::watch::Health) -> Self {
+        SharedKeyStore {
+            health,
+            ..SharedKeyStore::default()
+        }
+    }
+
     /// A synced store with fixed content.
     pub fn fixed(keys: KeyIndex, keyring: Keyring) -> Self {
         let store = SharedKeyStore::default();
@@ -274,6 +349,10 @@ impl KeyStore for SharedKeyStore {
 
     fn synced(&self) -> bool {
         self.synced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn stale(&self) -> Vec<&'static str> {
+        self.health.unsynced_for(STALE_AFTER)
     }
 }
 
@@ -329,13 +408,25 @@ mod tests {
         assert_eq!(index.by_key(b"k2").unwrap().reference(), "b/two");
         assert!(index.by_key(b"k3").is_none());
         assert!(index.by_key(b"k").is_none());
-        let refs: Vec<String> = index
-            .by_principal("1")
-            .iter()
-            .map(|e| e.reference())
-            .collect();
-        assert_eq!(refs, ["a/one", "b/two"]);
         assert!(index.by_reference("a/three").is_none());
+        // A binding is honoured only with the same key material.
+        let one = index.by_key(b"k1").unwrap();
+        let binding = Binding {
+            service_key: "a/one".into(),
+            key_fingerprint: key_fingerprint(b"k1"),
+        };
+        assert!(index.bound(&binding).is_some());
+        let replaced = Binding {
+            key_fingerprint: key_fingerprint(b"old key"),
+            ..binding.clone()
+        };
+        assert!(index.bound(&replaced).is_none());
+        let namesake = Binding {
+            service_key: "b/one".into(),
+            ..binding
+        };
+        assert!(index.bound(&namesake).is_none());
+        assert_eq!(one.fingerprint, key_fingerprint(b"k1"));
     }
 
     #[test]

@@ -5,15 +5,14 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::borrow::Cow;
 
-/// Labels of a request. Route templates and standard methods are static strings, so recording
-/// a request allocates nothing.
+/// Labels of a request, every one from a fixed set (a client picks the method and path, so
+/// free text would let it grow the metrics without bound): the standard methods or `other`,
+/// the route templates or `unmatched`, and the status code.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: Cow<'static, str>,
-    /// The route template (never the raw path, which would be unbounded).
-    pub route: Cow<'static, str>,
+    pub method: &'static str,
+    pub route: &'static str,
     pub status: u16,
 }
 
@@ -50,25 +49,41 @@ fn latency_histogram() -> Histogram {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("tokenmint");
+        Metrics::new(
+            &crate::revocation::Denylist::default(),
+            crate::watch::RestartCounter::default(),
+        )
+    }
+}
+
+impl Metrics {
+    /// The metrics of `serve`, including the size of its revocation `denylist` and the restarts
+    /// of its watches.
+    pub fn new(
+        denylist: &crate::revocation::Denylist,
+        watch_restarts: crate::watch::RestartCounter,
+    ) -> Self {
+        let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
         let tokens = Family::<TokenLabels, Counter>::default();
         registry.register(
-            "http_requests",
+            "tokenmint_http_requests",
             "HTTP requests by method, route template and status",
             requests.clone(),
         );
         registry.register(
-            "http_request_duration_seconds",
+            "tokenmint_http_request_duration_seconds",
             "HTTP request latency by method, route template and status",
             latency.clone(),
         );
         registry.register(
-            "tokens_issued",
+            "tokenmint_tokens_issued",
             "Tokens issued by the REST routes, by kind",
             tokens.clone(),
         );
+        crate::watch::register_restarts(&mut registry, &watch_restarts);
+        denylist.register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -76,9 +91,7 @@ impl Default for Metrics {
             tokens,
         }
     }
-}
 
-impl Metrics {
     /// Records one request. `method` and `route` are borrowed as `'static` when they are one
     /// of the standard methods and the router's route templates (always, in practice).
     pub fn observe(&self, method: &axum::http::Method, route: &str, status: u16, seconds: f64) {
@@ -103,9 +116,10 @@ impl Metrics {
     }
 }
 
-fn static_method(method: &axum::http::Method) -> Cow<'static, str> {
+/// The label of a method: the standard ones by name, anything else `other`.
+fn static_method(method: &axum::http::Method) -> &'static str {
     use axum::http::Method;
-    Cow::Borrowed(match *method {
+    match *method {
         Method::GET => "GET",
         Method::POST => "POST",
         Method::HEAD => "HEAD",
@@ -115,13 +129,14 @@ fn static_method(method: &axum::http::Method) -> Cow<'static, str> {
         Method::OPTIONS => "OPTIONS",
         Method::CONNECT => "CONNECT",
         Method::TRACE => "TRACE",
-        _ => return Cow::Owned(method.as_str().to_owned()),
-    })
+        _ => "other",
+    }
 }
 
-fn static_route(route: &str) -> Cow<'static, str> {
+/// The label of a route: a template of the router, else `other` (never the raw path).
+fn static_route(route: &str) -> &'static str {
     use super::paths::*;
-    const ROUTES: [&str; 13] = [
+    const ROUTES: [&str; 15] = [
         ACCESS_TOKEN,
         USER_TOKEN_ALIAS,
         DATASOURCE_TOKEN,
@@ -129,6 +144,8 @@ fn static_route(route: &str) -> Cow<'static, str> {
         SESSION_TOKEN,
         SESSION_REFRESH,
         DS_USER_TOKEN,
+        REVOKE,
+        INTROSPECT,
         JWKS,
         HEALTHZ,
         READYZ,
@@ -136,10 +153,11 @@ fn static_route(route: &str) -> Cow<'static, str> {
         OPENAPI,
         super::UNMATCHED_ROUTE,
     ];
-    ROUTES.iter().find(|r| **r == route).map_or_else(
-        || Cow::Owned(route.to_owned()),
-        |r: &&'static str| Cow::Borrowed(*r),
-    )
+    ROUTES
+        .iter()
+        .find(|r| **r == route)
+        .copied()
+        .unwrap_or("other")
 }
 
 #[cfg(test)]
@@ -148,17 +166,28 @@ mod tests {
     use axum::http::Method;
 
     #[test]
-    fn labels_of_known_routes_and_methods_are_static() {
-        assert!(matches!(
-            static_method(&Method::POST),
-            Cow::Borrowed("POST")
-        ));
-        assert!(matches!(
+    fn every_label_a_client_can_choose_comes_from_a_fixed_set() {
+        assert_eq!(static_method(&Method::POST), "POST");
+        assert_eq!(
             static_route(super::super::paths::GUEST_TOKEN),
-            Cow::Borrowed("/api/v1/guest-token/create")
-        ));
+            "/api/v1/guest-token/create"
+        );
         let odd = Method::from_bytes(b"PURGE").unwrap();
-        assert_eq!(static_method(&odd), "PURGE");
-        assert!(matches!(static_route("/elsewhere"), Cow::Owned(_)));
+        assert_eq!(static_method(&odd), "other");
+        assert_eq!(static_route("/elsewhere"), "other");
+        // 3,000 made-up methods add one series, not 3,000.
+        let metrics = Metrics::default();
+        let before = metrics.encode().unwrap().len();
+        for i in 0..3_000 {
+            let method = Method::from_bytes(format!("M{i}").as_bytes()).unwrap();
+            metrics.observe(&method, "unmatched", 405, 0.001);
+        }
+        let text = metrics.encode().unwrap();
+        assert!(!text.contains("M17"), "a made-up method became a label");
+        assert!(
+            text.len() < before + 4_096,
+            "{before} -> {} bytes",
+            text.len()
+        );
     }
 }

@@ -16,8 +16,10 @@ pub mod error;
 pub mod keys;
 pub mod metrics;
 pub mod openapi;
+pub mod presented;
 pub mod routes;
 
+use crate::revocation::{Denylist, Revoker};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -45,6 +47,8 @@ pub mod paths {
     pub const SESSION_TOKEN: &str = "/token";
     pub const SESSION_REFRESH: &str = "/token/refresh";
     pub const DS_USER_TOKEN: &str = "/ds-api/user-token";
+    pub const REVOKE: &str = "/oauth/revoke";
+    pub const INTROSPECT: &str = "/oauth/introspect";
     pub const JWKS: &str = "/.well-known/jwks.json";
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
@@ -65,6 +69,10 @@ pub struct Shared {
     pub store: Arc<dyn KeyStore>,
     pub issuer: Arc<str>,
     pub metrics: Arc<Metrics>,
+    /// Revoked token ids, honoured by every route that accepts a token.
+    pub denylist: Arc<Denylist>,
+    /// Where `POST /oauth/revoke` records revocations.
+    pub revoker: Revoker,
 }
 
 impl std::ops::Deref for AppState {
@@ -75,11 +83,28 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    /// A state whose revocations live in memory (`--manifests`, tests).
     pub fn new(store: Arc<dyn KeyStore>, issuer: &str) -> Self {
+        let denylist = Arc::new(Denylist::default());
+        let revoker = Revoker::Memory(denylist.clone());
+        AppState::with_revocation(store, issuer, denylist, revoker, Default::default())
+    }
+
+    /// A state sharing `denylist` (kept by a watch in a cluster), recording revocations with
+    /// `revoker`, and counting the restarts of the store's watches in `watch_restarts`.
+    pub fn with_revocation(
+        store: Arc<dyn KeyStore>,
+        issuer: &str,
+        denylist: Arc<Denylist>,
+        revoker: Revoker,
+        watch_restarts: crate::watch::RestartCounter,
+    ) -> Self {
         AppState(Arc::new(Shared {
             store,
             issuer: issuer.into(),
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(Metrics::new(&denylist, watch_restarts)),
+            denylist,
+            revoker,
         }))
     }
 
@@ -102,7 +127,7 @@ impl AppState {
 
 /// The application: every route with its layers.
 pub fn router(state: AppState) -> Router {
-    use routes::{databrain, datasentinel, nexla, nibi, system};
+    use routes::{databrain, datasentinel, nexla, nibi, oauth, system};
     Router::new()
         .route(paths::ACCESS_TOKEN, post(nibi::access_token))
         .route(paths::USER_TOKEN_ALIAS, post(nibi::access_token))
@@ -114,6 +139,8 @@ pub fn router(state: AppState) -> Router {
             paths::DS_USER_TOKEN,
             post(datasentinel::create).get(datasentinel::info),
         )
+        .route(paths::REVOKE, post(oauth::revoke))
+        .route(paths::INTROSPECT, post(oauth::introspect))
         .route(paths::JWKS, get(system::jwks))
         .route(paths::HEALTHZ, get(system::healthz))
         .route(paths::READYZ, get(system::readyz))

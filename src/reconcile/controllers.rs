@@ -1,38 +1,61 @@
-//! Wiring: one Controller per kind and watched scope, sharing a watch cache of the Secrets
-//! tokenmint manages and the ServiceKey cache.
+//! Wiring: one watch cache per kind and scope, shared by the three controllers, and the
+//! controllers on top.
+//!
+//! Every cache is filled by a self-healing watch ([`crate::watch::resilient`]: a 410 relists at
+//! once, other failures retry within seconds) and holds slimmed objects (no managedFields;
+//! Secrets as metadata only, see [`super::verified`]). The controllers start only once every
+//! cache has its first list, and then reconcile everything once: no reconciler ever waits on a
+//! cache, so none can miss the moment it fills.
 //!
 //! Triggers of a reconcile:
 //! - the object itself changed (spec, metadata, status);
-//! - one of its Secrets changed or was deleted (`.owns`, label-selected so memory stays
-//!   bounded by tokenmint's own Secrets);
-//! - for grants and guest tokens: the ServiceKey they reference changed (`.watches`, mapped
-//!   through the controller's own cache by namespace + `serviceKeyRef.name`);
+//! - one of its Secrets changed or was deleted (label-selected, so memory stays bounded by
+//!   tokenmint's own Secrets);
+//! - for grants and guest tokens: the ServiceKey they reference changed; for ServiceKeys:
+//!   another ServiceKey of the namespace changed (ServiceAccount conflicts);
 //! - the keyring changed (rotation): everything is reconciled and tokens signed by a retired
 //!   key are re-minted;
 //! - the requeue at the exact renew time of the token.
+//!
+//! A deleted DatasourceGrant or GuestTokenRequest has its token revoked from here, as the
+//! watch reports the deletion.
 
 use super::events::Events;
 use super::metrics::Metrics;
 use super::restart::{self, Restarter};
+use super::token_secret::{ROLE_SESSION, ROLE_TOKEN, revocation_of};
+use super::verified::Verified;
 use super::{
-    Clock, Context, MANAGED_SELECTOR, SharedKeyring, error_policy, reconcile_datasource_grant,
-    reconcile_guest_token, reconcile_service_key,
+    Clock, Context, Error, MANAGED_SELECTOR, ROLE_LABEL, SharedKeyring, error_policy,
+    is_controlled_by, reconcile_datasource_grant, reconcile_guest_token, reconcile_service_key,
 };
 use crate::crd::{DatasourceGrant, GuestTokenRequest, ServiceKey};
+use crate::operator::lease::Fence;
+use crate::revocation::{Revocation, Revoker};
+use crate::watch::{Health, Probe};
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use std::fmt::Debug;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use tokio::sync::watch;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::{mpsc, watch};
 
 /// Reconciles run in parallel per controller (distinct objects only, as kube-runtime ensures).
-const CONCURRENCY: u16 = 8;
+/// Each is mostly waiting on the API server, so a cold start with thousands of pending objects
+/// is bound by request latency: more in flight, sooner done.
+const CONCURRENCY: u16 = 32;
+/// Trigger events buffered per controller before the cache waits for it.
+const TRIGGER_BUFFER: usize = 1024;
 
 /// What every scope's controllers share.
 #[derive(Clone)]
@@ -45,17 +68,19 @@ pub struct Shared {
     pub events: Events,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
+    pub revoker: Revoker,
+    pub fence: Fence,
 }
 
 /// What `/readyz` reports: ready once the keyring is loaded and either this replica is a
-/// follower waiting for the Lease, or it leads and every watch cache has its first list.
+/// follower waiting for the Lease, or it leads and every watch is synced (listed, and not
+/// failing since).
 #[derive(Debug, Default)]
 pub struct Readiness {
     keyring_loaded: AtomicBool,
     /// 0 starting, 1 follower, 2 leader.
     role: AtomicU8,
-    scopes: AtomicUsize,
-    scopes_synced: AtomicUsize,
+    pub health: Health,
 }
 
 impl Readiness {
@@ -67,33 +92,37 @@ impl Readiness {
         self.role.store(1, Ordering::SeqCst);
     }
 
-    pub fn leader(&self, scopes: usize) {
-        self.scopes.store(scopes, Ordering::SeqCst);
+    pub fn leader(&self) {
         self.role.store(2, Ordering::SeqCst);
     }
 
-    fn scope_synced(&self) {
-        self.scopes_synced.fetch_add(1, Ordering::SeqCst);
+    /// Why this replica is not ready (`None`: ready).
+    pub fn not_ready(&self) -> Option<String> {
+        if !self.keyring_loaded.load(Ordering::SeqCst) {
+            return Some("the keyring is not loaded".into());
+        }
+        match self.role.load(Ordering::SeqCst) {
+            1 => None,
+            2 => {
+                let unsynced = self.health.unsynced();
+                (!unsynced.is_empty())
+                    .then(|| format!("watches not synced: {}", unsynced.join(", ")))
+            }
+            _ => Some("starting".into()),
+        }
     }
 
     pub fn is_ready(&self) -> bool {
-        self.keyring_loaded.load(Ordering::SeqCst)
-            && match self.role.load(Ordering::SeqCst) {
-                1 => true,
-                2 => {
-                    self.scopes_synced.load(Ordering::SeqCst) >= self.scopes.load(Ordering::SeqCst)
-                }
-                _ => false,
-            }
+        self.not_ready().is_none()
     }
 }
 
-/// A stream yielding once per change of `rx`.
-fn changes(rx: watch::Receiver<u64>) -> impl Stream<Item = ()> + Send + 'static {
-    futures::stream::unfold(rx, |mut rx| async move {
+/// A stream yielding once at once, then once per change of `rx`.
+fn now_and_on_change(rx: watch::Receiver<u64>) -> impl Stream<Item = ()> + Send + 'static {
+    futures::stream::once(async {}).chain(futures::stream::unfold(rx, |mut rx| async move {
         rx.changed().await.ok()?;
         Some(((), rx))
-    })
+    }))
 }
 
 /// Completes when `rx` turns true (or its sender is gone).
@@ -126,18 +155,151 @@ where
         .collect()
 }
 
-async fn log_results<K: Resource + Debug, E: std::fmt::Display>(
-    kind: &'static str,
-    results: impl Stream<Item = Result<(ObjectRef<K>, kube::runtime::controller::Action), E>>,
-) {
-    results
-        .for_each(|result| async move {
-            match result {
-                Ok((obj, action)) => tracing::debug!(kind, object = %obj, ?action, "reconciled"),
-                Err(e) => tracing::debug!(kind, error = %e, "reconcile did not complete"),
-            }
+/// Hands every object a cache sees to the controllers subscribed to it.
+struct Fanout<K> {
+    subscribers: Mutex<Vec<mpsc::Sender<K>>>,
+}
+
+impl<K: Clone + Send + 'static> Fanout<K> {
+    fn new() -> Arc<Self> {
+        Arc::new(Fanout {
+            subscribers: Mutex::new(Vec::new()),
         })
-        .await;
+    }
+
+    fn subscribe(&self) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+        let (tx, rx) = mpsc::channel(TRIGGER_BUFFER);
+        self.subscribers.lock().expect("fanout lock").push(tx);
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|obj| (Ok(obj), rx))
+        })
+    }
+
+    async fn send(&self, obj: &K) {
+        let subscribers: Vec<mpsc::Sender<K>> =
+            self.subscribers.lock().expect("fanout lock").clone();
+        for tx in subscribers {
+            // A controller that has stopped (shutdown) has dropped its receiver.
+            let _ = tx.send(obj.clone()).await;
+        }
+    }
+}
+
+/// Feeds one cache from `events`: the store first, then the subscribed controllers, then
+/// `on_delete` for deleted objects.
+async fn feed<K, F, Fut>(
+    events: impl Stream<Item = watcher::Event<K>>,
+    mut writer: Writer<K>,
+    fanout: Arc<Fanout<K>>,
+    mut on_delete: F,
+) where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    F: FnMut(K) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        writer.apply_watcher_event(&event);
+        match event {
+            watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => fanout.send(&obj).await,
+            watcher::Event::Delete(obj) => {
+                fanout.send(&obj).await;
+                on_delete(obj).await;
+            }
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
+    }
+}
+
+/// A self-healing watch of full objects, slimmed.
+fn watch_objects<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    probe: Probe,
+) -> impl Stream<Item = watcher::Event<K>> + Send
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    crate::watch::resilient(
+        move || -> BoxStream<'static, watcher::Result<watcher::Event<K>>> {
+            watcher(api.clone(), config.clone())
+                .map(|e| e.map(|e| e.modify(crate::watch::slim)))
+                .boxed()
+        },
+        probe,
+    )
+}
+
+/// The token Secrets of `owner_uid` (as the cache knows them) and what revoking them needs.
+fn owned_tokens(
+    secrets: &Store<PartialObjectMeta<Secret>>,
+    owner_uid: &str,
+    roles: &[&str],
+    reason: &str,
+) -> Vec<Revocation> {
+    secrets
+        .state()
+        .iter()
+        .filter(|s| {
+            is_controlled_by(&s.metadata, owner_uid)
+                && s.labels()
+                    .get(ROLE_LABEL)
+                    .is_some_and(|r| roles.contains(&r.as_str()))
+        })
+        .filter_map(|s| revocation_of(&s.metadata, reason))
+        .collect()
+}
+
+/// Revokes the tokens a deleted resource held: from its Secrets (still cached: the garbage
+/// collector deletes them after the owner), else from its status.
+async fn revoke_deleted<K: Resource<DynamicType = ()>>(
+    obj: &K,
+    token_id: Option<&str>,
+    secrets: &Store<PartialObjectMeta<Secret>>,
+    revoker: &Revoker,
+    fence: &Fence,
+) {
+    let Some(uid) = obj.uid() else {
+        return;
+    };
+    let reason = format!(
+        "{} {}/{} was deleted",
+        K::kind(&()),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    );
+    let mut revocations = owned_tokens(secrets, &uid, &[ROLE_TOKEN, ROLE_SESSION], &reason);
+    if revocations.is_empty()
+        && let Some(jti) = token_id
+    {
+        revocations.push(Revocation {
+            jti: jti.to_owned(),
+            expires_at: None,
+            kid: None,
+            reason,
+        });
+    }
+    for revocation in revocations {
+        if !fence.is_valid() {
+            return;
+        }
+        if let Err(e) = revoker.revoke(&revocation).await {
+            tracing::error!(token_id = %revocation.jti, error = %e, "cannot revoke the token of a deleted resource");
+        }
+    }
+}
+
+/// Waits until every probe reports synced (polling: one waiter, nothing to miss).
+async fn synced(probes: &[Probe], mut shutdown: watch::Receiver<bool>) -> bool {
+    loop {
+        if probes.iter().all(Probe::is_synced) {
+            return true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+            _ = shutdown.wait_for(|s| *s) => return false,
+        }
+    }
 }
 
 /// Runs the controllers of every scope (`namespaces` empty: all namespaces) until `shutdown`.
@@ -152,13 +314,14 @@ pub async fn run(
     } else {
         namespaces.iter().cloned().map(Some).collect()
     };
-    readiness.leader(scopes.len());
+    readiness.leader();
     // One restart worker for every scope, so restarts of one workload coalesce.
     let (restarts, restart_worker) = Restarter::spawn(
         shared.client.clone(),
         shared.events.clone(),
         shared.metrics.clone(),
         restart::COALESCE_WINDOW,
+        shared.fence.clone(),
         shutdown.clone(),
     );
     futures::future::join_all(scopes.into_iter().map(|scope| {
@@ -174,7 +337,21 @@ pub async fn run(
     restart_worker.abort();
 }
 
-/// The three controllers of one scope.
+/// Times a reconcile into the duration histogram.
+async fn timed<K>(
+    kind: &'static str,
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+    reconcile: impl Future<Output = Result<Action, Error>>,
+) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile.await;
+    ctx.metrics.reconciled(kind, started.elapsed());
+    drop(obj);
+    result
+}
+
+/// The caches and the three controllers of one scope.
 async fn run_scope(
     shared: Shared,
     namespace: Option<String>,
@@ -184,106 +361,247 @@ async fn run_scope(
 ) {
     let ns = namespace.as_deref();
     let client = &shared.client;
-    let secrets_api: Api<Secret> = scoped(client, ns);
-    let keys_api: Api<ServiceKey> = scoped(client, ns);
-    let managed = watcher::Config::default().labels(MANAGED_SELECTOR);
-    let config = controller::Config::default().concurrency(CONCURRENCY);
+    let restarts_counter = shared.metrics.watch_restarts();
+    let probe = |resource| readiness.health.probe(resource, &restarts_counter);
+    let probes = [
+        probe("servicekeys"),
+        probe("datasourcegrants"),
+        probe("guesttokenrequests"),
+        probe("secrets"),
+    ];
+    let verified = Arc::new(Verified::default());
 
-    // The shared cache of managed Secrets, read by every reconciler.
-    let (secrets, writer) = reflector::store::<Secret>();
-    let secret_cache = reflector::reflector(writer, watcher(secrets_api.clone(), managed.clone()))
-        .default_backoff()
-        .touched_objects()
-        .for_each(|_| futures::future::ready(()));
+    let (key_store, key_writer) = reflector::store::<ServiceKey>();
+    let (grant_store, grant_writer) = reflector::store::<DatasourceGrant>();
+    let (guest_store, guest_writer) = reflector::store::<GuestTokenRequest>();
+    let (secret_store, secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    let key_fanout = Fanout::new();
+    let grant_fanout = Fanout::new();
+    let guest_fanout = Fanout::new();
+    let secret_fanout = Fanout::new();
 
-    let keys = Controller::new(keys_api.clone(), watcher::Config::default())
-        .with_config(config.clone())
-        .owns(secrets_api.clone(), managed.clone());
-    let key_store = keys.store();
+    let revoker = shared.revoker.clone();
+    let fence = shared.fence.clone();
+    let caches = {
+        let config = watcher::Config::default();
+        let keys = feed(
+            watch_objects(
+                scoped::<ServiceKey>(client, ns),
+                config.clone(),
+                probes[0].clone(),
+            ),
+            key_writer,
+            key_fanout.clone(),
+            {
+                let (secrets, revoker, fence) =
+                    (secret_store.clone(), revoker.clone(), fence.clone());
+                move |key: ServiceKey| {
+                    let (secrets, revoker, fence) =
+                        (secrets.clone(), revoker.clone(), fence.clone());
+                    async move { revoke_deleted(&key, None, &secrets, &revoker, &fence).await }
+                }
+            },
+        );
+        let grants = feed(
+            watch_objects(
+                scoped::<DatasourceGrant>(client, ns),
+                config.clone(),
+                probes[1].clone(),
+            ),
+            grant_writer,
+            grant_fanout.clone(),
+            {
+                let (secrets, revoker, fence) =
+                    (secret_store.clone(), revoker.clone(), fence.clone());
+                move |grant: DatasourceGrant| {
+                    let (secrets, revoker, fence) =
+                        (secrets.clone(), revoker.clone(), fence.clone());
+                    async move {
+                        let token_id = grant.status.as_ref().and_then(|s| s.token_id.clone());
+                        revoke_deleted(&grant, token_id.as_deref(), &secrets, &revoker, &fence)
+                            .await
+                    }
+                }
+            },
+        );
+        let guests = feed(
+            watch_objects(
+                scoped::<GuestTokenRequest>(client, ns),
+                config,
+                probes[2].clone(),
+            ),
+            guest_writer,
+            guest_fanout.clone(),
+            {
+                let (secrets, revoker, fence) =
+                    (secret_store.clone(), revoker.clone(), fence.clone());
+                move |request: GuestTokenRequest| {
+                    let (secrets, revoker, fence) =
+                        (secrets.clone(), revoker.clone(), fence.clone());
+                    async move {
+                        let token_id = request.status.as_ref().and_then(|s| s.token_id.clone());
+                        revoke_deleted(&request, token_id.as_deref(), &secrets, &revoker, &fence)
+                            .await
+                    }
+                }
+            },
+        );
+        let secrets = {
+            // An Api of PartialObjectMeta lists and watches metadata only.
+            let api: Api<PartialObjectMeta<Secret>> = scoped(client, ns);
+            let config = watcher::Config::default().labels(MANAGED_SELECTOR);
+            let events = watch_objects(api, config, probes[3].clone());
+            let verified = verified.clone();
+            feed(
+                events,
+                secret_writer,
+                secret_fanout.clone(),
+                move |secret| {
+                    verified.forget_object(&secret);
+                    async {}
+                },
+            )
+        };
+        async {
+            futures::future::join4(keys, grants, guests, secrets).await;
+        }
+    };
 
-    let grants = Controller::new(
-        scoped::<DatasourceGrant>(client, ns),
-        watcher::Config::default(),
-    )
-    .with_config(config.clone());
-    let grant_store = grants.store();
-    let grants = grants.owns(secrets_api.clone(), managed.clone()).watches(
-        keys_api.clone(),
-        watcher::Config::default(),
-        {
-            let store = grant_store.clone();
-            move |key| {
-                referrers(&store, &key, |g: &DatasourceGrant| {
-                    &g.spec.service_key_ref.name
-                })
-            }
-        },
-    );
-
-    let guests = Controller::new(
-        scoped::<GuestTokenRequest>(client, ns),
-        watcher::Config::default(),
-    )
-    .with_config(config);
-    let guest_store = guests.store();
-    let guests = guests
-        .owns(secrets_api, managed)
-        .watches(keys_api, watcher::Config::default(), {
-            let store = guest_store.clone();
-            move |key| {
-                referrers(&store, &key, |g: &GuestTokenRequest| {
-                    &g.spec.service_key_ref.name
-                })
-            }
-        });
-
-    let ctx = Arc::new(
-        Context::new(
-            shared.client.clone(),
-            shared.keyring.clone(),
-            shared.issuer.clone(),
-            shared.clock.clone(),
-            shared.events.clone(),
-            shared.metrics.clone(),
-            key_store.clone(),
-            secrets.clone(),
-        )
-        .with_restarter(restarts),
-    );
-
-    let keys = keys
-        .reconcile_all_on(changes(shared.keyring_changed.clone()))
-        .graceful_shutdown_on(signalled(shutdown.clone()))
-        .run(reconcile_service_key, error_policy, ctx.clone());
-    let grants = grants
-        .reconcile_all_on(changes(shared.keyring_changed.clone()))
-        .graceful_shutdown_on(signalled(shutdown.clone()))
-        .run(reconcile_datasource_grant, error_policy, ctx.clone());
-    let guests = guests
-        .reconcile_all_on(changes(shared.keyring_changed.clone()))
-        .graceful_shutdown_on(signalled(shutdown))
-        .run(reconcile_guest_token, error_policy, ctx);
-
-    let synced = async move {
-        let _ = secrets.wait_until_ready().await;
-        let _ = key_store.wait_until_ready().await;
-        let _ = grant_store.wait_until_ready().await;
-        let _ = guest_store.wait_until_ready().await;
-        readiness.scope_synced();
+    let start = async {
+        if !synced(&probes, shutdown.clone()).await {
+            return;
+        }
         tracing::info!(
             scope = ns.unwrap_or("all namespaces"),
-            "watch caches synced"
+            service_keys = key_store.len(),
+            datasource_grants = grant_store.len(),
+            guest_token_requests = guest_store.len(),
+            secrets = secret_store.len(),
+            "watch caches synced; starting the controllers"
         );
-        futures::future::pending::<()>().await;
+        let ctx = Arc::new(
+            Context::new(
+                shared.client.clone(),
+                shared.keyring.clone(),
+                shared.issuer.clone(),
+                shared.clock.clone(),
+                shared.events.clone(),
+                shared.metrics.clone(),
+                key_store.clone(),
+                secret_store.clone(),
+            )
+            .with_verified(verified.clone())
+            .with_restarter(restarts)
+            .with_revoker(shared.revoker.clone())
+            .with_fence(shared.fence.clone()),
+        );
+        let config = controller::Config::default().concurrency(CONCURRENCY);
+        let keys = Controller::for_stream(key_fanout.subscribe(), key_store.clone())
+            .with_config(config.clone())
+            .owns_stream(secret_fanout.subscribe())
+            .watches_stream(key_fanout.subscribe(), {
+                let store = key_store.clone();
+                // Another ServiceKey of the namespace may now conflict, or no longer.
+                move |changed: ServiceKey| {
+                    store
+                        .state()
+                        .iter()
+                        .filter(|k| {
+                            k.namespace() == changed.namespace()
+                                && k.uid() != changed.uid()
+                                && !k.spec.service_accounts.is_empty()
+                        })
+                        .map(|k| ObjectRef::from_obj(&**k))
+                        .collect::<Vec<_>>()
+                }
+            })
+            .reconcile_all_on(now_and_on_change(shared.keyring_changed.clone()))
+            .graceful_shutdown_on(signalled(shutdown.clone()))
+            .run(
+                |obj, ctx: Arc<Context>| {
+                    timed(
+                        "ServiceKey",
+                        obj.clone(),
+                        ctx.clone(),
+                        reconcile_service_key(obj, ctx),
+                    )
+                },
+                error_policy,
+                ctx.clone(),
+            );
+        let grants = Controller::for_stream(grant_fanout.subscribe(), grant_store.clone())
+            .with_config(config.clone())
+            .owns_stream(secret_fanout.subscribe())
+            .watches_stream(key_fanout.subscribe(), {
+                let store = grant_store.clone();
+                move |key| {
+                    referrers(&store, &key, |g: &DatasourceGrant| {
+                        &g.spec.service_key_ref.name
+                    })
+                }
+            })
+            .reconcile_all_on(now_and_on_change(shared.keyring_changed.clone()))
+            .graceful_shutdown_on(signalled(shutdown.clone()))
+            .run(
+                |obj, ctx: Arc<Context>| {
+                    timed(
+                        "DatasourceGrant",
+                        obj.clone(),
+                        ctx.clone(),
+                        reconcile_datasource_grant(obj, ctx),
+                    )
+                },
+                error_policy,
+                ctx.clone(),
+            );
+        let guests = Controller::for_stream(guest_fanout.subscribe(), guest_store.clone())
+            .with_config(config)
+            .owns_stream(secret_fanout.subscribe())
+            .watches_stream(key_fanout.subscribe(), {
+                let store = guest_store.clone();
+                move |key| {
+                    referrers(&store, &key, |g: &GuestTokenRequest| {
+                        &g.spec.service_key_ref.name
+                    })
+                }
+            })
+            .reconcile_all_on(now_and_on_change(shared.keyring_changed.clone()))
+            .graceful_shutdown_on(signalled(shutdown.clone()))
+            .run(
+                |obj, ctx: Arc<Context>| {
+                    timed(
+                        "GuestTokenRequest",
+                        obj.clone(),
+                        ctx.clone(),
+                        reconcile_guest_token(obj, ctx),
+                    )
+                },
+                error_policy,
+                ctx,
+            );
+        futures::future::join3(
+            log_results("ServiceKey", keys),
+            log_results("DatasourceGrant", grants),
+            log_results("GuestTokenRequest", guests),
+        )
+        .await;
     };
-    let controllers = futures::future::join3(
-        log_results("ServiceKey", keys),
-        log_results("DatasourceGrant", grants),
-        log_results("GuestTokenRequest", guests),
-    );
     tokio::select! {
-        _ = controllers => {}
-        _ = secret_cache => tracing::error!("the Secret watch ended"),
-        _ = synced => {}
+        _ = start => {}
+        _ = caches => tracing::error!("a watch cache ended"),
     }
+}
+
+async fn log_results<K: Resource + Debug, E: std::fmt::Display>(
+    kind: &'static str,
+    results: impl Stream<Item = Result<(ObjectRef<K>, Action), E>>,
+) {
+    results
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, action)) => tracing::debug!(kind, object = %obj, ?action, "reconciled"),
+                Err(e) => tracing::debug!(kind, error = %e, "reconcile did not complete"),
+            }
+        })
+        .await;
 }

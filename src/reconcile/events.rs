@@ -14,6 +14,7 @@ pub struct Published {
     pub object: String,
     pub warning: bool,
     pub reason: String,
+    pub action: String,
     pub note: String,
 }
 
@@ -40,12 +41,26 @@ impl Events {
     }
 
     pub async fn normal(&self, regarding: &ObjectReference, reason: &str, note: String) {
-        self.publish(regarding, EventType::Normal, reason, note)
+        self.publish(regarding, EventType::Normal, reason, reason, note)
+            .await;
+    }
+
+    /// A Normal Event whose action differs from its reason. The recorder folds Events of one
+    /// reason and action into a series keeping the first note, so the action must separate
+    /// notes that say different things.
+    pub async fn normal_with_action(
+        &self,
+        regarding: &ObjectReference,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        self.publish(regarding, EventType::Normal, reason, action, note)
             .await;
     }
 
     pub async fn warning(&self, regarding: &ObjectReference, reason: &str, note: String) {
-        self.publish(regarding, EventType::Warning, reason, note)
+        self.publish(regarding, EventType::Warning, reason, reason, note)
             .await;
     }
 
@@ -54,6 +69,7 @@ impl Events {
         regarding: &ObjectReference,
         type_: EventType,
         reason: &str,
+        action: &str,
         note: String,
     ) {
         match self {
@@ -62,7 +78,7 @@ impl Events {
                     type_,
                     reason: reason.to_owned(),
                     note: Some(note),
-                    action: reason.to_owned(),
+                    action: action.to_owned(),
                     secondary: None,
                 };
                 if let Err(e) = recorder.publish(&event, regarding).await {
@@ -83,6 +99,7 @@ impl Events {
                 ),
                 warning: type_ == EventType::Warning,
                 reason: reason.to_owned(),
+                action: action.to_owned(),
                 note,
             }),
         }

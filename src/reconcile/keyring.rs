@@ -15,6 +15,7 @@
 use super::metrics::Metrics;
 use super::{FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SharedKeyring};
 use crate::keyring::{Algorithm, Keyring, KeyringError, SECRET_KEY};
+use crate::operator::lease::Fence;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
@@ -22,7 +23,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use std::collections::BTreeMap;
 
 /// Type of the keyring Secret.
@@ -200,36 +201,40 @@ pub fn install(shared: &SharedKeyring, fresh: Keyring) -> bool {
     true
 }
 
-/// Watches the keyring Secret: performs requested rotations while `leader` is true, reloads
-/// the keyring into `shared` and bumps `changed` so the controllers reconcile everything.
-/// Runs until the watch ends (never, in practice).
+/// Watches the keyring Secret: performs requested rotations while this replica leads (its
+/// `fence` is open), reloads the keyring into `shared` and bumps `changed` so the controllers
+/// reconcile everything. Runs until the process ends.
 pub async fn watch(
     api: Api<Secret>,
     name: String,
     algorithm: Algorithm,
     shared: SharedKeyring,
     changed: tokio::sync::watch::Sender<u64>,
-    leader: tokio::sync::watch::Receiver<bool>,
+    fence: Fence,
     metrics: std::sync::Arc<Metrics>,
 ) {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = std::pin::pin!(watcher(api.clone(), config).default_backoff());
+    let probe = crate::watch::Health::default().probe("keyring", &metrics.watch_restarts());
+    let events = crate::watch::resilient(
+        {
+            let api = api.clone();
+            move || watcher(api.clone(), config.clone()).boxed()
+        },
+        probe,
+    );
+    let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
         let secret = match event {
-            Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => secret,
-            Ok(watcher::Event::Delete(_)) => {
-                if *leader.borrow() {
+            watcher::Event::Apply(secret) | watcher::Event::InitApply(secret) => secret,
+            watcher::Event::Delete(_) => {
+                if fence.is_valid() {
                     restore(&api, &name, &shared, &metrics).await;
                 }
                 continue;
             }
-            Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "keyring watch failed; retrying");
-                continue;
-            }
+            watcher::Event::Init | watcher::Event::InitDone => continue,
         };
-        if *leader.borrow() {
+        if fence.is_valid() {
             match rotate_if_requested(&api, &secret, algorithm, Timestamp::now(), &metrics).await {
                 // The write comes back through this watch and is installed then.
                 Ok(Some(_)) => continue,

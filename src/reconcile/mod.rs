@@ -1,16 +1,19 @@
 //! Reconcilers of the three kinds (the operator).
 //!
 //! Layout:
-//! - [`token_secret`]: the one mint-and-store path every kind uses (keep or mint + apply).
+//! - [`token_secret`]: the one mint-and-store path every kind uses (keep or mint + apply); the
+//!   decision itself is [`crate::token::assess`], shared with the cluster-less agent.
+//! - [`verified`]: what the operator knows of each Secret it wrote or read, so that the watch
+//!   cache can hold Secrets as metadata only.
 //! - [`status`]: status conditions without churn, applied only when they change.
 //! - [`service_key`], [`datasource_grant`], [`guest_token`]: one reconcile function per kind.
 //! - [`keyring`]: the keyring Secret (create once, load, rotate on request).
-//! - [`controllers`]: wiring of the kube-runtime Controllers, stores and triggers.
+//! - [`controllers`]: wiring of the kube-runtime Controllers, their caches and triggers.
 //! - [`metrics`], [`events`]: what the operator reports.
 //!
-//! Every reconciler reads from reflector stores and writes with server-side apply under one
-//! field manager, and only when what it would write differs from what is there: a resync of an
-//! object whose token is in place makes no API request at all.
+//! Every reconciler reads from the watch caches (filled before any reconcile starts) and writes
+//! with server-side apply under one field manager, and only when what it would write differs
+//! from what is there: a resync of an object whose token is in place makes no API request.
 
 pub mod controllers;
 pub mod datasource_grant;
@@ -22,12 +25,17 @@ pub mod restart;
 pub mod service_key;
 pub mod status;
 pub mod token_secret;
+pub mod verified;
 
 use crate::crd::ServiceKey;
+pub use crate::desired::{Failure, Reason};
 use crate::keyring::{Keyring, KeyringError};
+use crate::revocation::Revoker;
+use crate::token::assess::rfc3339 as rfc3339_seconds;
 use events::Events;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
@@ -59,6 +67,9 @@ pub const SERVICE_KEY_LABEL: &str = "tokenmint.dev/service-key";
 pub const IDLE_RESYNC: Duration = Duration::from_secs(3600);
 /// The shortest requeue after a successful reconcile.
 pub const MIN_REQUEUE: Duration = Duration::from_secs(1);
+/// The shortest time between two mints of one resource's token, whatever triggers them (a
+/// tug-of-war with another writer, a schedule that cannot work): at most one mint a second.
+pub const MIN_MINT_INTERVAL: Duration = Duration::from_secs(1);
 /// Re-check of a SecretConflict: the foreign Secret is not watched, so its removal is noticed
 /// by polling (a GET, never a write).
 pub const CONFLICT_RECHECK: Duration = Duration::from_secs(300);
@@ -114,8 +125,12 @@ pub enum Error {
     Signing(#[from] KeyringError),
     #[error("object lacks metadata.{0}")]
     MissingMetadata(&'static str),
-    #[error("the watch cache of {0} has stopped")]
-    StoreClosed(&'static str),
+    #[error("revocation failed: {0}")]
+    Revocation(#[from] crate::revocation::RevocationError),
+    #[error(
+        "not writing: the leader Lease may have expired (no renewal within its deadline); this replica is stepping down"
+    )]
+    NotLeader,
 }
 
 impl Error {
@@ -125,45 +140,23 @@ impl Error {
             Error::Kube(_) => "KubeError",
             Error::Signing(_) => "SigningError",
             Error::MissingMetadata(_) => "MissingMetadata",
-            Error::StoreClosed(_) => "StoreClosed",
+            Error::Revocation(_) => "RevocationError",
+            Error::NotLeader => "NotLeader",
         }
     }
-}
 
-/// Why an object cannot have a token until it (or its ServiceKey) changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    SecretConflict,
-    ServiceKeyNotFound,
-    Forbidden,
-    InvalidFilter,
-    InvalidSpec,
-}
-
-impl Reason {
-    pub fn as_str(self) -> &'static str {
+    /// Whether the API server refused because the namespace is being deleted: nothing to
+    /// retry, the object goes away with its namespace.
+    pub fn is_namespace_terminating(&self) -> bool {
         match self {
-            Reason::SecretConflict => "SecretConflict",
-            Reason::ServiceKeyNotFound => "ServiceKeyNotFound",
-            Reason::Forbidden => "Forbidden",
-            Reason::InvalidFilter => "InvalidFilter",
-            Reason::InvalidSpec => "InvalidSpec",
-        }
-    }
-}
-
-/// A permanent problem and its message for the Ready condition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    pub reason: Reason,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
-        Failure {
-            reason,
-            message: message.into(),
+            Error::Kube(kube::Error::Api(s)) => {
+                s.is_forbidden()
+                    && (s.message.contains("being terminated")
+                        || s.details.as_ref().is_some_and(|d| {
+                            d.causes.iter().any(|c| c.reason == "NamespaceTerminating")
+                        }))
+            }
+            _ => false,
         }
     }
 }
@@ -179,14 +172,22 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// ServiceKeys, for the grants and guest tokens referencing them.
     pub service_keys: Store<ServiceKey>,
-    /// The Secrets labelled `app.kubernetes.io/managed-by=tokenmint`.
-    pub secrets: Store<Secret>,
+    /// The Secrets labelled `app.kubernetes.io/managed-by=tokenmint`, metadata only.
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// What this replica verified of each Secret's content, by resourceVersion.
+    pub verified: Arc<verified::Verified>,
     /// Objects this replica wrote, newer than the watch caches may yet be (see [`recent`]).
     pub(crate) recent: recent::Recent,
     /// Consecutive failures per object, for the exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// When each token (by owner uid and role) was last minted ([`MIN_MINT_INTERVAL`]).
+    last_mint: Mutex<HashMap<String, Timestamp>>,
     /// Consumer restarts after rotations (`rolloutRestart`); disabled unless wired.
     pub restarts: restart::Restarter,
+    /// Where revoked tokens are recorded; disabled unless wired.
+    pub revoker: Revoker,
+    /// Whether this replica may still write (the leader Lease is fresh); always in tests.
+    pub fence: crate::operator::lease::Fence,
 }
 
 impl Context {
@@ -199,7 +200,7 @@ impl Context {
         events: Events,
         metrics: Arc<Metrics>,
         service_keys: Store<ServiceKey>,
-        secrets: Store<Secret>,
+        secrets: Store<PartialObjectMeta<Secret>>,
     ) -> Self {
         Context {
             client,
@@ -210,9 +211,13 @@ impl Context {
             metrics,
             service_keys,
             secrets,
+            verified: Arc::default(),
             recent: recent::Recent::default(),
             failures: Mutex::default(),
+            last_mint: Mutex::default(),
             restarts: restart::Restarter::disabled(),
+            revoker: Revoker::disabled(),
+            fence: crate::operator::lease::Fence::always(),
         }
     }
 
@@ -222,52 +227,56 @@ impl Context {
         self
     }
 
-    /// The ServiceKey `name` in `namespace`, once the cache has its first full list (before
-    /// that, "not found" could wrongly delete a token Secret).
-    pub async fn service_key(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<Arc<ServiceKey>>, Error> {
+    pub fn with_revoker(mut self, revoker: Revoker) -> Self {
+        self.revoker = revoker;
+        self
+    }
+
+    pub fn with_fence(mut self, fence: crate::operator::lease::Fence) -> Self {
+        self.fence = fence;
+        self
+    }
+
+    /// Shares the verified-content record with the Secret watch, which forgets deleted Secrets.
+    pub fn with_verified(mut self, verified: Arc<verified::Verified>) -> Self {
+        self.verified = verified;
+        self
+    }
+
+    /// The ServiceKey `name` in `namespace`. The caches are filled before any reconcile runs
+    /// (see [`controllers`]), so "absent" means absent.
+    pub fn service_key(&self, namespace: &str, name: &str) -> Option<Arc<ServiceKey>> {
         self.service_keys
-            .wait_until_ready()
-            .await
-            .map_err(|_| Error::StoreClosed("ServiceKeys"))?;
-        Ok(self
-            .service_keys
-            .get(&ObjectRef::new(name).within(namespace)))
+            .get(&ObjectRef::new(name).within(namespace))
     }
 
-    /// The ServiceKey `key_name` in `namespace` for a token of `kind`, unless it is missing or
-    /// `refusal` (given its spec) says why it may not issue this token.
-    pub async fn usable_key(
-        &self,
-        namespace: &str,
-        key_name: &str,
-        refusal: impl FnOnce(&crate::crd::ServiceKeySpec) -> Option<String>,
-    ) -> Result<Result<Arc<ServiceKey>, Failure>, Error> {
-        let Some(key) = self.service_key(namespace, key_name).await? else {
-            return Ok(Err(Failure::new(
-                Reason::ServiceKeyNotFound,
-                format!("ServiceKey {key_name} not found in namespace {namespace}"),
-            )));
-        };
-        Ok(match refusal(&key.spec) {
-            Some(why) => Err(Failure::new(
-                Reason::Forbidden,
-                format!("ServiceKey {key_name} {why}"),
-            )),
-            None => Ok(key),
-        })
+    /// Fails when this replica must not write any more (its leadership may have lapsed).
+    pub fn may_write(&self) -> Result<(), Error> {
+        if self.fence.is_valid() {
+            Ok(())
+        } else {
+            Err(Error::NotLeader)
+        }
     }
 
-    /// Waits for the first full list of managed Secrets: until then "not in the cache" means
-    /// nothing (and every lookup would cost a GET).
-    pub async fn secrets_synced(&self) -> Result<(), Error> {
-        self.secrets
-            .wait_until_ready()
-            .await
-            .map_err(|_| Error::StoreClosed("Secrets"))
+    /// Whether the token `key` may be minted now; otherwise how long until it may
+    /// ([`MIN_MINT_INTERVAL`]).
+    pub fn mint_wait(&self, key: &str) -> Option<Duration> {
+        let last = self.last_mint.lock().expect("mint lock");
+        let since = self.clock.now().duration_since(*last.get(key)?);
+        let interval = SignedDuration::try_from(MIN_MINT_INTERVAL).ok()?;
+        (since < interval).then(|| (interval - since).unsigned_abs())
+    }
+
+    /// Records a mint of the token `key`.
+    pub fn minted_now(&self, key: String) {
+        let now = self.clock.now();
+        let mut last = self.last_mint.lock().expect("mint lock");
+        // Entries older than the interval say nothing any more; keep the map small.
+        if last.len() >= 1024 {
+            last.retain(|_, at| now.duration_since(*at).unsigned_abs() < MIN_MINT_INTERVAL);
+        }
+        last.insert(key, now);
     }
 
     fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
@@ -281,10 +290,10 @@ impl Context {
 
     /// Clears the backoff of an object after a successful reconcile.
     pub fn succeeded<K: Resource<DynamicType = ()>>(&self, obj: &K) {
-        self.failures
-            .lock()
-            .expect("failures lock")
-            .remove(&Self::object_key(obj));
+        let mut failures = self.failures.lock().expect("failures lock");
+        if !failures.is_empty() {
+            failures.remove(&Self::object_key(obj));
+        }
     }
 
     /// Records a failure and returns how long to wait before the retry: 5s, 10s, 20s, ... 5min.
@@ -304,6 +313,11 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(
     ctx: Arc<Context>,
 ) -> Action {
     let kind = K::kind(&());
+    if err.is_namespace_terminating() {
+        // The namespace is going away, and the object with it: nothing to retry or report.
+        tracing::debug!(kind = %kind, namespace = obj.namespace().unwrap_or_default(), name = obj.name_any(), "namespace is terminating; not retrying");
+        return Action::await_change();
+    }
     ctx.metrics.reconcile_error(&kind, err.reason());
     let delay = ctx.backoff(&*obj);
     tracing::warn!(
@@ -330,9 +344,7 @@ pub fn is_controlled_by(
 
 /// RFC 3339 UTC with seconds precision, e.g. `2026-11-22T12:00:00Z`.
 pub fn rfc3339(t: Timestamp) -> String {
-    Timestamp::from_second(t.as_second())
-        .unwrap_or(t)
-        .to_string()
+    rfc3339_seconds(t)
 }
 
 /// Recently written objects, so a reconcile triggered by our own write does not act on a watch
@@ -365,10 +377,6 @@ pub(crate) mod recent {
                     .expect("recent lock")
                     .insert(key, (rv, value));
             }
-        }
-
-        pub fn forget(&self, key: &str) {
-            self.entries.lock().expect("recent lock").remove(key);
         }
 
         /// Our own write when the cached object (of `cached_rv`) is older than it; `None` when

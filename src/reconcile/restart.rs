@@ -15,13 +15,14 @@
 use super::events::Events;
 use super::metrics::Metrics;
 use crate::crd::{WorkloadKind, WorkloadRef};
+use crate::operator::lease::Fence;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -39,15 +40,10 @@ pub const COALESCE_WINDOW: Duration = Duration::from_secs(30);
 /// After a failed restart (other than "not found"), the retry waits this long.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 
-/// Whether the consumers of the token `token_id` in a Secret with `annotations` still wait for
-/// their restart.
-pub fn pending(
-    annotations: Option<&std::collections::BTreeMap<String, String>>,
-    token_id: &str,
-) -> bool {
-    annotations
-        .and_then(|a| a.get(RESTARTED_FOR_ANNOTATION))
-        .is_none_or(|marked| marked != token_id)
+/// Whether the consumers of the token `token_id` in a Secret whose
+/// [`RESTARTED_FOR_ANNOTATION`] is `marked` still wait for their restart.
+pub fn pending(marked: Option<&str>, token_id: &str) -> bool {
+    marked != Some(token_id)
 }
 
 /// Restart the `workloads` in `namespace` for the token `token_id` now in Secret `secret`.
@@ -77,6 +73,7 @@ impl Restarter {
         events: Events,
         metrics: Arc<Metrics>,
         window: Duration,
+        fence: Fence,
         shutdown: watch::Receiver<bool>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -85,6 +82,7 @@ impl Restarter {
             events,
             metrics,
             window,
+            fence,
             pending: HashMap::new(),
         };
         (Restarter(Some(tx)), tokio::spawn(worker.run(rx, shutdown)))
@@ -114,8 +112,10 @@ struct WorkloadKey {
 /// A restart waiting for its window to close.
 struct Pending {
     due: Instant,
-    /// (Secret name, token id) pairs to mark once the workload is restarted.
-    tokens: BTreeSet<(String, String)>,
+    /// The latest token id of each Secret to mark once the workload is restarted: a Secret
+    /// rotated twice in the window is marked with its newest token only (marking an older one
+    /// would ask for another restart).
+    tokens: BTreeMap<String, String>,
     regarding: Vec<ObjectReference>,
 }
 
@@ -124,6 +124,8 @@ struct Worker {
     events: Events,
     metrics: Arc<Metrics>,
     window: Duration,
+    /// No restart or mark once this replica may have lost the Lease.
+    fence: Fence,
     pending: HashMap<WorkloadKey, Pending>,
 }
 
@@ -158,12 +160,12 @@ impl Worker {
             // A pending restart keeps its deadline: joining it never delays it.
             let entry = self.pending.entry(key).or_insert_with(|| Pending {
                 due,
-                tokens: BTreeSet::new(),
+                tokens: BTreeMap::new(),
                 regarding: Vec::new(),
             });
             entry
                 .tokens
-                .insert((request.secret.clone(), request.token_id.clone()));
+                .insert(request.secret.clone(), request.token_id.clone());
             if !entry.regarding.contains(&request.regarding) {
                 entry.regarding.push(request.regarding.clone());
             }
@@ -172,13 +174,20 @@ impl Worker {
 
     async fn fire_due(&mut self) {
         let now = Instant::now();
+        if !self.fence.is_valid() {
+            // Not the leader any more (or not sure): the next leader restarts what is pending,
+            // as the marks on the Secrets say.
+            self.pending.clear();
+            return;
+        }
         let due: Vec<WorkloadKey> = self
             .pending
             .iter()
             .filter(|(_, p)| p.due <= now)
             .map(|(k, _)| k.clone())
             .collect();
-        let mut served: BTreeSet<(String, String, String)> = BTreeSet::new();
+        // (namespace, Secret) -> the token id its consumers now run with.
+        let mut served: BTreeMap<(String, String), String> = BTreeMap::new();
         for key in due {
             let Some(pending) = self.pending.remove(&key) else {
                 continue;
@@ -208,14 +217,15 @@ impl Worker {
                 pending
                     .tokens
                     .into_iter()
-                    .map(|(secret, id)| (key.namespace.clone(), secret, id)),
+                    .map(|(secret, id)| ((key.namespace.clone(), secret), id)),
             );
         }
         // A Secret is marked once none of its workloads is still pending.
-        for (namespace, secret, token_id) in served {
-            let still_pending = self.pending.iter().any(|(k, p)| {
-                k.namespace == namespace && p.tokens.contains(&(secret.clone(), token_id.clone()))
-            });
+        for ((namespace, secret), token_id) in served {
+            let still_pending = self
+                .pending
+                .iter()
+                .any(|(k, p)| k.namespace == namespace && p.tokens.contains_key(&secret));
             if !still_pending {
                 self.mark(&namespace, &secret, &token_id).await;
             }

@@ -2,18 +2,21 @@
 
 use super::status::{self, KEY_READY, Outcome, TOKEN_READY};
 use super::token_secret::{
-    self, Owner, ROLE_KEY, ROLE_SESSION, Stored, TokenTarget, current_secret, data_str,
-    managed_labels,
+    self, Owner, ROLE_KEY, ROLE_SESSION, Stored, TokenTarget, cached_version, data_str,
+    fetch_secret, managed_labels,
 };
+use super::verified::Content;
 use super::{Context, Error, Failure, Reason, SERVICE_KEY_LABEL, is_controlled_by};
-use crate::crd::{ServiceKey, SessionTokenSpec};
+use crate::crd::ServiceKey;
+use crate::desired;
+use crate::token::claims::key_fingerprint;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::ResourceExt;
 use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use std::collections::BTreeMap;
@@ -31,53 +34,127 @@ pub async fn reconcile_service_key(
     key: Arc<ServiceKey>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    if key.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
     let owner = Owner::of(&*key)?;
     let key_secret = key.key_secret_name();
     let outcome = match ensure_key(&ctx, &key, &owner, &key_secret).await? {
         Err(failure) => Outcome::Failed(failure),
-        Ok(()) => {
+        Ok(fingerprint) => {
             // After a `secretName` rename the old key Secret would hold a key nobody uses.
-            token_secret::delete_owned(&ctx, &owner, ROLE_KEY, Some(&key_secret)).await?;
-            session_outcome(&ctx, &key, &owner, &key_secret).await?
+            token_secret::delete_owned(&ctx, &owner, ROLE_KEY, Some(&key_secret), None).await?;
+            let Some(outcome) =
+                session_outcome(&ctx, &key, &owner, &key_secret, &fingerprint).await?
+            else {
+                return Ok(Action::requeue(super::MIN_MINT_INTERVAL));
+            };
+            match (&outcome, service_account_conflict(&ctx, &key)) {
+                // The key works; only its ServiceAccounts are not all its own.
+                (Outcome::Ready { .. }, Some(conflict)) => Outcome::Failed(conflict),
+                _ => outcome,
+            }
         }
     };
     status::conclude(&ctx, &*key, &owner, &key_secret, outcome).await
 }
 
-/// With the key in place: the session token, when the ServiceKey asks for one.
+/// The first ServiceAccount this ServiceKey lists that an older ServiceKey of its namespace
+/// lists too (the oldest listing wins; ties by name).
+fn service_account_conflict(ctx: &Context, key: &ServiceKey) -> Option<Failure> {
+    if key.spec.service_accounts.is_empty() {
+        return None;
+    }
+    let namespace = key.namespace();
+    let rank = |k: &ServiceKey| {
+        (
+            k.metadata.creation_timestamp.clone().map(|t| t.0),
+            k.name_any(),
+        )
+    };
+    let mine = rank(key);
+    let older: Vec<Arc<ServiceKey>> = ctx
+        .service_keys
+        .state()
+        .into_iter()
+        .filter(|other| {
+            other.namespace() == namespace && other.uid() != key.uid() && rank(other) < mine
+        })
+        .collect();
+    key.spec.service_accounts.iter().find_map(|account| {
+        let first = older
+            .iter()
+            .filter(|o| o.spec.service_accounts.contains(account))
+            .min_by_key(|o| rank(o))?;
+        Some(Failure::new(
+            Reason::ServiceAccountConflict,
+            format!(
+                "ServiceAccount {account} is already listed by ServiceKey {} (the oldest listing wins); this ServiceKey is not used for it",
+                first.name_any()
+            ),
+        ))
+    })
+}
+
+/// With the key in place: the session token, when the ServiceKey asks for one. `None`: minted
+/// less than a second ago, retry shortly.
 async fn session_outcome(
     ctx: &Context,
     key: &ServiceKey,
     owner: &Owner,
     key_secret: &str,
-) -> Result<Outcome, Error> {
+    fingerprint: &str,
+) -> Result<Option<Outcome>, Error> {
     let Some(session) = &key.spec.session_token else {
-        token_secret::delete_owned(ctx, owner, ROLE_SESSION, None).await?;
-        return Ok(Outcome::Ready {
+        token_secret::delete_owned(ctx, owner, ROLE_SESSION, None, None).await?;
+        return Ok(Some(Outcome::Ready {
             reason: KEY_READY,
             message: format!("key in Secret {key_secret}"),
             token: None,
-        });
+        }));
     };
-    Ok(match session_token(ctx, key, owner, session).await? {
+    let desired = desired::session_token(
+        &owner.namespace,
+        &owner.name,
+        &key.spec,
+        session,
+        fingerprint,
+        &ctx.issuer,
+    );
+    let result = match &desired {
+        Ok(desired) => {
+            let target = TokenTarget {
+                owner,
+                secret_name: &session.secret_name,
+                role: ROLE_SESSION,
+                desired,
+                restart_consumers: false,
+                revoke: None,
+            };
+            token_secret::ensure_token(ctx, &target).await?
+        }
+        Err(failure) => Err(failure.clone()),
+    };
+    Ok(match result {
+        Ok(Stored::Deferred(_)) => None,
         Ok(stored) => {
-            token_secret::delete_owned(ctx, owner, ROLE_SESSION, Some(&session.secret_name))
+            token_secret::delete_owned(ctx, owner, ROLE_SESSION, Some(&session.secret_name), None)
                 .await?;
-            Outcome::Ready {
+            Some(Outcome::Ready {
                 reason: TOKEN_READY,
                 message: format!(
                     "key in Secret {key_secret}, session token in Secret {}",
                     session.secret_name
                 ),
-                token: Some(stored.info().clone()),
-            }
+                token: stored.info().cloned(),
+            })
         }
         Err(failure) => {
             // A conflicting session Secret is someone else's: nothing of ours to remove.
             if failure.reason != Reason::SecretConflict {
-                token_secret::delete_owned(ctx, owner, ROLE_SESSION, None).await?;
+                token_secret::delete_owned(ctx, owner, ROLE_SESSION, None, None).await?;
             }
-            Outcome::Failed(failure)
+            Some(Outcome::Failed(failure))
         }
     })
 }
@@ -115,55 +192,117 @@ fn key_secret(key: &ServiceKey, owner: &Owner, name: &str, value: &str) -> Secre
     }
 }
 
-/// Generates the key once. An existing key in a Secret we own is never changed: only the
-/// username and our metadata are re-applied when they drifted (and a key that is gone from
-/// the Secret is generated anew, as there is nothing left to keep).
+/// Generates the key once and returns its fingerprint. An existing key in a Secret we own is
+/// never changed: only the username and our metadata are re-applied when they drifted (and a
+/// key that is gone from the Secret is generated anew, as there is nothing left to keep).
 async fn ensure_key(
     ctx: &Context,
     key: &ServiceKey,
     owner: &Owner,
     name: &str,
-) -> Result<Result<(), Failure>, Error> {
-    let current = current_secret(ctx, &owner.namespace, name).await?;
-    if let Some(secret) = &current
-        && !is_controlled_by(&secret.metadata, &owner.uid)
-    {
-        return Ok(Err(Failure::new(
-            Reason::SecretConflict,
-            format!(
-                "Secret {name} exists and is not owned by this ServiceKey; tokenmint never overwrites it"
-            ),
-        )));
-    }
-    let existing = current.as_ref().and_then(|secret| {
-        data_str(secret, KEY_KEY)
-            .filter(|k| !k.is_empty())
-            .map(|k| (secret, k.to_owned()))
-    });
-    match existing {
-        Some((secret, value)) => {
+) -> Result<Result<String, Failure>, Error> {
+    let namespace = &owner.namespace;
+    let cached = cached_version(ctx, namespace, name);
+    let known = ctx
+        .verified
+        .current(namespace, name, cached.as_ref().map(Option::as_deref));
+    // Known: unchanged since verified. Read it again only when the user name must change.
+    let read_first = match known {
+        Some((
+            Content::Key {
+                fingerprint,
+                username,
+            },
+            _,
+        )) => {
+            if username == key.spec.principal.name {
+                return Ok(Ok(fingerprint));
+            }
+            true
+        }
+        // Someone else's last time: not cached, so read rather than attempt a create.
+        Some((Content::Foreign, _)) => true,
+        _ => cached.is_some(),
+    };
+    let mut current = if read_first {
+        fetch_secret(ctx, namespace, name).await?
+    } else {
+        None
+    };
+    let (written, value) = loop {
+        if let Some(secret) = &current
+            && !is_controlled_by(&secret.metadata, &owner.uid)
+        {
+            ctx.verified.remember(
+                namespace,
+                name,
+                secret.resource_version().as_deref(),
+                Content::Foreign,
+            );
+            return Ok(Err(conflict(name)));
+        }
+        let existing = current.as_ref().and_then(|secret| {
+            data_str(secret, KEY_KEY)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+        });
+        if let (Some(secret), Some(value)) = (&current, existing) {
             let desired = key_secret(key, owner, name, &value);
             if !drifted(secret, &desired) {
-                return Ok(Ok(()));
+                break (secret.clone(), value);
             }
-            token_secret::write_secret(ctx, Some(secret), desired).await?;
+            let written =
+                token_secret::write_secret(ctx, secret.resource_version(), desired).await?;
             tracing::info!(namespace = %owner.namespace, name = %owner.name, secret = name, "re-applied the key Secret's username and labels (key unchanged)");
+            break (written, value);
         }
-        None => {
-            let fresh = key_secret(key, owner, name, &generate_key());
-            token_secret::write_secret(ctx, current.as_ref(), fresh).await?;
-            ctx.metrics.minted(&owner.kind, false);
-            tracing::info!(namespace = %owner.namespace, name = %owner.name, secret = name, "generated the service key");
-            ctx.events
-                .normal(
-                    &owner.object_ref,
-                    "KeyGenerated",
-                    format!("Generated the service key into Secret {name}"),
-                )
-                .await;
+        let value = generate_key();
+        let fresh = key_secret(key, owner, name, &value);
+        let version = current.as_ref().and_then(|s| s.resource_version());
+        match token_secret::write_secret(ctx, version.clone(), fresh).await {
+            Ok(written) => {
+                ctx.metrics.minted(&owner.kind, false);
+                tracing::info!(namespace = %owner.namespace, name = %owner.name, secret = name, "generated the service key");
+                ctx.events
+                    .normal(
+                        &owner.object_ref,
+                        "KeyGenerated",
+                        format!("Generated the service key into Secret {name}"),
+                    )
+                    .await;
+                break (written, value);
+            }
+            // Someone created it since (or it lacks our label, so the cache does not show it):
+            // read it and decide again; a foreign Secret is refused above.
+            Err(Error::Kube(kube::Error::Api(s))) if version.is_none() && s.is_already_exists() => {
+                current = fetch_secret(ctx, namespace, name).await?;
+                if current.is_none() {
+                    return Err(Error::Kube(kube::Error::Api(s)));
+                }
+            }
+            Err(e) => return Err(e),
         }
-    }
-    Ok(Ok(()))
+    };
+    let fingerprint = key_fingerprint(value.as_bytes());
+    ctx.verified.remember(
+        namespace,
+        name,
+        written.resource_version().as_deref(),
+        Content::Key {
+            fingerprint: fingerprint.clone(),
+            username: key.spec.principal.name.clone(),
+        },
+    );
+    Ok(Ok(fingerprint))
+}
+
+fn conflict(name: &str) -> Failure {
+    Failure::new(
+        Reason::SecretConflict,
+        format!(
+            "Secret {name} exists and is not owned by this ServiceKey; tokenmint never overwrites it"
+        ),
+    )
 }
 
 /// Whether an existing key Secret lost our labels, type or the current username (the key
@@ -176,44 +315,4 @@ fn drifted(current: &Secret, desired: &Secret) -> bool {
     !labels_kept
         || current.type_ != desired.type_
         || data_str(current, USERNAME_KEY) != data_str(desired, USERNAME_KEY)
-}
-
-async fn session_token(
-    ctx: &Context,
-    key: &ServiceKey,
-    owner: &Owner,
-    session: &SessionTokenSpec,
-) -> Result<Result<Stored, Failure>, Error> {
-    let ttl = match session.ttl() {
-        Ok(ttl) => ttl,
-        Err(e) => {
-            return Ok(Err(Failure::new(
-                Reason::InvalidSpec,
-                format!("sessionToken.ttl: {e}"),
-            )));
-        }
-    };
-    let principal = &key.spec.principal;
-    let service_key = format!("{}/{}", owner.namespace, owner.name);
-    let target = TokenTarget {
-        owner,
-        secret_name: &session.secret_name,
-        role: ROLE_SESSION,
-        spec_hash: token_secret::spec_hash(&serde_json::json!({
-            "kind": "ServiceKey/session",
-            "session": session,
-            "principal": principal,
-            "issuer": ctx.issuer,
-        })),
-        renew_before: None,
-        restart_consumers: false,
-        require_exp: true,
-    };
-    token_secret::ensure_token(ctx, &target, |minter, now| {
-        minter
-            .session_token(principal, &service_key, ttl, now)
-            .map(|(minted, _)| minted)
-            .map_err(Into::into)
-    })
-    .await
 }

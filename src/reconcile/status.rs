@@ -5,12 +5,13 @@
 //! `expiresAt`/`renewAt`/`tokenId` derive from the token in the Secret, so they change only
 //! when a token is minted.
 
-use super::token_secret::{Owner, TokenInfo};
+use super::token_secret::Owner;
 use super::{
     CONFLICT_RECHECK, Context, Error, FIELD_MANAGER, Failure, IDLE_RESYNC, MIN_REQUEUE, Reason,
     rfc3339,
 };
 use crate::crd::{DatasourceGrant, GuestTokenRequest, ServiceKey, TokenStatus};
+use crate::token::assess::TokenInfo;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
@@ -106,7 +107,9 @@ pub fn desired(
     TokenStatus {
         conditions,
         observed_generation: generation,
-        secret_name: Some(secret_name.to_owned()),
+        // Only a Secret that holds what the status describes: after a failure the token
+        // Secret is gone (or, on a conflict, is someone else's).
+        secret_name: matches!(outcome, Outcome::Ready { .. }).then(|| secret_name.to_owned()),
         expires_at: token.and_then(|t| t.expires_at).map(rfc3339),
         renew_at: token.and_then(|t| t.schedule.renew_at).map(rfc3339),
         token_id: token.map(|t| t.jti.clone()),
@@ -144,6 +147,7 @@ pub async fn apply<K: HasTokenStatus>(
         return Ok(false);
     }
     let namespace = obj.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    ctx.may_write()?;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
@@ -199,6 +203,8 @@ pub async fn conclude<K: HasTokenStatus>(
                 // Resolved by deleting or relabelling a Secret we do not watch (it lacks our
                 // label): re-check slowly — one GET, no write.
                 Reason::SecretConflict => Action::requeue(CONFLICT_RECHECK),
+                // The other ServiceKey may go away: re-check now and then.
+                Reason::ServiceAccountConflict => Action::requeue(CONFLICT_RECHECK),
                 _ => Action::await_change(),
             })
         }
@@ -230,6 +236,7 @@ mod tests {
         let fail = |m: &str| Outcome::Failed(Failure::new(Reason::Forbidden, m));
         let first = desired(None, Some(1), "s", &fail("a"), ts(100));
         assert_eq!(first.conditions[0].last_transition_time, Time(ts(100)));
+        assert_eq!(first.secret_name, None, "no Secret after a failure");
         // Same status, new message: the time stays.
         let second = desired(Some(&first), Some(2), "s", &fail("b"), ts(200));
         assert_eq!(second.conditions[0].last_transition_time, Time(ts(100)));
@@ -243,6 +250,7 @@ mod tests {
         };
         let third = desired(Some(&second), Some(2), "s", &ready, ts(300));
         assert_eq!(third.conditions[0].last_transition_time, Time(ts(300)));
+        assert_eq!(third.secret_name.as_deref(), Some("s"));
         assert_eq!(third.conditions[0].status, "True");
         // Recomputing the same outcome later changes nothing: no write.
         assert_eq!(desired(Some(&third), Some(2), "s", &ready, ts(999)), third);

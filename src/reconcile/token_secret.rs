@@ -1,29 +1,22 @@
-//! The one mint-and-store path of every kind: given the token a resource should have, the
-//! Secret that is there and the keyring, keep the token (zero writes) or mint a new one and
-//! apply the Secret.
-//!
-//! A token is kept only when all of this holds; anything else re-mints:
-//! - the Secret exists, is controlled by the resource (else: SecretConflict, never a write),
-//!   and has our type and label;
-//! - its `tokenmint.dev/spec-hash` annotation matches the inputs (spec, principal, issuer);
-//! - the token verifies with the keyring (signature, issuer, expiry), its `kid` is the active
-//!   key, and its claims equal those a fresh mint would carry (times and jti aside) with the
-//!   same lifetime — so a hand-edited or swapped token is replaced;
-//! - the `tokenmint.dev/token-id` annotation and the `expires-at` key agree with the token;
-//! - it is not due: now < renew time (`Schedule`, from the token's own iat/exp).
+//! The one mint-and-store path of every kind: given the token a resource should have
+//! ([`Desired`]), the Secret that is there and the keyring, keep the token (zero writes) or mint
+//! a new one and write the Secret. The keep-or-mint decision is [`crate::token::assess`], which
+//! the cluster-less agent shares; this module adds what is particular to Secrets: ownership,
+//! labels, annotations, create versus apply, and the metadata-only cache ([`verified`]).
 
 use super::restart::{self, RESTARTED_FOR_ANNOTATION};
 use super::status;
+use super::verified::{Content, TokenRecord};
 use super::{
     Context, Error, FIELD_MANAGER, Failure, MANAGED_BY_LABEL, MANAGED_BY_VALUE, OWNER_KIND_LABEL,
     ROLE_LABEL, Reason, is_controlled_by, rfc3339,
 };
 use crate::crd::WorkloadRef;
-use crate::keyring::{Expect, Keyring, VerifyError};
-use crate::token::mint::{MintError, Minted, Minter, RequestError};
-use crate::token::renew::Schedule;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use crate::desired::Desired;
+use crate::keyring::Expect;
+use crate::revocation::Revocation;
+use crate::token::assess::{self, Held, MintReason, Record, Renewal, TokenInfo};
+use crate::token::mint::{MintError, Minted, Minter};
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
@@ -44,6 +37,14 @@ pub const SPEC_HASH_ANNOTATION: &str = "tokenmint.dev/spec-hash";
 pub const TOKEN_ID_ANNOTATION: &str = "tokenmint.dev/token-id";
 pub const KID_ANNOTATION: &str = "tokenmint.dev/kid";
 pub const RENEW_AT_ANNOTATION: &str = "tokenmint.dev/renew-at";
+/// The token's expiry in the Secret's metadata (the cache holds metadata only), absent for a
+/// token that never expires.
+pub const EXPIRES_AT_ANNOTATION: &str = "tokenmint.dev/expires-at";
+/// On a DatasourceGrant or GuestTokenRequest: set to a new value to revoke its token and mint a
+/// fresh one.
+pub const REVOKE_ANNOTATION: &str = "tokenmint.dev/revoke";
+/// On a token Secret: the `tokenmint.dev/revoke` value its token was minted after.
+pub const REVOKE_HANDLED_ANNOTATION: &str = "tokenmint.dev/revoke-handled";
 /// Roles of Secrets ([`ROLE_LABEL`]).
 pub const ROLE_TOKEN: &str = "token";
 pub const ROLE_SESSION: &str = "session-token";
@@ -84,6 +85,11 @@ impl Owner {
     pub fn metric_key(&self, role: &str) -> String {
         format!("{}/{}/{}/{role}", self.kind, self.namespace, self.name)
     }
+
+    /// Key of this resource's token of `role` in the mint-interval record.
+    fn mint_key(&self, role: &str) -> String {
+        format!("{}/{role}", self.uid)
+    }
 }
 
 /// What the token of a resource must look like.
@@ -93,79 +99,26 @@ pub struct TokenTarget<'a> {
     pub secret_name: &'a str,
     /// [`ROLE_TOKEN`] or [`ROLE_SESSION`].
     pub role: &'static str,
-    /// [`spec_hash`] of every input that shapes the token.
-    pub spec_hash: String,
-    pub renew_before: Option<Duration>,
-    /// Whether the token must expire (all but never-expiring guest tokens).
-    pub require_exp: bool,
+    pub desired: &'a Desired<'a>,
     /// Whether workloads are restarted after a rotation (`rolloutRestart` is set).
     pub restart_consumers: bool,
+    /// The resource's `tokenmint.dev/revoke` value, when set.
+    pub revoke: Option<&'a str>,
 }
 
-/// The token in place, as recorded in status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenInfo {
-    pub jti: String,
-    pub issued_at: Timestamp,
-    pub expires_at: Option<Timestamp>,
-    pub schedule: Schedule,
-}
-
-impl TokenInfo {
-    fn new(
-        jti: String,
-        issued_at: Timestamp,
-        expires_at: Option<Timestamp>,
-        target: &TokenTarget,
-    ) -> Self {
-        let mut schedule = Schedule::new(
-            issued_at,
-            expires_at,
-            target.renew_before,
-            &target.owner.uid,
-        );
-        // Whole seconds (rounded down, so never later than `exp - renewBefore`): the renewAt in
-        // status and the requeue are then the same instant.
-        schedule.renew_at = schedule.renew_at.map(floor_second);
-        TokenInfo {
-            schedule,
-            jti,
-            issued_at,
-            expires_at,
+impl TokenTarget<'_> {
+    fn renewal(&self) -> Renewal<'_> {
+        Renewal {
+            renew_before: self.desired.renew_before,
+            jitter_seed: &self.owner.uid,
         }
     }
-}
 
-/// Why a token is (re-)minted; shown in logs and Events.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MintReason {
-    Missing,
-    SpecChanged,
-    Due,
-    KeyRetired,
-    Expired,
-    Edited(String),
-}
-
-impl std::fmt::Display for MintReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MintReason::Missing => f.write_str("the Secret did not exist"),
-            MintReason::SpecChanged => f.write_str("the spec changed"),
-            MintReason::Due => f.write_str("the token was due for renewal"),
-            MintReason::KeyRetired => f.write_str("its signing key was retired"),
-            MintReason::Expired => f.write_str("the token had expired"),
-            MintReason::Edited(what) => write!(f, "the Secret was edited ({what})"),
-        }
+    /// Whether the revocation the resource asks for is still to be done for a token minted
+    /// after `handled`.
+    fn revocation_pending(&self, handled: Option<&str>) -> bool {
+        self.revoke.is_some_and(|asked| handled != Some(asked))
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Assessment {
-    Keep(TokenInfo),
-    Mint(MintReason),
-    /// A Secret of the name exists and is not controlled by the resource.
-    Conflict,
 }
 
 /// The result of [`ensure_token`].
@@ -183,12 +136,16 @@ pub enum Stored {
         replaced: bool,
         restart_pending: bool,
     },
+    /// A mint is needed but the resource was minted less than [`super::MIN_MINT_INTERVAL`]
+    /// ago: try again after this long.
+    Deferred(Duration),
 }
 
 impl Stored {
-    pub fn info(&self) -> &TokenInfo {
+    pub fn info(&self) -> Option<&TokenInfo> {
         match self {
-            Stored::Kept { info, .. } | Stored::Minted { info, .. } => info,
+            Stored::Kept { info, .. } | Stored::Minted { info, .. } => Some(info),
+            Stored::Deferred(_) => None,
         }
     }
 
@@ -200,53 +157,9 @@ impl Stored {
             | Stored::Minted {
                 restart_pending, ..
             } => *restart_pending,
+            Stored::Deferred(_) => false,
         }
     }
-}
-
-/// A stable hash of token inputs: FNV-1a 64 of the canonical JSON (keys sorted). Change
-/// detection only, not a security boundary (the token itself is verified).
-pub fn spec_hash(inputs: &Value) -> String {
-    fn canonical(v: &Value) -> Value {
-        match v {
-            Value::Object(map) => {
-                let sorted: BTreeMap<&String, Value> =
-                    map.iter().map(|(k, v)| (k, canonical(v))).collect();
-                Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
-            }
-            Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
-            other => other.clone(),
-        }
-    }
-    let bytes = serde_json::to_vec(&canonical(inputs)).expect("JSON values serialise");
-    format!("{:016x}", crate::token::renew::fnv1a(&bytes))
-}
-
-/// The claims of a JWT without verifying it (for our own fresh token).
-fn payload(token: &str) -> Option<Value> {
-    let part = token.split('.').nth(1)?;
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).ok()?).ok()
-}
-
-/// Splits claims into their time-independent part and (iat, exp, jti).
-fn split_claims(mut claims: Value) -> Option<(Value, i64, Option<i64>, String)> {
-    let map = claims.as_object_mut()?;
-    let iat = map.remove("iat")?.as_i64()?;
-    map.remove("nbf");
-    let jti = map.remove("jti")?.as_str()?.to_owned();
-    let exp = match map.remove("exp") {
-        Some(v) => Some(v.as_i64()?),
-        None => None,
-    };
-    Some((claims, iat, exp, jti))
-}
-
-fn floor_second(t: Timestamp) -> Timestamp {
-    Timestamp::from_second(t.as_second()).unwrap_or(t)
-}
-
-fn ts(secs: i64) -> Timestamp {
-    Timestamp::from_second(secs).unwrap_or(Timestamp::MAX)
 }
 
 pub(crate) fn data_str<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
@@ -257,75 +170,8 @@ pub(crate) fn data_str<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
         .and_then(|b| std::str::from_utf8(&b.0).ok())
 }
 
-fn annotation<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
-    secret
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(key)
-        .map(String::as_str)
-}
-
-/// Decides whether the token in `current` can stay. Pure: the heart of the write discipline.
-pub fn assess(
-    current: Option<&Secret>,
-    target: &TokenTarget,
-    ring: &Keyring,
-    issuer: &str,
-    candidate: &Minted,
-    now: Timestamp,
-) -> Assessment {
-    let Some(secret) = current else {
-        return Assessment::Mint(MintReason::Missing);
-    };
-    if !is_controlled_by(&secret.metadata, &target.owner.uid) {
-        return Assessment::Conflict;
-    }
-    let edited = |what: &str| Assessment::Mint(MintReason::Edited(what.to_owned()));
-    if secret.type_.as_deref() != Some(TOKEN_SECRET_TYPE)
-        || secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) != Some(MANAGED_BY_VALUE)
-        || secret.labels().get(ROLE_LABEL).map(String::as_str) != Some(target.role)
-    {
-        return edited("type or labels");
-    }
-    if annotation(secret, SPEC_HASH_ANNOTATION) != Some(target.spec_hash.as_str()) {
-        return Assessment::Mint(MintReason::SpecChanged);
-    }
-    let Some(token) = data_str(secret, TOKEN_KEY) else {
-        return edited("no token");
-    };
-    let expect = Expect {
-        issuer,
-        require_exp: target.require_exp,
-    };
-    let claims: Value = match ring.verify(token, expect) {
-        Ok(claims) => claims,
-        Err(VerifyError::Expired) => return Assessment::Mint(MintReason::Expired),
-        Err(e) => return edited(&e.to_string()),
-    };
-    let kid = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid);
-    if !kid.is_some_and(|kid| ring.is_active(&kid)) {
-        return Assessment::Mint(MintReason::KeyRetired);
-    }
-    let (Some((have, iat, exp, jti)), Some((want, want_iat, want_exp, _))) = (
-        split_claims(claims),
-        payload(&candidate.token).and_then(split_claims),
-    ) else {
-        return edited("claims");
-    };
-    if have != want || exp.map(|e| e - iat) != want_exp.map(|e| e - want_iat) {
-        return Assessment::Mint(MintReason::SpecChanged);
-    }
-    if annotation(secret, TOKEN_ID_ANNOTATION) != Some(jti.as_str())
-        || data_str(secret, EXPIRES_AT_KEY) != exp.map(|e| rfc3339(ts(e))).as_deref()
-    {
-        return edited("token id or expires-at");
-    }
-    let info = TokenInfo::new(jti, ts(iat), exp.map(ts), target);
-    if info.schedule.is_due(now) {
-        return Assessment::Mint(MintReason::Due);
-    }
-    Assessment::Keep(info)
+fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.annotations.as_ref()?.get(key).map(String::as_str)
 }
 
 /// The Secret holding `minted` for `target`. `consumers_current`: no consumer can hold an older
@@ -341,19 +187,26 @@ pub fn token_secret(
         TOKEN_KEY.to_owned(),
         ByteString(minted.token.clone().into_bytes()),
     )]);
-    if let Some(exp) = minted.expires_at {
-        data.insert(EXPIRES_AT_KEY.into(), ByteString(rfc3339(exp).into_bytes()));
-    }
     let mut annotations = BTreeMap::from([
-        (SPEC_HASH_ANNOTATION.to_owned(), target.spec_hash.clone()),
+        (
+            SPEC_HASH_ANNOTATION.to_owned(),
+            target.desired.spec_hash.clone(),
+        ),
         (TOKEN_ID_ANNOTATION.to_owned(), minted.jti.clone()),
         (KID_ANNOTATION.to_owned(), kid.to_owned()),
     ]);
+    if let Some(exp) = minted.expires_at {
+        data.insert(EXPIRES_AT_KEY.into(), ByteString(rfc3339(exp).into_bytes()));
+        annotations.insert(EXPIRES_AT_ANNOTATION.into(), rfc3339(exp));
+    }
     if let Some(at) = info.schedule.renew_at {
         annotations.insert(RENEW_AT_ANNOTATION.into(), rfc3339(at));
     }
     if consumers_current {
         annotations.insert(RESTARTED_FOR_ANNOTATION.into(), minted.jti.clone());
+    }
+    if let Some(asked) = target.revoke {
+        annotations.insert(REVOKE_HANDLED_ANNOTATION.into(), asked.to_owned());
     }
     Secret {
         metadata: ObjectMeta {
@@ -379,47 +232,39 @@ pub fn managed_labels(owner: &Owner, role: &str) -> BTreeMap<String, String> {
     ])
 }
 
-fn recent_key(namespace: &str, name: &str) -> String {
-    format!("secret/{namespace}/{name}")
+/// The resourceVersion the metadata cache shows for Secret `name` (`None`: not cached).
+pub(crate) fn cached_version(ctx: &Context, namespace: &str, name: &str) -> Option<Option<String>> {
+    ctx.secrets
+        .get(&ObjectRef::new(name).within(namespace))
+        .map(|meta| meta.resource_version())
 }
 
-/// The Secret `name`: from the watch cache (or our newer write); a Secret missing from the
-/// cache is fetched, since a Secret without our label (someone else's) is not in it.
-pub async fn current_secret(
+/// Fetches the Secret `name` (absent: `None`).
+pub(crate) async fn fetch_secret(
     ctx: &Context,
     namespace: &str,
     name: &str,
 ) -> Result<Option<Secret>, Error> {
-    ctx.secrets_synced().await?;
-    if let Some(cached) = ctx.secrets.get(&ObjectRef::new(name).within(namespace)) {
-        let ours = ctx
-            .recent
-            .newer_than(
-                &recent_key(namespace, name),
-                cached.resource_version().as_deref(),
-            )
-            .and_then(|v| serde_json::from_value(v).ok());
-        return Ok(Some(ours.unwrap_or_else(|| (*cached).clone())));
-    }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     Ok(api.get_opt(name).await?)
 }
 
-/// Writes the Secret we own entirely, given what is there now:
+/// Writes the Secret we own entirely, given the resourceVersion of what is there now:
 /// - none: a create, which fails (409) rather than touch a Secret someone else created since
 ///   we looked — a foreign Secret is never written, not even in a race;
-/// - ours: a server-side apply carrying the observed resourceVersion (a conflict if it changed
+/// - ours: a server-side apply carrying that resourceVersion (a conflict if it changed
 ///   meanwhile), then removal of data keys the new content no longer has (a field first written
 ///   by the create is not owned by the apply, so the apply alone would leave it behind).
 pub async fn write_secret(
     ctx: &Context,
-    current: Option<&Secret>,
+    current_version: Option<String>,
     mut desired: Secret,
 ) -> Result<Secret, Error> {
+    ctx.may_write()?;
     let namespace = desired.namespace().unwrap_or_default();
     let name = desired.name_any();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let written = match current {
+    let written = match current_version {
         None => {
             let params = PostParams {
                 field_manager: Some(FIELD_MANAGER.into()),
@@ -429,8 +274,8 @@ pub async fn write_secret(
             ctx.metrics.write("create", "secrets");
             created
         }
-        Some(existing) => {
-            desired.metadata.resource_version = existing.resource_version();
+        Some(version) => {
+            desired.metadata.resource_version = Some(version);
             let params = PatchParams::apply(FIELD_MANAGER).force();
             let mut applied = api.patch(&name, &params, &Patch::Apply(&desired)).await?;
             ctx.metrics.write("apply", "secrets");
@@ -442,6 +287,7 @@ pub async fn write_secret(
                 .map(|(k, _)| (k.clone(), Value::Null))
                 .collect();
             if !stale.is_empty() {
+                ctx.may_write()?;
                 let params = PatchParams {
                     field_manager: Some(FIELD_MANAGER.into()),
                     ..PatchParams::default()
@@ -453,24 +299,30 @@ pub async fn write_secret(
             applied
         }
     };
-    ctx.recent.remember(
-        recent_key(&namespace, &name),
-        written.resource_version().as_deref(),
-        serde_json::to_value(&written).unwrap_or_default(),
-    );
     Ok(written)
 }
 
+/// The revocation of the token a Secret holds, from its metadata.
+pub fn revocation_of(meta: &ObjectMeta, reason: &str) -> Option<Revocation> {
+    let jti = annotation(meta, TOKEN_ID_ANNOTATION)?;
+    Some(Revocation {
+        jti: jti.to_owned(),
+        expires_at: annotation(meta, EXPIRES_AT_ANNOTATION).and_then(|t| t.parse().ok()),
+        kid: annotation(meta, KID_ANNOTATION).map(str::to_owned),
+        reason: reason.to_owned(),
+    })
+}
+
 /// Deletes the Secrets of `role` controlled by `owner` (all, or all but `keep`), as the watch
-/// cache knows them. Returns the names deleted.
+/// cache knows them, revoking their tokens first when `revoke` gives a reason. Returns the
+/// names deleted.
 pub async fn delete_owned(
     ctx: &Context,
     owner: &Owner,
     role: &str,
     keep: Option<&str>,
+    revoke: Option<&str>,
 ) -> Result<Vec<String>, Error> {
-    // Before the first list, an empty cache would hide Secrets that must go.
-    ctx.secrets_synced().await?;
     let doomed: Vec<_> = ctx
         .secrets
         .state()
@@ -486,6 +338,13 @@ pub async fn delete_owned(
     let mut deleted = Vec::new();
     for secret in doomed {
         let name = secret.name_any();
+        // Revoked first: a crash in between leaves a revoked token behind, never a live one.
+        if let Some(reason) = revoke
+            && let Some(revocation) = revocation_of(&secret.metadata, reason)
+        {
+            ctx.revoker.revoke(&revocation).await?;
+        }
+        ctx.may_write()?;
         // The uid precondition: never delete a Secret that replaced ours in the meantime.
         let params = DeleteParams {
             preconditions: Some(Preconditions {
@@ -500,145 +359,446 @@ pub async fn delete_owned(
             Err(e) => return Err(e.into()),
         }
         ctx.metrics.write("delete", "secrets");
-        ctx.recent.forget(&recent_key(&owner.namespace, &name));
+        ctx.verified.forget(&owner.namespace, &name);
         tracing::info!(namespace = %owner.namespace, owner = %owner.name, secret = %name, "deleted token Secret");
         deleted.push(name);
     }
     Ok(deleted)
 }
 
-/// Maps a refused request to the status reason.
-fn request_failure(e: RequestError) -> Failure {
-    match e {
-        RequestError::Filter(_) => Failure::new(Reason::InvalidFilter, e.to_string()),
-        _ => Failure::new(Reason::InvalidSpec, e.to_string()),
+/// The state of the token Secret before a decision.
+enum InPlace {
+    /// Not in the cache and not known: absent, or someone else's (unlabelled) Secret.
+    Unknown,
+    /// Read from the API server just now.
+    Fetched(Box<Secret>),
+    /// Known from our own write or an earlier verification, at this resourceVersion.
+    Known(Box<TokenRecord>, String),
+}
+
+/// A decision about the token in place.
+enum Verdict {
+    Keep {
+        info: TokenInfo,
+        restart_pending: bool,
+    },
+    Mint {
+        reason: MintReason,
+        /// The token to replace, when there is one.
+        previous: Option<Held>,
+        /// resourceVersion of the Secret to replace (`None`: create).
+        version: Option<String>,
+        /// A candidate signed for the comparison, reusable as the new token.
+        candidate: Option<Minted>,
+    },
+    Conflict,
+}
+
+fn minter<'a>(ring: &'a crate::keyring::Keyring, issuer: &'a str) -> Minter<'a> {
+    Minter {
+        keyring: ring,
+        issuer,
     }
 }
 
-/// Keeps the token of `target` in its Secret: the shared path of every kind. `mint` builds the
-/// token the resource should have; it runs on every call (its claims are the reference the
-/// token in place is compared with), but its output is written only when the token in place
-/// cannot stay.
-pub async fn ensure_token(
-    ctx: &Context,
-    target: &TokenTarget<'_>,
-    mint: impl FnOnce(&Minter, Timestamp) -> Result<Minted, MintError>,
-) -> Result<Result<Stored, Failure>, Error> {
-    let now = ctx.clock.now();
-    let owner = target.owner;
-    // Mint first: a refused request needs no look at the Secret.
-    let candidate = {
-        let ring = ctx.keyring.read().expect("keyring lock");
-        let minter = Minter {
-            keyring: &ring,
-            issuer: &ctx.issuer,
-        };
-        match mint(&minter, now) {
-            Ok(minted) => minted,
-            Err(MintError::Request(e)) => return Ok(Err(request_failure(e))),
-            Err(MintError::Keyring(e)) => return Err(e.into()),
+/// Mints the desired token with the current keyring.
+fn mint(ctx: &Context, target: &TokenTarget, now: Timestamp) -> Result<Minted, Error> {
+    let ring = ctx.keyring.read().expect("keyring lock");
+    target
+        .desired
+        .mint(&minter(&ring, &ctx.issuer), now)
+        .map_err(|e| match e {
+            MintError::Keyring(e) => Error::Signing(e),
+            // The request was validated when `Desired` was built.
+            MintError::Request(e) => Error::Signing(crate::keyring::KeyringError::Malformed(
+                format!("request refused after validation: {e}"),
+            )),
+        })
+}
+
+fn keep_or_mint(
+    judged: Result<TokenInfo, MintReason>,
+    target: &TokenTarget,
+    held: Held,
+    restarted_for: Option<&str>,
+    version: String,
+    candidate: Option<Minted>,
+) -> Verdict {
+    match judged {
+        Ok(info) => {
+            let restart_pending =
+                target.restart_consumers && restart::pending(restarted_for, &info.jti);
+            Verdict::Keep {
+                info,
+                restart_pending,
+            }
         }
-    };
-    let current = current_secret(ctx, &owner.namespace, target.secret_name).await?;
-    // Should the keyring rotate during the lookup, the rotation triggers another reconcile,
-    // which re-mints a candidate signed by the new key.
-    let assessment = {
+        Err(reason) => Verdict::Mint {
+            reason,
+            previous: Some(held),
+            version: Some(version),
+            candidate,
+        },
+    }
+}
+
+/// Judges a token known from the cache, without reading it.
+fn judge_known(
+    ctx: &Context,
+    target: &TokenTarget,
+    record: TokenRecord,
+    version: String,
+    now: Timestamp,
+) -> Verdict {
+    if target.revocation_pending(record.revoke_handled.as_deref()) {
+        return Verdict::Mint {
+            reason: MintReason::Revoked,
+            previous: Some(record.held),
+            version: Some(version),
+            candidate: None,
+        };
+    }
+    let expires = record.held.expires_at.map(rfc3339);
+    let judged = {
         let ring = ctx.keyring.read().expect("keyring lock");
-        assess(
-            current.as_ref(),
-            target,
+        assess::judge(
+            &record.held,
+            Record {
+                spec_hash: Some(&record.spec_hash),
+                token_id: Some(&record.held.jti),
+                expires_at: expires.as_deref(),
+            },
+            &target.desired.spec_hash,
             &ring,
-            &ctx.issuer,
-            &candidate,
+            target.renewal(),
             now,
         )
     };
-    let kid = jsonwebtoken::decode_header(&candidate.token)
-        .ok()
-        .and_then(|h| h.kid)
-        .unwrap_or_default();
-    let reason = match assessment {
-        Assessment::Keep(info) => {
-            let restart_pending = target.restart_consumers
-                && restart::pending(
-                    current
-                        .as_ref()
-                        .and_then(|s| s.metadata.annotations.as_ref()),
-                    &info.jti,
-                );
-            return Ok(Ok(Stored::Kept {
+    keep_or_mint(
+        judged,
+        target,
+        record.held,
+        record.restarted_for.as_deref(),
+        version,
+        None,
+    )
+}
+
+/// Judges a Secret read from the API server: ownership, labels, then the token itself.
+fn judge_fetched(
+    ctx: &Context,
+    target: &TokenTarget,
+    secret: &Secret,
+    now: Timestamp,
+) -> Result<Verdict, Error> {
+    let owner = target.owner;
+    let version = secret.resource_version();
+    if !is_controlled_by(&secret.metadata, &owner.uid) {
+        ctx.verified.remember(
+            &owner.namespace,
+            target.secret_name,
+            version.as_deref(),
+            Content::Foreign,
+        );
+        return Ok(Verdict::Conflict);
+    }
+    let mint_over = |reason: MintReason, previous: Option<Held>, candidate: Option<Minted>| {
+        Ok(Verdict::Mint {
+            reason,
+            previous,
+            version: version.clone(),
+            candidate,
+        })
+    };
+    let edited = |what: &str| MintReason::Edited(what.to_owned());
+    if secret.type_.as_deref() != Some(TOKEN_SECRET_TYPE)
+        || secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) != Some(MANAGED_BY_VALUE)
+        || secret.labels().get(ROLE_LABEL).map(String::as_str) != Some(target.role)
+    {
+        return mint_over(edited("type or labels"), None, None);
+    }
+    let Some(token) = data_str(secret, TOKEN_KEY) else {
+        return mint_over(edited("no token"), None, None);
+    };
+    let candidate = mint(ctx, target, now)?;
+    let held = {
+        let ring = ctx.keyring.read().expect("keyring lock");
+        let expect = Expect {
+            issuer: &ctx.issuer,
+            require_exp: target.desired.require_exp,
+        };
+        assess::inspect(token, &ring, expect, &candidate.token)
+    };
+    let held = match held {
+        Ok(held) => held,
+        Err(reason) => return mint_over(reason, None, Some(candidate)),
+    };
+    let meta = &secret.metadata;
+    let revoke_handled = annotation(meta, REVOKE_HANDLED_ANNOTATION);
+    if target.revocation_pending(revoke_handled) {
+        return mint_over(MintReason::Revoked, Some(held), Some(candidate));
+    }
+    let record = Record {
+        spec_hash: annotation(meta, SPEC_HASH_ANNOTATION),
+        token_id: annotation(meta, TOKEN_ID_ANNOTATION),
+        expires_at: data_str(secret, EXPIRES_AT_KEY),
+    };
+    let judged = {
+        let ring = ctx.keyring.read().expect("keyring lock");
+        assess::judge(
+            &held,
+            record,
+            &target.desired.spec_hash,
+            &ring,
+            target.renewal(),
+            now,
+        )
+    };
+    let restarted_for = annotation(meta, RESTARTED_FOR_ANNOTATION);
+    if judged.is_ok() {
+        // Verified at this version: later reconciles need not read it again.
+        ctx.verified.remember(
+            &owner.namespace,
+            target.secret_name,
+            version.as_deref(),
+            Content::Token(TokenRecord {
+                held: held.clone(),
+                owner_uid: owner.uid.clone(),
+                role: target.role.to_owned(),
+                spec_hash: target.desired.spec_hash.clone(),
+                restarted_for: restarted_for.map(str::to_owned),
+                revoke_handled: revoke_handled.map(str::to_owned),
+            }),
+        );
+    }
+    Ok(keep_or_mint(
+        judged,
+        target,
+        held,
+        restarted_for,
+        version.unwrap_or_default(),
+        Some(candidate),
+    ))
+}
+
+/// What is known of the token Secret of `target` without a read, or read now.
+async fn in_place(ctx: &Context, target: &TokenTarget<'_>) -> Result<InPlace, Error> {
+    let namespace = &target.owner.namespace;
+    let cached = cached_version(ctx, namespace, target.secret_name);
+    let known = ctx.verified.current(
+        namespace,
+        target.secret_name,
+        cached.as_ref().map(Option::as_deref),
+    );
+    let foreign = match known {
+        Some((Content::Token(record), version))
+            if record.owner_uid == target.owner.uid && record.role == target.role =>
+        {
+            return Ok(InPlace::Known(Box::new(record), version));
+        }
+        Some((Content::Foreign, _)) => true,
+        _ => false,
+    };
+    // Absent from the cache of labelled Secrets: absent, or someone else's. A create finds
+    // out without a read — unless this name was someone else's last time: read it then.
+    if cached.is_none() && !foreign {
+        return Ok(InPlace::Unknown);
+    }
+    Ok(
+        match fetch_secret(ctx, namespace, target.secret_name).await? {
+            Some(secret) => InPlace::Fetched(Box::new(secret)),
+            None => InPlace::Unknown,
+        },
+    )
+}
+
+fn conflict(target: &TokenTarget) -> Failure {
+    Failure::new(
+        Reason::SecretConflict,
+        format!(
+            "Secret {} exists and is not owned by this {}; tokenmint never overwrites it",
+            target.secret_name, target.owner.kind
+        ),
+    )
+}
+
+/// Keeps the token of `target` in its Secret: the shared path of every kind. A fresh token is
+/// signed only when one is written, or to compare with a token read from the API server.
+pub async fn ensure_token(
+    ctx: &Context,
+    target: &TokenTarget<'_>,
+) -> Result<Result<Stored, Failure>, Error> {
+    let now = ctx.clock.now();
+    let owner = target.owner;
+    let mut verdict = match in_place(ctx, target).await? {
+        InPlace::Known(record, version) => judge_known(ctx, target, *record, version, now),
+        InPlace::Fetched(secret) => judge_fetched(ctx, target, &secret, now)?,
+        InPlace::Unknown => Verdict::Mint {
+            reason: MintReason::Missing,
+            previous: None,
+            version: None,
+            candidate: None,
+        },
+    };
+    loop {
+        let (reason, previous, version, candidate) = match verdict {
+            Verdict::Keep {
                 info,
                 restart_pending,
-            }));
+            } => {
+                return Ok(Ok(Stored::Kept {
+                    info,
+                    restart_pending,
+                }));
+            }
+            Verdict::Conflict => return Ok(Err(conflict(target))),
+            Verdict::Mint {
+                reason,
+                previous,
+                version,
+                candidate,
+            } => (reason, previous, version, candidate),
+        };
+        let mint_key = owner.mint_key(target.role);
+        if let Some(wait) = ctx.mint_wait(&mint_key) {
+            tracing::debug!(kind = %owner.kind, namespace = %owner.namespace, name = %owner.name, ?wait, %reason, "minted less than a second ago; deferring");
+            return Ok(Ok(Stored::Deferred(wait)));
         }
-        Assessment::Conflict => {
-            return Ok(Err(Failure::new(
-                Reason::SecretConflict,
+        if reason == MintReason::Revoked
+            && let Some(held) = &previous
+        {
+            // Revoked before it is replaced: a crash in between revokes twice, never not at all.
+            ctx.revoker
+                .revoke(&Revocation {
+                    jti: held.jti.clone(),
+                    expires_at: held.expires_at,
+                    kid: Some(held.kid.clone()),
+                    reason: format!(
+                        "{} {}/{}: {REVOKE_ANNOTATION}",
+                        owner.kind, owner.namespace, owner.name
+                    ),
+                })
+                .await?;
+        }
+        let candidate = match candidate {
+            Some(c) => c,
+            None => mint(ctx, target, now)?,
+        };
+        let kid = jsonwebtoken::decode_header(&candidate.token)
+            .ok()
+            .and_then(|h| h.kid)
+            .unwrap_or_default();
+        let info = TokenInfo::new(
+            candidate.jti.clone(),
+            candidate.issued_at,
+            candidate.expires_at,
+            target.renewal(),
+        );
+        let replaced = version.is_some();
+        let consumers_current = target.restart_consumers && !replaced;
+        let secret = token_secret(target, &candidate, &info, &kid, consumers_current);
+        let written = match write_secret(ctx, version.clone(), secret).await {
+            Ok(written) => written,
+            // Created by someone else since we looked (or a Secret without our label): read it
+            // and decide again, which refuses a foreign Secret.
+            Err(Error::Kube(kube::Error::Api(s))) if version.is_none() && s.is_already_exists() => {
+                verdict = match fetch_secret(ctx, &owner.namespace, target.secret_name).await? {
+                    Some(secret) => judge_fetched(ctx, target, &secret, now)?,
+                    None => return Err(Error::Kube(kube::Error::Api(s))),
+                };
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        ctx.minted_now(mint_key);
+        ctx.verified.remember(
+            &owner.namespace,
+            target.secret_name,
+            written.resource_version().as_deref(),
+            Content::Token(TokenRecord {
+                held: Held {
+                    jti: candidate.jti.clone(),
+                    kid: kid.clone(),
+                    issued_at: candidate.issued_at,
+                    expires_at: candidate.expires_at,
+                },
+                owner_uid: owner.uid.clone(),
+                role: target.role.to_owned(),
+                spec_hash: target.desired.spec_hash.clone(),
+                restarted_for: consumers_current.then(|| candidate.jti.clone()),
+                revoke_handled: target.revoke.map(str::to_owned),
+            }),
+        );
+        ctx.metrics.minted(&owner.kind, replaced);
+        tracing::info!(
+            kind = %owner.kind,
+            namespace = %owner.namespace,
+            name = %owner.name,
+            secret = target.secret_name,
+            token_id = %info.jti,
+            kid = %kid,
+            reason = reason.as_str(),
+            "minted token"
+        );
+        let (event, verb) = if replaced {
+            ("Rotated", "Replaced the token in")
+        } else {
+            ("Minted", "Minted a token into")
+        };
+        // kube-runtime folds Events of one reason and action into a series that keeps the first
+        // note: the action names the cause, so a series only groups notes that say the same.
+        ctx.events
+            .normal_with_action(
+                &owner.object_ref,
+                event,
+                reason.as_str(),
                 format!(
-                    "Secret {} exists and is not owned by this {}; tokenmint never overwrites it",
-                    target.secret_name, owner.kind
+                    "{verb} Secret {} because {reason}; the token id is in status.tokenId",
+                    target.secret_name
                 ),
-            )));
+            )
+            .await;
+        return Ok(Ok(Stored::Minted {
+            info,
+            reason,
+            replaced,
+            restart_pending: target.restart_consumers && replaced,
+        }));
+    }
+}
+
+/// The reconcile of a kind whose only product is one token Secret (DatasourceGrant,
+/// GuestTokenRequest), once [`Desired`] says what the token should be, or why there is none.
+pub async fn keep_token<K: status::HasTokenStatus>(
+    ctx: &Context,
+    obj: &K,
+    owner: &Owner,
+    secret_name: &str,
+    consumers: &[WorkloadRef],
+    desired: Result<Desired<'_>, Failure>,
+) -> Result<Action, Error> {
+    let result = match &desired {
+        Ok(desired) => {
+            let target = TokenTarget {
+                owner,
+                secret_name,
+                role: ROLE_TOKEN,
+                desired,
+                restart_consumers: !consumers.is_empty(),
+                revoke: obj.annotations().get(REVOKE_ANNOTATION).map(String::as_str),
+            };
+            ensure_token(ctx, &target).await?
         }
-        Assessment::Mint(reason) => reason,
+        Err(failure) => Err(failure.clone()),
     };
-    let info = TokenInfo::new(
-        candidate.jti.clone(),
-        candidate.issued_at,
-        candidate.expires_at,
-        target,
-    );
-    let replaced = current.is_some();
-    let first_with_consumers = target.restart_consumers && !replaced;
-    write_secret(
-        ctx,
-        current.as_ref(),
-        token_secret(target, &candidate, &info, &kid, first_with_consumers),
-    )
-    .await?;
-    ctx.metrics.minted(&owner.kind, replaced);
-    tracing::info!(
-        kind = %owner.kind,
-        namespace = %owner.namespace,
-        name = %owner.name,
-        secret = target.secret_name,
-        token_id = %info.jti,
-        kid = %kid,
-        %reason,
-        "minted token"
-    );
-    let expiry = info.expires_at.map_or_else(
-        || "never expires".to_owned(),
-        |e| format!("expires at {}", rfc3339(e)),
-    );
-    let (event, verb) = if replaced {
-        ("Rotated", "Replaced the token in")
-    } else {
-        ("Minted", "Minted a token into")
-    };
-    ctx.events
-        .normal(
-            &owner.object_ref,
-            event,
-            format!(
-                "{verb} Secret {} because {reason}; token id {}, {expiry}",
-                target.secret_name, info.jti
-            ),
-        )
-        .await;
-    Ok(Ok(Stored::Minted {
-        info,
-        reason,
-        replaced,
-        restart_pending: target.restart_consumers && replaced,
-    }))
+    settle(ctx, obj, owner, secret_name, consumers, result).await
 }
 
 /// Ends the reconcile of a kind whose only product is one token Secret (DatasourceGrant,
 /// GuestTokenRequest): asks for consumer restarts after a rotation, removes Secrets the
 /// resource no longer should have — all of them when it may not have a token (a withdrawn
-/// permission must not leave a usable token behind), the old one after a `secretName` rename —
-/// and concludes with the status.
+/// permission must not leave a usable token behind: its token is revoked too), the old one
+/// after a `secretName` rename — and concludes with the status.
 pub async fn settle<K: status::HasTokenStatus>(
     ctx: &Context,
     obj: &K,
@@ -648,25 +808,40 @@ pub async fn settle<K: status::HasTokenStatus>(
     result: Result<Stored, Failure>,
 ) -> Result<Action, Error> {
     let outcome = match result {
+        Ok(Stored::Deferred(wait)) => return Ok(Action::requeue(wait)),
         Ok(stored) => {
-            if stored.restart_pending() {
+            let info = stored.info().cloned();
+            if stored.restart_pending()
+                && let Some(info) = &info
+            {
                 ctx.restarts.request(restart::Request {
                     namespace: owner.namespace.clone(),
                     secret: secret_name.to_owned(),
-                    token_id: stored.info().jti.clone(),
+                    token_id: info.jti.clone(),
                     workloads: consumers.to_vec(),
                     regarding: owner.object_ref.clone(),
                 });
             }
-            delete_owned(ctx, owner, ROLE_TOKEN, Some(secret_name)).await?;
+            delete_owned(ctx, owner, ROLE_TOKEN, Some(secret_name), None).await?;
             status::Outcome::Ready {
                 reason: status::TOKEN_READY,
                 message: format!("token in Secret {secret_name}"),
-                token: Some(stored.info().clone()),
+                token: info,
             }
         }
         Err(failure) => {
-            delete_owned(ctx, owner, ROLE_TOKEN, None).await?;
+            let why = format!(
+                "{} {}/{}: {}",
+                owner.kind,
+                owner.namespace,
+                owner.name,
+                failure.reason.as_str()
+            );
+            let revoke = failure
+                .reason
+                .withdraws_permission()
+                .then_some(why.as_str());
+            delete_owned(ctx, owner, ROLE_TOKEN, None, revoke).await?;
             status::Outcome::Failed(failure)
         }
     };

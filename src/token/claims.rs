@@ -67,7 +67,7 @@ impl Registered {
     }
 }
 
-/// Nibi user access token (`get_access_token`): `identity {id}`.
+/// Nibi user access token (`get_access_token`): `identity {id}`, bound to its ServiceKey.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct AccessClaims {
     #[serde(flatten)]
@@ -76,7 +76,31 @@ pub struct AccessClaims {
     pub fresh: bool,
     #[serde(rename = "type")]
     pub token_type: String,
+    #[serde(flatten)]
+    pub binding: Binding,
     pub iss: String,
+}
+
+/// Claims binding a token to the key it was minted with: honoured only while that ServiceKey
+/// exists with that key (outside the vendors' own objects, so their layouts stay as they are).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Binding {
+    /// `namespace/name` of the ServiceKey.
+    pub service_key: String,
+    /// [`key_fingerprint`] of its key: a replaced key no longer matches.
+    pub key_fingerprint: String,
+}
+
+/// A short, one-way fingerprint of a key (96 bits of a domain-separated SHA-256, base64url).
+/// Keys tokenmint generates are 256 random bits, so the fingerprint reveals nothing usable.
+pub fn key_fingerprint(key: &[u8]) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"tokenmint key fingerprint v1\0")
+        .chain_update(key)
+        .finalize();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..12])
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -93,6 +117,8 @@ pub struct DatasourceClaims {
     pub fresh: bool,
     #[serde(rename = "type")]
     pub token_type: String,
+    /// `namespace/name` of the ServiceKey it was issued with (introspection's tenant).
+    pub service_key: String,
     pub iss: String,
 }
 
@@ -126,28 +152,31 @@ pub struct GuestClaims {
     pub datasource_name: Option<String>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub params: Map<String, Value>,
-    /// The principal of the ServiceKey the token was issued with.
-    pub sub: Id,
+    /// The principal id of the ServiceKey the token was issued with (a string, RFC 7519).
+    pub sub: String,
     #[serde(rename = "type")]
     pub token_type: String,
+    /// `namespace/name` of the ServiceKey it was issued with (introspection's tenant).
+    #[serde(rename = "service_key")]
+    pub service_key: String,
     pub iss: String,
 }
 
 /// Nexla session token (`/token`, `/token/refresh`): enough of the principal to answer a
-/// refresh without the ServiceKey at hand, and the key it came from so a revoked key stops
-/// refreshes.
+/// refresh, and the key it came from so that a deleted or replaced key stops refreshes.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct SessionClaims {
     #[serde(flatten)]
     pub registered: Registered,
-    pub sub: Id,
+    /// The principal id (a string, RFC 7519).
+    pub sub: String,
     pub email: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org: Option<SessionOrg>,
-    /// `namespace/name` of the ServiceKey that issued the session.
-    pub service_key: String,
+    #[serde(flatten)]
+    pub binding: Binding,
     #[serde(rename = "type")]
     pub token_type: String,
     pub iss: String,
@@ -160,7 +189,8 @@ pub struct SessionOrg {
     pub name: Option<String>,
 }
 
-/// Datasentinel user-token (`/ds-api/user-token`): `exp iat database email user`.
+/// Datasentinel user-token (`/ds-api/user-token`): `exp iat database email user`, then a
+/// `jti` (for revocation) and the binding to its ServiceKey.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct UserTokenClaims {
     pub exp: i64,
@@ -169,6 +199,9 @@ pub struct UserTokenClaims {
     pub database: String,
     pub email: String,
     pub user: String,
+    pub jti: String,
+    #[serde(flatten)]
+    pub binding: Binding,
     pub iss: String,
 }
 
@@ -195,11 +228,25 @@ mod tests {
     const SEED_ACCESS: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJpYXQiOjE1Mzc5NzU4NTksIm5iZiI6MTUzNzk3NTg1OSwianRpIjoiMThjZDVjZjQtYzI5Ni00ODZkLTg1MDctMjJiMDUwODNiMzc2IiwiZXhwIjoxNTM4MDYyMjU5LCJpZGVudGl0eSI6eyJpZCI6MX0sImZyZXNoIjpmYWxzZSwidHlwZSI6ImFjY2VzcyJ9.VKebjV3NrFp";
     const SEED_USER_TOKEN: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJleHAiOjE1ODAyMTYyMjQsImlhdCI6MTU4MDEyOTgxOSwiZGF0YWJhc2UiOiJNYWluIE9yZy4iLCJlbWFpbCI6InRlc3RAZGF0YXNlbnRpbmVsLmlvIiwidXNlciI6InRlc3QifQ.JMDvq2JPcqz9M0_it_0UtP9y79dClVwx9pDEzCl9HTk";
 
-    /// Our serialisation of the seed's own values, minus `iss`, must equal the seed payload
-    /// key for key and in the same order.
+    /// Our serialisation of the seed's own values, minus the claims tokenmint appends (`iss`,
+    /// the binding, a user-token's `jti`), must equal the seed payload key for key and in the
+    /// same order.
     fn without_iss(mut v: Value) -> Value {
-        v.as_object_mut().unwrap().shift_remove("iss");
+        let map = v.as_object_mut().unwrap();
+        for ours in ["iss", "service_key", "key_fingerprint"] {
+            map.shift_remove(ours);
+        }
+        if !map.contains_key("nbf") {
+            map.shift_remove("jti");
+        }
         v
+    }
+
+    fn binding() -> Binding {
+        Binding {
+            service_key: "team-a/analytics".into(),
+            key_fingerprint: key_fingerprint(b"k"),
+        }
     }
 
     #[test]
@@ -215,10 +262,14 @@ mod tests {
             identity: AccessIdentity { id: Id::from("1") },
             fresh: false,
             token_type: ACCESS_TYPE.into(),
+            binding: binding(),
             iss: "tokenmint".into(),
         };
         let ours = serde_json::to_value(&ours).unwrap();
-        assert_eq!(keys(&ours).last(), Some(&"iss"));
+        assert_eq!(
+            keys(&ours)[6..],
+            ["type", "service_key", "key_fingerprint", "iss"]
+        );
         let ours = without_iss(ours);
         assert_eq!(ours, seed);
         assert_eq!(keys(&ours), keys(&seed));
@@ -230,6 +281,8 @@ mod tests {
         // And the seed decodes into our type.
         let mut with_iss = seed.clone();
         with_iss["iss"] = json!("x");
+        with_iss["service_key"] = json!("ns/name");
+        with_iss["key_fingerprint"] = json!("f");
         let back: AccessClaims = serde_json::from_value(with_iss).unwrap();
         assert_eq!(back.identity.id, Id::Number(1));
         assert_eq!(back.registered.exp, Some(1_538_062_259));
@@ -257,6 +310,7 @@ mod tests {
             },
             fresh: false,
             token_type: ACCESS_TYPE.into(),
+            service_key: "team-a/analytics".into(),
             iss: "tokenmint".into(),
         };
         let ours = without_iss(serde_json::to_value(&ours).unwrap());
@@ -294,6 +348,8 @@ mod tests {
             database: "Main Org.".into(),
             email: "test@datasentinel.io".into(),
             user: "test".into(),
+            jti: "j".into(),
+            binding: binding(),
             iss: "tokenmint".into(),
         };
         let ours = without_iss(serde_json::to_value(&ours).unwrap());
@@ -309,8 +365,9 @@ mod tests {
             client_id: "acme".into(),
             datasource_name: None,
             params: Map::new(),
-            sub: Id::from("1"),
+            sub: "1".into(),
             token_type: GUEST_TYPE.into(),
+            service_key: "team-a/analytics".into(),
             iss: "tokenmint".into(),
         };
         let v = serde_json::to_value(&guest).unwrap();
@@ -324,24 +381,35 @@ mod tests {
                 "clientId",
                 "sub",
                 "type",
+                "service_key",
                 "iss"
             ]
         );
         let session = SessionClaims {
             registered: Registered::new(100, Some(3_600)),
-            sub: Id::from("12345"),
+            sub: "12345".into(),
             email: "jcw@example.com".into(),
             full_name: Some("Jeff Williams".into()),
             org: None,
-            service_key: "team-a/analytics".into(),
+            binding: binding(),
             token_type: SESSION_TYPE.into(),
             iss: "tokenmint".into(),
         };
         let v = serde_json::to_value(&session).unwrap();
         assert_eq!(v["exp"], 3_700);
-        assert_eq!(v["sub"], 12_345);
+        assert_eq!(v["sub"], "12345", "sub is a string (RFC 7519)");
+        assert_eq!(v["service_key"], "team-a/analytics");
         let back: SessionClaims = serde_json::from_value(v).unwrap();
         assert_eq!(back, session);
+    }
+
+    #[test]
+    fn fingerprints_are_short_stable_and_distinct() {
+        let a = key_fingerprint(b"tmk_one");
+        assert_eq!(a, key_fingerprint(b"tmk_one"));
+        assert_ne!(a, key_fingerprint(b"tmk_two"));
+        assert_eq!(a.len(), 16);
+        assert!(!a.contains("tmk"));
     }
 
     #[test]

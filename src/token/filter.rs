@@ -7,9 +7,10 @@
 //! that cannot end the statement early, comment out the rest of the query, or
 //! read other tables.
 //!
-//! Validation runs in five stages, each producing a user-facing [`FilterError`]:
+//! Validation runs in seven stages, each producing a user-facing [`FilterError`]:
 //!
-//! 1. cheap checks on the raw text (empty, length, backslashes);
+//! 1. cheap checks on the raw text (empty, length, control characters such as
+//!    NUL, backslashes, MySQL `/*!` comments);
 //! 2. a scan of the sqlparser tokenizer's tokens (so that anything inside a
 //!    string literal such as `'a;b'` is ignored): `;`, comments, `#`, exotic
 //!    string-literal syntaxes, backtick / bracket quoting, double-quoted
@@ -17,18 +18,29 @@
 //!    `:=` and `@variables`;
 //! 3. a scan of the same tokens for keywords that start a sub-query or a
 //!    statement (see [`check_keywords`]);
-//! 4. parsing with [`Parser::parse_expr`], requiring that the whole input is
+//! 4. tokenizing the filter again with the tokenizer of every other dialect
+//!    sqlparser ships (see [`DIALECTS`] and [`check_dialects`]) and rejecting
+//!    it if any of them fails, sees a comment (Snowflake's `//`, MySQL's `#`,
+//!    ...), a `;` or a placeholder, or splits the quoted text (string literals
+//!    and quoted identifiers) differently from the generic reading;
+//! 5. parsing with [`Parser::parse_expr`], requiring that the whole input is
 //!    consumed and that the top-level expression is not a bare literal;
-//! 5. a walk of the parsed AST (see [`check_ast`]) that only allows calls to
+//! 6. a walk of the parsed AST (see [`check_ast`]) that only allows calls to
 //!    the functions in [`ALLOWED_FUNCTIONS`] and rejects sub-queries again
-//!    (defence in depth beside stage 3).
+//!    (defence in depth beside stage 3);
+//! 7. a check that the expression is a condition (see [`check_condition`]):
+//!    comparisons, `IN` lists, `BETWEEN`, `LIKE`, `IS [NOT] NULL`, ...,
+//!    combined with `AND`, `OR`, `NOT` and parentheses, so that `a = 1 AND 1`
+//!    or a bare column or keyword (`WHERE`, `NOT`) is refused.
 //!
 //! The tokenizer and parser use [`GenericDialect`], a permissive superset of
 //! the common dialects. Where dialects disagree on how text is split into
-//! tokens (`#` comments in MySQL, backslash escapes, `$$` / `q'[..]'`
+//! tokens (`#` and `//` comments, backslash escapes, `$$` / `q'[..]'`
 //! quoting), the filter is rejected rather than guessing which dialect the
 //! vendor runs, because such a disagreement is exactly what SQL injection
-//! exploits.
+//! exploits. Stage 4 makes that systematic for every dialect sqlparser knows;
+//! dialect quirks sqlparser does not model are covered only by the
+//! conservative rules of stages 1 to 3.
 
 use std::ops::ControlFlow;
 
@@ -36,7 +48,11 @@ use sqlparser::ast::{
     BinaryOperator, Expr, Function, FunctionArguments, ObjectNamePart, Query, SetExpr,
     UnaryOperator, Value, ValueWithSpan, Visit, Visitor,
 };
-use sqlparser::dialect::GenericDialect;
+use sqlparser::dialect::{
+    AnsiDialect, BigQueryDialect, ClickHouseDialect, DatabricksDialect, Dialect, DuckDbDialect,
+    GenericDialect, HiveDialect, MsSqlDialect, MySqlDialect, OracleDialect, PostgreSqlDialect,
+    RedshiftSqlDialect, SQLiteDialect, SnowflakeDialect, SparkSqlDialect, TeradataDialect,
+};
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Whitespace};
@@ -165,6 +181,77 @@ pub enum FilterError {
     )]
     NotBoolean { kind: &'static str },
 
+    /// A part of the filter that must be a condition is some other kind of
+    /// expression: `a = 1 AND 1`, `NOT`, a bare column or function call.
+    /// `place` says which part (the whole filter, a side of AND / OR, the
+    /// operand of NOT); `got` describes what was found there.
+    #[error(
+        "filter must be a boolean condition: {place} must be a condition such as `x = 1` \
+         (a comparison, IN, BETWEEN, LIKE or IS [NOT] NULL, combined with AND, OR, NOT), got {got}"
+    )]
+    NotCondition { place: &'static str, got: String },
+
+    /// A control character such as NUL (anything but tab, line feed and
+    /// carriage return). C drivers cut strings at NUL, so the vendor's driver
+    /// and the database could see different text.
+    #[error(
+        "filter must not contain control characters such as NUL (found {code} at character {position}); \
+         only printable text, spaces, tabs and line breaks are allowed"
+    )]
+    ControlCharacter { code: String, position: usize },
+
+    /// The tokenizer of one of the [`DIALECTS`] cannot read the filter at
+    /// all (e.g. a quote it does not close where the generic one does).
+    #[error(
+        "filter cannot be read by the {dialect} SQL tokenizer ({message}); \
+         a filter must mean the same in every common SQL dialect"
+    )]
+    DialectTokenizer {
+        dialect: &'static str,
+        message: String,
+    },
+
+    /// One of the [`DIALECTS`] reads part of the filter as a comment, e.g.
+    /// Snowflake reads `//` (integer division elsewhere) as a line comment.
+    #[error(
+        "filter must not contain '{marker}': {dialect} reads it as a comment, \
+         which would hide the rest of the query"
+    )]
+    DialectComment {
+        marker: String,
+        dialect: &'static str,
+    },
+
+    /// One of the [`DIALECTS`] sees a `;` outside its string literals.
+    #[error(
+        "filter must be a single SQL boolean expression, but {dialect} reads a ';' in it that ends \
+         the statement (it reads the filter's quotes differently); write strings in plain single quotes"
+    )]
+    DialectStatementSeparator { dialect: &'static str },
+
+    /// One of the [`DIALECTS`] reads part of the filter as a bind-parameter
+    /// placeholder.
+    #[error(
+        "filter must not contain {placeholder}: {dialect} reads it as a bind-parameter placeholder; \
+         write the value as a literal, e.g. `tenant_id = 42`"
+    )]
+    DialectPlaceholder {
+        placeholder: String,
+        dialect: &'static str,
+    },
+
+    /// One of the [`DIALECTS`] splits the quoted text (string literals and
+    /// quoted identifiers) differently from the generic reading, so a quote
+    /// that closes a string for one database opens one for another.
+    #[error(
+        "filter is quoted ambiguously: {dialect} reads its quoted text differently ({detail}); \
+         use plain single-quoted strings such as 'text', writing a quote inside twice, e.g. 'it''s'"
+    )]
+    DialectQuoting {
+        dialect: &'static str,
+        detail: String,
+    },
+
     /// A backtick-quoted identifier or square brackets, which databases read
     /// differently (quoted identifier in MySQL / SQL Server, operator or
     /// array syntax elsewhere).
@@ -238,6 +325,19 @@ pub fn validate_filter(filter: &str) -> Result<String, FilterError> {
             max: MAX_FILTER_LEN,
         });
     }
+    // C drivers end a string at NUL, and other control characters (escape,
+    // backspace, vertical tab, ...) are read as whitespace by some databases
+    // and as part of a word by others. A filter never needs them.
+    if let Some((position, c)) = filter
+        .chars()
+        .enumerate()
+        .find(|&(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return Err(FilterError::ControlCharacter {
+            code: format!("U+{:04X}", u32::from(c)),
+            position: position + 1,
+        });
+    }
     // MySQL (by default) treats `\'` inside a literal as an escaped quote while
     // standard SQL (and our tokenizer) treats `\` as an ordinary character, so
     // `'\' OR 1=1 -- '` is a harmless literal to one and an injection to the
@@ -265,6 +365,7 @@ pub fn validate_filter(filter: &str) -> Result<String, FilterError> {
 
     check_tokens(&tokens)?;
     check_keywords(&tokens)?;
+    check_dialects(filter, &tokens)?;
 
     // The parser keeps its default recursion limit, so deeply nested input
     // returns `RecursionLimitExceeded` instead of overflowing the stack.
@@ -281,6 +382,7 @@ pub fn validate_filter(filter: &str) -> Result<String, FilterError> {
 
     check_not_literal(&expr)?;
     check_ast(&expr)?;
+    check_condition(&expr)?;
     Ok(filter.to_owned())
 }
 
@@ -680,6 +782,251 @@ fn check_not_literal(expr: &Expr) -> Result<(), FilterError> {
     Err(FilterError::NotBoolean { kind })
 }
 
+/// The dialects whose tokenizers must read a filter exactly as
+/// [`GenericDialect`]'s does, with the name used in error messages: every
+/// dialect sqlparser ships (the names `sqlparser::dialect::dialect_from_str`
+/// accepts) except the generic one itself. The mainstream ones come first, so
+/// that a problem several dialects share is reported under the best known
+/// name. When upgrading sqlparser, add any new dialect here; the test
+/// `dialect_list_covers_every_sqlparser_dialect` lists the names.
+pub const DIALECTS: &[(&str, &dyn Dialect)] = &[
+    ("PostgreSQL", &PostgreSqlDialect {}),
+    ("MySQL", &MySqlDialect {}),
+    ("Snowflake", &SnowflakeDialect),
+    ("BigQuery", &BigQueryDialect),
+    ("SQL Server", &MsSqlDialect {}),
+    ("SQLite", &SQLiteDialect {}),
+    ("Oracle", &OracleDialect),
+    ("Redshift", &RedshiftSqlDialect {}),
+    ("Databricks", &DatabricksDialect),
+    ("Spark SQL", &SparkSqlDialect),
+    ("Hive", &HiveDialect {}),
+    ("ClickHouse", &ClickHouseDialect {}),
+    ("DuckDB", &DuckDbDialect),
+    ("Teradata", &TeradataDialect),
+    ("ANSI SQL", &AnsiDialect {}),
+];
+
+/// Tokenizes `filter` with every dialect in [`DIALECTS`] and rejects it if
+/// any of them reads it differently from the generic tokenizer in a way that
+/// matters for injection: a tokenizer error, a comment, a `;`, a placeholder,
+/// or a different sequence of quoted texts (see [`quoted_text`]).
+///
+/// The generic `tokens` have already passed [`check_tokens`], so they contain
+/// no comment, `;` or placeholder, and their quoted texts are portable string
+/// literals and plain double-quoted identifiers.
+fn check_dialects(filter: &str, tokens: &[TokenWithSpan]) -> Result<(), FilterError> {
+    let expected: Vec<&str> = tokens
+        .iter()
+        .filter_map(|t| quoted_text(&t.token))
+        .collect();
+    for &(name, dialect) in DIALECTS {
+        let dialect_tokens = Tokenizer::new(dialect, filter).tokenize().map_err(|e| {
+            FilterError::DialectTokenizer {
+                dialect: name,
+                message: e.to_string(),
+            }
+        })?;
+        for token in &dialect_tokens {
+            match token {
+                Token::Whitespace(Whitespace::SingleLineComment { prefix, .. }) => {
+                    return Err(FilterError::DialectComment {
+                        marker: prefix.trim().to_owned(),
+                        dialect: name,
+                    });
+                }
+                Token::Whitespace(Whitespace::MultiLineComment(_)) => {
+                    return Err(FilterError::DialectComment {
+                        marker: "/*".to_owned(),
+                        dialect: name,
+                    });
+                }
+                Token::SemiColon => {
+                    return Err(FilterError::DialectStatementSeparator { dialect: name });
+                }
+                Token::Placeholder(p) => {
+                    return Err(FilterError::DialectPlaceholder {
+                        placeholder: snippet(p),
+                        dialect: name,
+                    });
+                }
+                _ => {}
+            }
+        }
+        let found: Vec<&str> = dialect_tokens.iter().filter_map(quoted_text).collect();
+        if found != expected {
+            return Err(FilterError::DialectQuoting {
+                dialect: name,
+                detail: quoting_difference(&expected, &found),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The text inside the quotes of a string literal (of any syntax) or a quoted
+/// identifier; `None` for other tokens.
+///
+/// Identifiers are included because dialects disagree on which quotes delimit
+/// identifiers and which delimit strings (MySQL and BigQuery read `"a"` as a
+/// string, SQL Server reads `[a]` as an identifier), but every such reading
+/// must agree on where the quoted text starts and ends. A plain double-quoted
+/// identifier that one dialect reads as a string literal with the same text is
+/// therefore accepted: the quotes enclose the same characters, so the meaning
+/// of the filter can change (a column name becomes a constant), but nothing
+/// outside the filter's own condition can.
+fn quoted_text(token: &Token) -> Option<&str> {
+    match token {
+        Token::Word(w) if w.quote_style.is_some() => Some(&w.value),
+        Token::SingleQuotedString(s)
+        | Token::DoubleQuotedString(s)
+        | Token::TripleSingleQuotedString(s)
+        | Token::TripleDoubleQuotedString(s)
+        | Token::SingleQuotedByteStringLiteral(s)
+        | Token::DoubleQuotedByteStringLiteral(s)
+        | Token::TripleSingleQuotedByteStringLiteral(s)
+        | Token::TripleDoubleQuotedByteStringLiteral(s)
+        | Token::SingleQuotedRawStringLiteral(s)
+        | Token::DoubleQuotedRawStringLiteral(s)
+        | Token::TripleSingleQuotedRawStringLiteral(s)
+        | Token::TripleDoubleQuotedRawStringLiteral(s)
+        | Token::NationalStringLiteral(s)
+        | Token::EscapedStringLiteral(s)
+        | Token::UnicodeStringLiteral(s)
+        | Token::HexStringLiteral(s) => Some(s),
+        Token::DollarQuotedString(d) => Some(&d.value),
+        Token::QuoteDelimitedStringLiteral(q) | Token::NationalQuoteDelimitedStringLiteral(q) => {
+            Some(&q.value)
+        }
+        _ => None,
+    }
+}
+
+/// Describes the first difference between the generic reading's quoted texts
+/// (`expected`) and another dialect's (`found`), for an error message.
+fn quoting_difference(expected: &[&str], found: &[&str]) -> String {
+    let i = expected
+        .iter()
+        .zip(found)
+        .take_while(|(e, f)| e == f)
+        .count();
+    let show = |s: &str| format!("`{}`", snippet(s));
+    match (expected.get(i), found.get(i)) {
+        (Some(e), Some(f)) => format!(
+            "it reads the quoted text {} where standard SQL reads {}",
+            show(f),
+            show(e)
+        ),
+        (Some(e), None) => format!(
+            "it does not read {} as quoted text, standard SQL does",
+            show(e)
+        ),
+        (None, Some(f)) => format!("it reads {} as quoted text, standard SQL does not", show(f)),
+        (None, None) => "it reads the quotes differently".to_owned(),
+    }
+}
+
+/// Requires `expr` to be a condition: a comparison, `IN` list, `BETWEEN`,
+/// `[I]LIKE`, `IS [NOT] NULL` or `IS [NOT] TRUE / FALSE` (see
+/// [`is_condition`]), or `AND`, `OR`, `NOT` and parentheses around
+/// conditions, recursively. This refuses inputs that parse as an expression
+/// but not as a `WHERE` condition in every database: `a = 1 AND 1`, a bare
+/// column or function call, `TRUE` (SQL Server has no boolean literals), and
+/// keywords that the parser reads as a column name (`WHERE`, `NOT`,
+/// `EXPLAIN`).
+///
+/// Works with an explicit stack: a long `AND` chain is a deep tree.
+fn check_condition(expr: &Expr) -> Result<(), FilterError> {
+    let mut pending: Vec<(&'static str, &Expr)> = vec![("the whole filter", expr)];
+    while let Some((place, mut expr)) = pending.pop() {
+        while let Expr::Nested(inner) = expr {
+            expr = inner;
+        }
+        match expr {
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::And,
+                right,
+            } => {
+                pending.push(("the right side of AND", right));
+                pending.push(("the left side of AND", left));
+            }
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Or,
+                right,
+            } => {
+                pending.push(("the right side of OR", right));
+                pending.push(("the left side of OR", left));
+            }
+            Expr::UnaryOp {
+                op: UnaryOperator::Not,
+                expr: operand,
+            } => pending.push(("the operand of NOT", operand)),
+            _ if is_condition(expr) => {}
+            _ => {
+                return Err(FilterError::NotCondition {
+                    place,
+                    got: describe(expr),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `expr` is, at its top, a predicate: an expression whose value is a
+/// truth value by its syntax alone, whatever the types of its operands.
+fn is_condition(expr: &Expr) -> bool {
+    matches!(
+        expr,
+        Expr::BinaryOp {
+            op: BinaryOperator::Eq
+                | BinaryOperator::NotEq
+                | BinaryOperator::Lt
+                | BinaryOperator::LtEq
+                | BinaryOperator::Gt
+                | BinaryOperator::GtEq,
+            ..
+        } | Expr::InList { .. }
+            | Expr::Between { .. }
+            | Expr::Like { .. }
+            | Expr::ILike { .. }
+            | Expr::IsNull(_)
+            | Expr::IsNotNull(_)
+            | Expr::IsTrue(_)
+            | Expr::IsNotTrue(_)
+            | Expr::IsFalse(_)
+            | Expr::IsNotFalse(_)
+    )
+}
+
+/// Describes an expression that is not a condition, for [`FilterError::NotCondition`].
+fn describe(expr: &Expr) -> String {
+    match expr {
+        Expr::Value(value) => match &value.value {
+            Value::Number(..) => "a number literal".to_owned(),
+            Value::Null => "NULL".to_owned(),
+            Value::Boolean(true) => "the literal TRUE (write a condition instead)".to_owned(),
+            Value::Boolean(false) => "the literal FALSE (write a condition instead)".to_owned(),
+            Value::Placeholder(p) => format!("the placeholder {}", snippet(p)),
+            _ => "a string literal".to_owned(),
+        },
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => {
+            let name = snippet(&expr.to_string());
+            format!(
+                "the bare name `{name}` (a column or keyword on its own; \
+                 to test a boolean column, compare it, e.g. `active = TRUE`)"
+            )
+        }
+        Expr::Function(function) => format!(
+            "a bare call to the function {} (compare its result with a value)",
+            snippet(&function.name.to_string())
+        ),
+        _ => format!("the expression `{}`", snippet(&expr.to_string())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -713,8 +1060,6 @@ mod tests {
             "amount BETWEEN 10 AND 20.5",
             "LOWER(email) = 'a@example.com'",
             "COALESCE(region, 'EU') IN ('EU')",
-            "active",
-            "TRUE",
             "\"select\" = 1",
             "\"User Id\" = 1",
             "\"a$b_1\" = 2 AND \"Größe\" > 3",
@@ -746,7 +1091,7 @@ mod tests {
             "CAST(x AS INT) = 1 AND x::text LIKE '%a%'",
             "TRIM(name) = 'a' AND SUBSTRING(name FROM 1 FOR 2) = 'ab'",
             "POSITION('a' IN name) > 0",
-            "CASE WHEN a = 1 THEN TRUE ELSE FALSE END",
+            "CASE WHEN a = 1 THEN 1 ELSE 0 END = 1",
             "LOWER(COALESCE(region, 'eu')) IN ('eu', 'us')",
         ] {
             ok(f);
@@ -1382,6 +1727,692 @@ mod tests {
             "a = 1\u{0}",
         ] {
             let _ = validate_filter(f);
+        }
+    }
+
+    // ---- Cross-dialect reading, boolean-typed conditions, control characters ----
+
+    use proptest::prelude::*;
+    use sqlparser::dialect::dialect_from_str;
+
+    /// Every name `sqlparser::dialect::dialect_from_str` accepts in sqlparser
+    /// 0.63, one per dialect (the aliases `postgres` and `sparksql` left out).
+    const DIALECT_NAMES: &[&str] = &[
+        "generic",
+        "postgresql",
+        "mysql",
+        "snowflake",
+        "bigquery",
+        "mssql",
+        "sqlite",
+        "oracle",
+        "redshift",
+        "databricks",
+        "spark",
+        "hive",
+        "clickhouse",
+        "duckdb",
+        "teradata",
+        "ansi",
+    ];
+
+    fn every_dialect() -> Vec<(&'static str, Box<dyn Dialect>)> {
+        DIALECT_NAMES
+            .iter()
+            .map(|&name| {
+                let dialect =
+                    dialect_from_str(name).unwrap_or_else(|| panic!("unknown dialect {name}"));
+                (name, dialect)
+            })
+            .collect()
+    }
+
+    /// How one dialect's tokenizer reads a filter, reduced to what matters
+    /// for injection.
+    #[derive(Debug, Default, PartialEq, Eq)]
+    struct Reading {
+        /// Comment prefixes (`--`, `#`, `//`, `/*`).
+        comments: Vec<String>,
+        semicolons: usize,
+        placeholders: Vec<String>,
+        /// String literals and quoted identifiers, in order.
+        quoted: Vec<String>,
+    }
+
+    /// Tokenizes `filter` with `dialect`; `Err` with the tokenizer's message
+    /// when it cannot.
+    fn read(dialect: &dyn Dialect, filter: &str) -> Result<Reading, String> {
+        let tokens = Tokenizer::new(dialect, filter)
+            .tokenize()
+            .map_err(|e| e.to_string())?;
+        let mut reading = Reading::default();
+        for token in &tokens {
+            match token {
+                Token::Whitespace(Whitespace::SingleLineComment { prefix, .. }) => {
+                    reading.comments.push(prefix.clone());
+                }
+                Token::Whitespace(Whitespace::MultiLineComment(_)) => {
+                    reading.comments.push("/*".to_owned());
+                }
+                Token::SemiColon => reading.semicolons += 1,
+                Token::Placeholder(p) => reading.placeholders.push(p.clone()),
+                _ => {
+                    if let Some(text) = quoted_text(token) {
+                        reading.quoted.push(text.to_owned());
+                    }
+                }
+            }
+        }
+        Ok(reading)
+    }
+
+    /// The dialects (by `dialect_from_str` name) that read `filter` unsafely:
+    /// their tokenizer fails, or sees a comment, `;` or placeholder, or quoted
+    /// text other than the generic tokenizer's.
+    fn unsafe_readings(filter: &str) -> Vec<&'static str> {
+        let generic = read(&GenericDialect, filter).ok();
+        every_dialect()
+            .into_iter()
+            .filter(
+                |(_, dialect)| match (read(dialect.as_ref(), filter), &generic) {
+                    (Ok(r), Some(g)) => {
+                        !r.comments.is_empty()
+                            || r.semicolons > 0
+                            || !r.placeholders.is_empty()
+                            || r.quoted != g.quoted
+                    }
+                    _ => true,
+                },
+            )
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    #[test]
+    fn dialect_list_covers_every_sqlparser_dialect() {
+        use std::any::TypeId;
+        use std::collections::BTreeSet;
+
+        let from_names: BTreeSet<TypeId> = every_dialect()
+            .iter()
+            .map(|(_, dialect)| dialect.dialect())
+            .collect();
+        assert_eq!(from_names.len(), DIALECT_NAMES.len(), "duplicate names");
+        // The aliases resolve to dialects already in the list.
+        for alias in ["postgres", "sparksql"] {
+            let dialect = dialect_from_str(alias).unwrap();
+            assert!(from_names.contains(&dialect.dialect()), "{alias}");
+        }
+
+        let checked: BTreeSet<TypeId> = DIALECTS
+            .iter()
+            .map(|(_, dialect)| dialect.dialect())
+            .chain([GenericDialect.dialect()])
+            .collect();
+        assert_eq!(checked.len(), DIALECTS.len() + 1, "duplicate in DIALECTS");
+        assert_eq!(checked, from_names);
+
+        let names: BTreeSet<&str> = DIALECTS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names.len(), DIALECTS.len(), "duplicate display name");
+    }
+
+    #[test]
+    fn quoted_text_covers_every_string_literal_syntax() {
+        for (dialect, f) in [
+            ("generic", "'q'"),
+            ("generic", "N'q'"),
+            ("generic", "X'q'"),
+            ("generic", "E'q'"),
+            ("generic", "U&'q'"),
+            ("generic", "b'q'"),
+            ("generic", "r'q'"),
+            ("generic", "q'[q]'"),
+            ("generic", "nq'[q]'"),
+            ("generic", "\"q\""),
+            ("generic", "`q`"),
+            ("postgresql", "$$q$$"),
+            ("postgresql", "$t$q$t$"),
+            ("mysql", "\"q\""),
+            ("bigquery", "'''q'''"),
+            ("bigquery", "\"\"\"q\"\"\""),
+            ("bigquery", "b'''q'''"),
+            ("bigquery", "r\"q\""),
+            ("mssql", "[q]"),
+        ] {
+            let dialect = dialect_from_str(dialect).unwrap();
+            let reading = read(dialect.as_ref(), f).unwrap();
+            assert_eq!(reading.quoted, ["q"], "{f}");
+        }
+    }
+
+    /// What a case of [`every_escape_and_every_dialect`] expects.
+    enum Expect {
+        Accepted,
+        Refused(FilterError),
+        /// Refused with [`FilterError::NotCondition`] at `place`, with `got`
+        /// containing the fragment.
+        NotCondition(&'static str, &'static str),
+        /// Refused with a message containing the fragment.
+        RefusedWith(&'static str),
+    }
+
+    /// The escapes found by the attack review and the constructs that were
+    /// already refused, each with the dialects (by `dialect_from_str` name)
+    /// whose tokenizer reads it unsafely; and normal filters, which every
+    /// dialect must read safely.
+    #[test]
+    fn every_escape_and_every_dialect() {
+        use Expect::*;
+        let comment = |marker: &str, dialect: &'static str| {
+            Refused(FilterError::DialectComment {
+                marker: marker.to_owned(),
+                dialect,
+            })
+        };
+        let control = |code: &str, position: usize| {
+            Refused(FilterError::ControlCharacter {
+                code: code.to_owned(),
+                position,
+            })
+        };
+        let placeholder = |p: &str| {
+            Refused(FilterError::Placeholder {
+                placeholder: p.to_owned(),
+            })
+        };
+        let literal = |kind: &'static str| Refused(FilterError::UnsupportedLiteral { kind });
+        let subquery = |keyword: &str| {
+            Refused(FilterError::Subquery {
+                keyword: keyword.to_owned(),
+            })
+        };
+        let whole = "the whole filter";
+        const ALL: &[&str] = DIALECT_NAMES;
+
+        let cases: Vec<(&str, Expect, &[&str])> = vec![
+            // Normal filters: accepted, and read safely by every dialect.
+            ("USER_id = 123", Accepted, &[]),
+            ("region IN ('EU', 'US') AND tenant_id = 42", Accepted, &[]),
+            ("name = 'it''s'", Accepted, &[]),
+            ("created_at >= DATE '2024-01-01'", Accepted, &[]),
+            ("lower(email) LIKE '%@example.com'", Accepted, &[]),
+            ("a IS NOT NULL", Accepted, &[]),
+            ("x BETWEEN 1 AND 10", Accepted, &[]),
+            ("(a = 1 OR b = 2) AND c <> 3", Accepted, &[]),
+            ("NOT (a = 1)", Accepted, &[]),
+            ("amount / 2 > 10", Accepted, &[]),
+            (
+                "a != 1 AND b < 2 AND c <= 3 AND d > 4 AND e >= 5",
+                Accepted,
+                &[],
+            ),
+            (
+                "name NOT ILIKE 'a%' AND x NOT BETWEEN 1 AND 2",
+                Accepted,
+                &[],
+            ),
+            ("a NOT IN (1, 2) AND b IS NULL", Accepted, &[]),
+            (
+                "a IS TRUE OR b IS NOT FALSE OR c IS FALSE OR d IS NOT TRUE",
+                Accepted,
+                &[],
+            ),
+            ("NOT NOT ((a = 1))", Accepted, &[]),
+            ("\"User Id\" = 1", Accepted, &[]),
+            ("url LIKE 'https://%'", Accepted, &[]),
+            ("note = 'a;b -- c /* d */ # e // f $1 ? :x'", Accepted, &[]),
+            ("a = 1\n  AND b = 2\r\n\tOR c = 3", Accepted, &[]),
+            // Review hole 1: Snowflake reads `//` as a line comment.
+            (
+                "tenant_id = 42 // (0\n) OR (1=1 // 0)\nAND 1=1",
+                comment("//", "Snowflake"),
+                &["snowflake"],
+            ),
+            (
+                "amount // 2 > 10",
+                comment("//", "Snowflake"),
+                &["snowflake"],
+            ),
+            // Review hole 2: not one boolean expression.
+            ("WHERE", NotCondition(whole, "`WHERE`"), &[]),
+            ("NOT", NotCondition(whole, "`NOT`"), &[]),
+            ("EXPLAIN", NotCondition(whole, "`EXPLAIN`"), &[]),
+            (
+                "a = 1 AND 1",
+                NotCondition("the right side of AND", "a number literal"),
+                &[],
+            ),
+            (
+                "a = 1 AND 'x'",
+                NotCondition("the right side of AND", "a string literal"),
+                &[],
+            ),
+            (
+                "a = 1 OR b",
+                NotCondition("the right side of OR", "`b`"),
+                &[],
+            ),
+            (
+                "b OR a = 1",
+                NotCondition("the left side of OR", "`b`"),
+                &[],
+            ),
+            (
+                "NOT 1",
+                NotCondition("the operand of NOT", "a number literal"),
+                &[],
+            ),
+            (
+                "(a = 1) AND (NULL)",
+                NotCondition("the right side of AND", "NULL"),
+                &[],
+            ),
+            ("active", NotCondition(whole, "`active`"), &[]),
+            ("TRUE", NotCondition(whole, "TRUE"), &[]),
+            ("lower(email)", NotCondition(whole, "function lower"), &[]),
+            ("a + 1", NotCondition(whole, "`a + 1`"), &[]),
+            // Review hole 3: control characters.
+            ("a = 'x\u{0}y'", control("U+0000", 7), &[]),
+            ("a = 1\u{0} OR 1 = 1", control("U+0000", 6), &[]),
+            ("a = 1 AND\u{b}b = 2", control("U+000B", 10), &[]),
+            ("a = '\u{1b}[2J'", control("U+001B", 6), &[]),
+            ("a = 1\u{7f}", control("U+007F", 6), &[]),
+            ("a = 1\u{85}AND b = 2", control("U+0085", 6), &[]),
+            // Already refused before; must stay refused.
+            (
+                "1=1; DROP TABLE users",
+                Refused(FilterError::StatementSeparator),
+                ALL,
+            ),
+            (
+                "a = 1 -- x",
+                Refused(FilterError::Comment { marker: "'--'" }),
+                ALL,
+            ),
+            (
+                "a = 1 /* x */",
+                Refused(FilterError::Comment {
+                    marker: "'/* ... */'",
+                }),
+                ALL,
+            ),
+            (
+                "a = 1 /*! OR 1=1 */",
+                Refused(FilterError::Comment {
+                    marker: "'/*! ... */'",
+                }),
+                &["postgresql", "snowflake", "mssql"],
+            ),
+            (
+                "a = 1 # x",
+                Refused(FilterError::Comment { marker: "'#'" }),
+                &["mysql", "snowflake", "bigquery", "hive"],
+            ),
+            ("a = $$x$$", literal("dollar-quoted string $$...$$"), &[]),
+            ("a = E'x'", literal("escape string E'...'"), &[]),
+            ("a = U&'x'", literal("Unicode escape string U&'...'"), &[]),
+            (
+                "a = q'[x]'",
+                literal("quote-delimited string q'[...]'"),
+                &["postgresql", "mysql"],
+            ),
+            (
+                "`a` = 1",
+                Refused(FilterError::QuotedIdentifier {
+                    style: "a backtick-quoted identifier (`...`)",
+                }),
+                &[],
+            ),
+            (
+                "[a'] = 1 OR 1=1 OR [b'] = 1",
+                Refused(FilterError::QuotedIdentifier {
+                    style: "square brackets ([...])",
+                }),
+                &["mssql"],
+            ),
+            ("{fn user()} = 'sa'", Refused(FilterError::OdbcEscape), &[]),
+            ("a = $1", placeholder("$1"), &["postgresql"]),
+            ("a = ?", placeholder("?"), &[]),
+            ("a = :x", placeholder(":x"), &[]),
+            ("a IN (SELECT id FROM t)", subquery("SELECT"), &[]),
+            ("EXISTS (SELECT 1)", subquery("SELECT"), &[]),
+            ("LOWER((SELECT name FROM u)) = 'a'", subquery("SELECT"), &[]),
+            (
+                "name = '\\' OR 1=1 OR name = '\\'",
+                Refused(FilterError::Backslash),
+                &["mysql", "bigquery"],
+            ),
+            // Found by the cross-dialect comparison alone.
+            (
+                "a = '''x'''",
+                RefusedWith("BigQuery reads its quoted text differently"),
+                &["bigquery"],
+            ),
+            (
+                "a = '''' OR 1 = 1",
+                RefusedWith("cannot be read by the BigQuery SQL tokenizer"),
+                &["bigquery"],
+            ),
+            (
+                "a$b = 1",
+                Refused(FilterError::DialectPlaceholder {
+                    placeholder: "$b".to_owned(),
+                    dialect: "BigQuery",
+                }),
+                &["bigquery"],
+            ),
+        ];
+
+        for (f, expect, hazardous_in) in cases {
+            let unsafe_in = unsafe_readings(f);
+            for dialect in hazardous_in {
+                assert!(
+                    unsafe_in.contains(dialect),
+                    "{f:?}: expected {dialect} to read it unsafely; unsafe in {unsafe_in:?}"
+                );
+            }
+            match expect {
+                Accepted => {
+                    ok(f);
+                    assert_eq!(unsafe_in, Vec::<&str>::new(), "{f:?}");
+                }
+                Refused(expected) => assert_eq!(err(f), expected, "{f:?}"),
+                NotCondition(place, got) => {
+                    let e = err(f);
+                    assert!(
+                        matches!(&e, FilterError::NotCondition { place: p, got: g }
+                            if *p == place && g.contains(got)),
+                        "{f:?}: {e:?}"
+                    );
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains(&format!("{place} must be a condition such as `x = 1`")),
+                        "{msg}"
+                    );
+                    assert!(msg.contains(got), "{msg}");
+                }
+                RefusedWith(fragment) => {
+                    let msg = err(f).to_string();
+                    assert!(msg.contains(fragment), "{f:?}: {msg}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn error_messages_name_the_problem_and_the_dialect() {
+        let msg = err("tenant_id = 42 // (0\n) OR (1=1 // 0)\nAND 1=1").to_string();
+        assert!(
+            msg.starts_with("filter must not contain '//': Snowflake reads it as a comment"),
+            "{msg}"
+        );
+        let msg = err("a = 1 AND 1").to_string();
+        assert!(
+            msg.contains("the right side of AND must be a condition such as `x = 1`"),
+            "{msg}"
+        );
+        assert!(msg.ends_with("got a number literal"), "{msg}");
+        let msg = err("a = 'x\u{0}'").to_string();
+        assert!(msg.contains("control characters such as NUL"), "{msg}");
+        assert!(msg.contains("U+0000 at character 7"), "{msg}");
+        let msg = err("a$b = 1").to_string();
+        assert!(
+            msg.contains("$b: BigQuery reads it as a bind-parameter placeholder"),
+            "{msg}"
+        );
+        let msg = err("a = '''x'''").to_string();
+        assert!(msg.contains("it reads the quoted text `x`"), "{msg}");
+        assert!(msg.contains("standard SQL reads `'x'`"), "{msg}");
+    }
+
+    /// The cross-dialect check refuses, on its own, what the generic token
+    /// checks refuse first: the two are independent layers.
+    #[test]
+    fn dialect_check_alone_refuses_comments_separators_placeholders_and_quoting() {
+        let check = |f: &str| {
+            let tokens = Tokenizer::new(&GenericDialect, f)
+                .tokenize_with_location()
+                .unwrap();
+            check_dialects(f, &tokens).unwrap_err()
+        };
+        assert_eq!(
+            check("a = 1; b = 2"),
+            FilterError::DialectStatementSeparator {
+                dialect: "PostgreSQL"
+            }
+        );
+        assert_eq!(
+            check("a = 1 -- x"),
+            FilterError::DialectComment {
+                marker: "--".to_owned(),
+                dialect: "PostgreSQL"
+            }
+        );
+        assert_eq!(
+            check("a = 1 /* x */"),
+            FilterError::DialectComment {
+                marker: "/*".to_owned(),
+                dialect: "PostgreSQL"
+            }
+        );
+        assert_eq!(
+            check("a = 1 # x"),
+            FilterError::DialectComment {
+                marker: "#".to_owned(),
+                dialect: "MySQL"
+            }
+        );
+        assert_eq!(
+            check("a = $1"),
+            FilterError::DialectPlaceholder {
+                placeholder: "$1".to_owned(),
+                dialect: "PostgreSQL"
+            }
+        );
+        let e = check("[a'] = 1 OR 1=1 OR [b'] = 1");
+        assert!(
+            matches!(
+                &e,
+                FilterError::DialectQuoting {
+                    dialect: "SQL Server",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("quoted ambiguously"), "{e}");
+        // MySQL reads `\'` inside a string as an escaped quote, so it pairs
+        // the quotes differently: 'A\'B' C 'D\'E' against 'A\' B 'C' D \ 'E'.
+        let e = check("'A\\'B'C'D\\'E'");
+        assert!(
+            matches!(
+                &e,
+                FilterError::DialectQuoting {
+                    dialect: "MySQL",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    /// Fragments for [`accepted_filters_read_the_same_in_every_dialect`]:
+    /// words, numbers, quotes, comment and operator characters, whitespace.
+    const FRAGMENTS: &[&str] = &[
+        "a",
+        "tenant_id",
+        "x1",
+        "1",
+        "42",
+        "0.5",
+        "'",
+        "''",
+        "'''",
+        "\"",
+        "\"a\"",
+        "`",
+        "/",
+        "//",
+        "-",
+        "--",
+        "*",
+        "/*",
+        "*/",
+        "#",
+        "$",
+        "$$",
+        "$1",
+        ";",
+        "\n",
+        "\r",
+        "\t",
+        " ",
+        "  ",
+        "=",
+        "<>",
+        "<",
+        ">=",
+        "(",
+        ")",
+        ",",
+        "AND",
+        "OR",
+        "NOT",
+        "IN",
+        "LIKE",
+        "IS",
+        "NULL",
+        "BETWEEN",
+        "SELECT",
+        "WHERE",
+        "E",
+        "N",
+        "q",
+        "[",
+        "]",
+        "{",
+        "}",
+        ":",
+        "?",
+        "@",
+        ".",
+        "|",
+        "||",
+        "%",
+        "!",
+        "&",
+        "+",
+        "'x'",
+        "'a;b'",
+        "'--'",
+        "'/*'",
+        "'//'",
+        "'#'",
+        "lower(a)",
+        "\u{0}",
+    ];
+
+    fn fragment() -> impl Strategy<Value = String> {
+        proptest::sample::select(FRAGMENTS).prop_map(str::to_owned)
+    }
+
+    /// A value: a word, a number or a string literal whose content is made of
+    /// fragments (so it may contain quotes that end it early).
+    fn operand() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(&["a", "tenant_id", "\"User Id\"", "lower(a)"][..])
+                .prop_map(str::to_owned),
+            (0u32..1000).prop_map(|n| n.to_string()),
+            proptest::collection::vec(fragment(), 0..3)
+                .prop_map(|parts| format!("'{}'", parts.concat())),
+        ]
+    }
+
+    /// `operand (op operand)*` with operators that include `/`, `//`, `-`,
+    /// `--`, `*`, `#`, `||`, and separators that include newlines.
+    fn value() -> impl Strategy<Value = String> {
+        let op = prop_oneof![
+            3 => proptest::sample::select(&["/", " / ", "-", "*", "||", "+", "%"][..]),
+            1 => proptest::sample::select(&["//", "/ /", "--", "/*", "*/", "#", "- -", "'"][..]),
+        ];
+        let sep = proptest::sample::select(&[" ", "", "\n", "\r\n", " \n"][..]);
+        (
+            operand(),
+            proptest::collection::vec((sep.clone(), op, sep, operand()), 0..3),
+        )
+            .prop_map(|(first, rest)| {
+                let mut s = first;
+                for (a, op, b, operand) in rest {
+                    s.push_str(a);
+                    s.push_str(op);
+                    s.push_str(b);
+                    s.push_str(&operand);
+                }
+                s
+            })
+    }
+
+    /// `value cmp value`.
+    fn condition() -> impl Strategy<Value = String> {
+        let cmp = proptest::sample::select(&[" = ", " <> ", " < ", " >= ", " LIKE "][..]);
+        (value(), cmp, value()).prop_map(|(l, c, r)| format!("{l}{c}{r}"))
+    }
+
+    /// Conditions joined by AND / OR, sometimes with a fragment spliced in
+    /// somewhere; or just fragments.
+    fn filter() -> impl Strategy<Value = String> {
+        let join = proptest::sample::select(&[" AND ", " OR ", "\nAND ", " AND NOT "][..]);
+        let structured = (
+            condition(),
+            proptest::collection::vec((join, condition()), 0..3),
+            proptest::option::weighted(0.3, (any::<proptest::sample::Index>(), fragment())),
+        )
+            .prop_map(|(first, rest, splice)| {
+                let mut s = first;
+                for (join, condition) in rest {
+                    s.push_str(join);
+                    s.push_str(&condition);
+                }
+                if let Some((at, fragment)) = splice {
+                    let boundaries: Vec<usize> =
+                        (0..=s.len()).filter(|&i| s.is_char_boundary(i)).collect();
+                    s.insert_str(*at.get(&boundaries), &fragment);
+                }
+                s
+            });
+        let random = proptest::collection::vec(fragment(), 1..16).prop_map(|parts| parts.concat());
+        prop_oneof![5 => structured, 1 => random]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 512,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Whatever the validator accepts, every dialect's tokenizer reads
+        /// without error, comment, `;` or placeholder, and with the same
+        /// quoted text (string literals and quoted identifiers) as the
+        /// generic tokenizer. (MySQL and BigQuery read the double-quoted
+        /// identifier `"a"` as the string literal 'a': same quoted text, so
+        /// it counts as the same.)
+        #[test]
+        fn accepted_filters_read_the_same_in_every_dialect(f in filter()) {
+            if validate_filter(&f).is_ok() {
+                let generic = read(&GenericDialect, &f).unwrap();
+                prop_assert!(generic.comments.is_empty() && generic.semicolons == 0);
+                for (name, dialect) in every_dialect() {
+                    let reading = read(dialect.as_ref(), &f);
+                    prop_assert!(reading.is_ok(), "{name} cannot tokenize {f:?}: {reading:?}");
+                    let reading = reading.unwrap();
+                    prop_assert_eq!(&reading.comments, &Vec::<String>::new(), "{} {:?}", name, f);
+                    prop_assert_eq!(reading.semicolons, 0, "{} {:?}", name, f);
+                    prop_assert_eq!(&reading.placeholders, &Vec::<String>::new(), "{} {:?}", name, f);
+                    prop_assert_eq!(&reading.quoted, &generic.quoted, "{} {:?}", name, f);
+                }
+                prop_assert!(!f.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')));
+            }
         }
     }
 }

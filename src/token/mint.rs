@@ -2,14 +2,11 @@
 //! so a token from either path has the same claims and verifies alike.
 
 use super::claims::{
-    ACCESS_TYPE, AccessClaims, AccessIdentity, DATA_SOURCE_VIEWER, DatasourceClaims,
+    ACCESS_TYPE, AccessClaims, AccessIdentity, Binding, DATA_SOURCE_VIEWER, DatasourceClaims,
     DatasourceIdentity, GUEST_TYPE, GuestClaims, Id, Registered, SESSION_TYPE, SessionClaims,
     SessionOrg, SourceRole, UserTokenClaims,
 };
 use super::filter::{self, FilterError};
-use crate::crd::Principal;
-use crate::crd::datasource_grant::MAX_EXPIRATION;
-use crate::crd::guest_token_request::MAX_EXPIRY_TIME_MS;
 use crate::keyring::{Keyring, KeyringError};
 use jiff::Timestamp;
 use serde::Serialize;
@@ -22,14 +19,49 @@ use std::time::Duration;
 /// by its schema at admission.
 pub const MIN_REQUEST_EXPIRATION: i64 = 1;
 
+/// Longest data source token lifetime, in seconds (the vendor's 12 hours).
+pub const MAX_EXPIRATION: i64 = 43_200;
+
+/// Longest guest token lifetime in milliseconds (30 days): retired signing keys are kept this
+/// long so every token they signed can still be verified.
+pub const MAX_EXPIRY_TIME_MS: i64 = 2_592_000_000;
+
 /// Lifetime of a Datasentinel user-token (the vendor's 24 hours).
 pub const USER_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Who a token is issued to: the principal of a ServiceKey, as plain values.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Subject<'a> {
+    pub id: &'a str,
+    pub email: &'a str,
+    /// The user name (Datasentinel's `user`).
+    pub name: &'a str,
+    pub full_name: Option<&'a str>,
+    pub org_id: Option<&'a str>,
+    pub org_name: Option<&'a str>,
+}
+
+/// The ServiceKey a token is issued with: `namespace/name`, and the fingerprint of its key for
+/// tokens that are presented back to tokenmint.
+#[derive(Debug, Clone, Copy)]
+pub struct Issuing<'a> {
+    pub service_key: &'a str,
+    pub key_fingerprint: &'a str,
+}
+
+impl Issuing<'_> {
+    fn binding(&self) -> Binding {
+        Binding {
+            service_key: self.service_key.into(),
+            key_fingerprint: self.key_fingerprint.into(),
+        }
+    }
+}
 
 /// A signed token and what the operator records about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Minted {
     pub token: String,
-    /// The `jti`, or for user-tokens (which carry none) empty.
     pub jti: String,
     pub issued_at: Timestamp,
     pub expires_at: Option<Timestamp>,
@@ -108,6 +140,15 @@ pub struct GuestRequest<'a> {
     pub expiry_time_ms: Option<i64>,
 }
 
+/// Checks a data source request's bounds and filter; returns the filter as it goes into the
+/// token (trimmed).
+pub fn validate_datasource(request: &DatasourceRequest) -> Result<Option<String>, RequestError> {
+    if !(MIN_REQUEST_EXPIRATION..=MAX_EXPIRATION).contains(&request.expiration) {
+        return Err(RequestError::Expiration(request.expiration));
+    }
+    Ok(request.filter.map(filter::validate_filter).transpose()?)
+}
+
 /// Checks a guest request's bounds and documented parameters.
 pub fn validate_guest(request: &GuestRequest) -> Result<(), RequestError> {
     if let Some(ms) = request.expiry_time_ms
@@ -149,20 +190,22 @@ impl Minter<'_> {
         }
     }
 
-    /// Nibi user access token: `identity {id}`, living `ttl`.
+    /// Nibi user access token: `identity {id}`, living `ttl`, bound to its ServiceKey.
     pub fn access_token(
         &self,
-        principal: &Principal,
+        subject: Subject,
+        issuing: Issuing,
         ttl: Duration,
         now: Timestamp,
     ) -> Result<Minted, KeyringError> {
         let claims = AccessClaims {
             registered: Registered::new(now.as_second(), Some(secs(ttl))),
             identity: AccessIdentity {
-                id: Id::from(principal.id.as_str()),
+                id: Id::from(subject.id),
             },
             fresh: false,
             token_type: ACCESS_TYPE.into(),
+            binding: issuing.binding(),
             iss: self.issuer.into(),
         };
         Ok(self.minted(self.sign(&claims)?, &claims.registered))
@@ -171,28 +214,17 @@ impl Minter<'_> {
     /// Nibi data source read token. Validates the expiration bounds and the filter.
     pub fn datasource_token(
         &self,
-        principal: &Principal,
+        subject: Subject,
+        service_key: &str,
         request: &DatasourceRequest,
         now: Timestamp,
     ) -> Result<Minted, MintError> {
-        if !(MIN_REQUEST_EXPIRATION..=MAX_EXPIRATION).contains(&request.expiration) {
-            return Err(RequestError::Expiration(request.expiration).into());
-        }
-        let filter = request
-            .filter
-            .map(filter::validate_filter)
-            .transpose()
-            .map_err(RequestError::from)?;
+        let filter = validate_datasource(request)?;
         let claims = DatasourceClaims {
             registered: Registered::new(now.as_second(), Some(request.expiration)),
             identity: DatasourceIdentity {
-                id: Id::from(principal.id.as_str()),
-                orgs: principal
-                    .org_id
-                    .as_deref()
-                    .map(Id::from)
-                    .into_iter()
-                    .collect(),
+                id: Id::from(subject.id),
+                orgs: subject.org_id.map(Id::from).into_iter().collect(),
                 source_role: SourceRole {
                     ds: request.data_source.into(),
                     role: DATA_SOURCE_VIEWER.into(),
@@ -202,6 +234,7 @@ impl Minter<'_> {
             },
             fresh: false,
             token_type: ACCESS_TYPE.into(),
+            service_key: service_key.into(),
             iss: self.issuer.into(),
         };
         Ok(self.minted(self.sign(&claims)?, &claims.registered))
@@ -210,7 +243,8 @@ impl Minter<'_> {
     /// DataBrain embed guest token; without `expiry_time_ms` it never expires.
     pub fn guest_token(
         &self,
-        principal: &Principal,
+        subject: Subject,
+        service_key: &str,
         request: &GuestRequest,
         now: Timestamp,
     ) -> Result<Minted, MintError> {
@@ -223,32 +257,32 @@ impl Minter<'_> {
             client_id: request.client_id.into(),
             datasource_name: request.datasource_name.map(str::to_owned),
             params: request.params.cloned().unwrap_or_default(),
-            sub: Id::from(principal.id.as_str()),
+            sub: subject.id.into(),
             token_type: GUEST_TYPE.into(),
+            service_key: service_key.into(),
             iss: self.issuer.into(),
         };
         Ok(self.minted(self.sign(&claims)?, &claims.registered))
     }
 
-    /// Nexla session token for `principal`, issued with the ServiceKey `service_key`
-    /// (`namespace/name`).
+    /// Nexla session token for `subject`, bound to the ServiceKey it is issued with.
     pub fn session_token(
         &self,
-        principal: &Principal,
-        service_key: &str,
+        subject: Subject,
+        issuing: Issuing,
         ttl: Duration,
         now: Timestamp,
     ) -> Result<(Minted, SessionClaims), KeyringError> {
         let claims = SessionClaims {
             registered: Registered::new(now.as_second(), Some(secs(ttl))),
-            sub: Id::from(principal.id.as_str()),
-            email: principal.email.clone(),
-            full_name: principal.full_name.clone(),
-            org: principal.org_id.as_deref().map(|id| SessionOrg {
+            sub: subject.id.into(),
+            email: subject.email.into(),
+            full_name: subject.full_name.map(str::to_owned),
+            org: subject.org_id.map(|id| SessionOrg {
                 id: Id::from(id),
-                name: principal.org_name.clone(),
+                name: subject.org_name.map(str::to_owned),
             }),
-            service_key: service_key.into(),
+            binding: issuing.binding(),
             token_type: SESSION_TYPE.into(),
             iss: self.issuer.into(),
         };
@@ -269,24 +303,28 @@ impl Minter<'_> {
         Ok((self.minted(self.sign(&claims)?, &claims.registered), claims))
     }
 
-    /// Datasentinel user-token: `exp iat database email user`, 24 hours.
+    /// Datasentinel user-token: `exp iat database email user`, 24 hours, bound to its
+    /// ServiceKey.
     pub fn user_token(
         &self,
-        principal: &Principal,
+        subject: Subject,
+        issuing: Issuing,
         now: Timestamp,
     ) -> Result<Minted, KeyringError> {
         let iat = now.as_second();
         let claims = UserTokenClaims {
             exp: iat + secs(USER_TOKEN_TTL),
             iat,
-            database: principal.org_name.clone().unwrap_or_default(),
-            email: principal.email.clone(),
-            user: principal.name.clone(),
+            database: subject.org_name.unwrap_or_default().into(),
+            email: subject.email.into(),
+            user: subject.name.into(),
+            jti: uuid::Uuid::new_v4().to_string(),
+            binding: issuing.binding(),
             iss: self.issuer.into(),
         };
         Ok(Minted {
             token: self.sign(&claims)?,
-            jti: String::new(),
+            jti: claims.jti,
             issued_at: ts(claims.iat),
             expires_at: Some(ts(claims.exp)),
         })
@@ -306,14 +344,7 @@ fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
-/// Unix seconds to a timestamp, saturating at jiff's range (claims are bounded well inside it).
-fn ts(secs: i64) -> Timestamp {
-    Timestamp::from_second(secs).unwrap_or(if secs < 0 {
-        Timestamp::MIN
-    } else {
-        Timestamp::MAX
-    })
-}
+use super::assess::ts;
 
 #[cfg(test)]
 mod tests {
@@ -321,14 +352,23 @@ mod tests {
     use crate::keyring::{Algorithm, Expect};
     use serde_json::json;
 
-    fn principal() -> Principal {
-        Principal {
-            id: "1".into(),
-            email: "jcw@example.com".into(),
-            name: "jcw".into(),
-            full_name: Some("Jeff Williams".into()),
-            org_id: Some("7".into()),
-            org_name: Some("Main Org.".into()),
+    fn principal() -> Subject<'static> {
+        Subject {
+            id: "1",
+            email: "jcw@example.com",
+            name: "jcw",
+            full_name: Some("Jeff Williams"),
+            org_id: Some("7"),
+            org_name: Some("Main Org."),
+        }
+    }
+
+    const KEY: &str = "team-a/analytics";
+
+    fn issuing() -> Issuing<'static> {
+        Issuing {
+            service_key: KEY,
+            key_fingerprint: "fp",
         }
     }
 
@@ -356,14 +396,23 @@ mod tests {
         };
         let t = now();
         let minted = minter
-            .access_token(&principal(), Duration::from_secs(86_400), t)
+            .access_token(principal(), issuing(), Duration::from_secs(86_400), t)
             .unwrap();
         let c = decode(&ring, &minted.token, true);
         let keys: Vec<&str> = c.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             keys,
             [
-                "iat", "nbf", "jti", "exp", "identity", "fresh", "type", "iss"
+                "iat",
+                "nbf",
+                "jti",
+                "exp",
+                "identity",
+                "fresh",
+                "type",
+                "service_key",
+                "key_fingerprint",
+                "iss"
             ]
         );
         assert_eq!(c["identity"], json!({"id": 1}));
@@ -396,7 +445,7 @@ mod tests {
             filter: Some("  USER_id = 123 "),
         };
         let minted = minter
-            .datasource_token(&principal(), &request, now())
+            .datasource_token(principal(), KEY, &request, now())
             .unwrap();
         let c = decode(&ring, &minted.token, true);
         assert_eq!(
@@ -422,7 +471,7 @@ mod tests {
                 filter: None,
                 ..request.clone()
             };
-            let result = minter.datasource_token(&principal(), &r, now());
+            let result = minter.datasource_token(principal(), KEY, &r, now());
             assert_eq!(result.is_ok(), ok, "expiration {expiration}");
             if !ok {
                 assert!(
@@ -435,7 +484,7 @@ mod tests {
             ..request
         };
         assert!(matches!(
-            minter.datasource_token(&principal(), &injected, now()),
+            minter.datasource_token(principal(), KEY, &injected, now()),
             Err(MintError::Request(RequestError::Filter(_)))
         ));
     }
@@ -456,7 +505,9 @@ mod tests {
             params: Some(params),
             expiry_time_ms: Some(1_500),
         };
-        let minted = minter.guest_token(&principal(), &request, now()).unwrap();
+        let minted = minter
+            .guest_token(principal(), KEY, &request, now())
+            .unwrap();
         let c = decode(&ring, &minted.token, true);
         assert_eq!(c["workspaceName"], "w1");
         assert_eq!(c["clientId"], "acme");
@@ -469,7 +520,9 @@ mod tests {
             params: None,
             ..request.clone()
         };
-        let minted = minter.guest_token(&principal(), &forever, now()).unwrap();
+        let minted = minter
+            .guest_token(principal(), KEY, &forever, now())
+            .unwrap();
         assert_eq!(minted.expires_at, None);
         assert!(decode(&ring, &minted.token, false).get("exp").is_none());
 
@@ -512,15 +565,18 @@ mod tests {
         let t0 = Timestamp::from_second(now().as_second() - 600).unwrap();
         let ttl = Duration::from_secs(3_600);
         let (first, claims) = minter
-            .session_token(&principal(), "team-a/analytics", ttl, t0)
+            .session_token(principal(), issuing(), ttl, t0)
             .unwrap();
         let t1 = now();
         let (second, refreshed) = minter.refresh_session(&claims, ttl, t1).unwrap();
         assert_ne!(first.jti, second.jti);
         assert_eq!(refreshed.registered.exp, Some(t1.as_second() + 3_600));
         assert_eq!(
-            (refreshed.sub.clone(), refreshed.service_key.as_str()),
-            (Id::Number(1), "team-a/analytics")
+            (
+                refreshed.sub.as_str(),
+                refreshed.binding.service_key.as_str()
+            ),
+            ("1", "team-a/analytics")
         );
         let c = decode(&ring, &second.token, true);
         assert_eq!(c["type"], "session");
@@ -534,10 +590,24 @@ mod tests {
             keyring: &ring,
             issuer: "tm",
         };
-        let minted = minter.user_token(&principal(), now()).unwrap();
+        let minted = minter.user_token(principal(), issuing(), now()).unwrap();
         let c = decode(&ring, &minted.token, true);
         let keys: Vec<&str> = c.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, ["exp", "iat", "database", "email", "user", "iss"]);
+        assert_eq!(
+            keys,
+            [
+                "exp",
+                "iat",
+                "database",
+                "email",
+                "user",
+                "jti",
+                "service_key",
+                "key_fingerprint",
+                "iss"
+            ]
+        );
+        assert_eq!(c["jti"], minted.jti.as_str());
         assert_eq!(
             (c["database"].as_str(), c["user"].as_str()),
             (Some("Main Org."), Some("jcw"))

@@ -13,6 +13,12 @@ use std::time::Duration;
 /// earlier by, in per mille.
 const JITTER_PER_MILLE: u64 = 100;
 
+/// The shortest time a token lives before it is due (for lifetimes of at least 45 s; shorter
+/// ones get two thirds of their lifetime). A `renewBefore` closer to the lifetime is shortened to
+/// leave this window: otherwise rounding and jitter make a token due the moment it is minted,
+/// and every write would trigger the next mint.
+pub const MIN_RENEW_WINDOW: Duration = Duration::from_secs(30);
+
 /// The renewal schedule of one token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schedule {
@@ -23,9 +29,9 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// Computes the schedule of a token. `renew_before` is clamped into the lifetime: a value at
-    /// or beyond the lifetime (rejected at admission, but possible through the REST path) falls
-    /// back to the default third.
+    /// Computes the schedule of a token. `renew_before` (default a third of the lifetime) is
+    /// shortened where needed so that the token lives at least [`MIN_RENEW_WINDOW`] before it
+    /// is due (admission refuses such values; this guards every other path).
     pub fn new(
         issued_at: Timestamp,
         expires_at: Option<Timestamp>,
@@ -34,11 +40,14 @@ impl Schedule {
     ) -> Self {
         let renew_at = expires_at.map(|exp| {
             let lifetime = exp.duration_since(issued_at).max(SignedDuration::ZERO);
-            let default = lifetime / 3;
+            let min_window = SignedDuration::try_from(MIN_RENEW_WINDOW)
+                .unwrap_or(SignedDuration::ZERO)
+                .min(lifetime * 2 / 3);
             let before = renew_before
                 .and_then(|d| SignedDuration::try_from(d).ok())
-                .filter(|d| *d > SignedDuration::ZERO && *d < lifetime)
-                .unwrap_or(default);
+                .filter(|d| *d > SignedDuration::ZERO)
+                .unwrap_or(lifetime / 3)
+                .min(lifetime - min_window);
             let latest = exp - before;
             let window = latest.duration_since(issued_at).max(SignedDuration::ZERO);
             latest - jitter(window, jitter_seed)
@@ -138,16 +147,35 @@ mod tests {
     }
 
     #[test]
-    fn out_of_range_renew_before_falls_back_to_a_third() {
-        for rb in [
-            Duration::ZERO,
-            Duration::from_secs(3_600),
-            Duration::from_secs(9_999),
-        ] {
-            let s = Schedule::new(ts(0), Some(ts(3_600)), Some(rb), "x");
-            let at = s.renew_at.unwrap();
-            assert!(at <= ts(2_400) && at >= ts(2_160), "{rb:?} -> {at}");
+    fn zero_renew_before_falls_back_to_a_third() {
+        let s = Schedule::new(ts(0), Some(ts(3_600)), Some(Duration::ZERO), "x");
+        let at = s.renew_at.unwrap();
+        assert!(at <= ts(2_400) && at >= ts(2_160), "{at}");
+    }
+
+    #[test]
+    fn a_token_always_lives_the_minimum_window_before_it_is_due() {
+        // The write storm of a 1 s window: renewBefore 3599s of 3600s, 59s of 60s, or more
+        // than the lifetime. Every one leaves 30 s (less at most 10% jitter).
+        for (lifetime, rb) in [(3_600, 3_599), (60, 59), (3_600, 9_999), (60, 60), (45, 44)] {
+            for seed in ["a", "b", "c", "uid-17"] {
+                let s = Schedule::new(
+                    ts(0),
+                    Some(ts(lifetime)),
+                    Some(Duration::from_secs(rb)),
+                    seed,
+                );
+                let at = s.renew_at.unwrap();
+                assert!(
+                    at >= ts(27) && at <= ts(30),
+                    "{lifetime}/{rb}/{seed} -> {at}"
+                );
+                assert!(!s.is_due(ts(26)));
+            }
         }
+        // A lifetime shorter than twice the window keeps two thirds of it.
+        let s = Schedule::new(ts(0), Some(ts(30)), Some(Duration::from_secs(29)), "x");
+        assert!(s.renew_at.unwrap() >= ts(18) && s.renew_at.unwrap() <= ts(20));
     }
 
     #[test]

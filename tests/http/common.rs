@@ -168,6 +168,18 @@ pub async fn call(
     send(router, request.body(body.into()).unwrap()).await
 }
 
+/// A form-encoded POST (the OAuth routes).
+pub async fn call_form(router: &Router, uri: &str, auth: Option<&str>, body: &str) -> Reply {
+    let mut request = Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("content-type", "application/x-www-form-urlencoded");
+    if let Some(auth) = auth {
+        request = request.header("authorization", auth);
+    }
+    send(router, request.body(Body::from(body.to_owned())).unwrap()).await
+}
+
 pub fn bearer(t: &str) -> String {
     format!("Bearer {t}")
 }

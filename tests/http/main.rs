@@ -1,4 +1,4 @@
-//! The REST routes of `tokenmint serve` (issue 4): one test binary, split by concern.
+//! The REST routes of `tokenmint serve`: one test binary, split by concern.
 
 mod cluster;
 mod common;
@@ -6,3 +6,5 @@ mod manifests;
 mod props;
 mod routes;
 mod socket;
+#[path = "../support/mod.rs"]
+mod support;

@@ -5,10 +5,10 @@ use super::common::*;
 use serde_json::{Value, json};
 use tokenmint::keyring::Algorithm;
 use tokenmint::token::claims::{
-    ACCESS_TYPE, AccessClaims, AccessIdentity, Id, Registered, SESSION_TYPE, SessionClaims,
-    UserTokenClaims,
+    ACCESS_TYPE, AccessClaims, AccessIdentity, Binding, Id, Registered, SESSION_TYPE,
+    SessionClaims, UserTokenClaims, key_fingerprint,
 };
-use tokenmint::token::mint::Minter;
+use tokenmint::token::mint::{Issuing, Minter};
 
 const ACCESS: &str = "/api/admin/v1/api_token/get_access_token";
 const USER_ALIAS: &str = "/api/admin/v1/api_token/get_user_token";
@@ -19,17 +19,36 @@ fn now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
-/// An access token for principal `id`, signed by `ring`, issued `age` seconds ago, living `ttl`.
-fn access_token_for(ring: &tokenmint::keyring::Keyring, id: &str, age: i64, ttl: i64) -> String {
+/// The binding of a token minted with `key` of the ServiceKey `service_key`.
+fn binding(service_key: &str, key: &str) -> Binding {
+    Binding {
+        service_key: service_key.into(),
+        key_fingerprint: key_fingerprint(key.as_bytes()),
+    }
+}
+
+/// An access token for principal `id` bound to `service_key` with `key`, signed by `ring`,
+/// issued `age` seconds ago, living `ttl`.
+fn access_token_for(
+    ring: &tokenmint::keyring::Keyring,
+    (service_key, key): (&str, &str),
+    id: &str,
+    age: i64,
+    ttl: i64,
+) -> String {
     let claims = AccessClaims {
         registered: Registered::new(now() - age, Some(ttl)),
         identity: AccessIdentity { id: Id::from(id) },
         fresh: false,
         token_type: ACCESS_TYPE.into(),
+        binding: binding(service_key, key),
         iss: ISSUER.into(),
     };
     ring.sign(&claims).unwrap()
 }
+
+const A: (&str, &str) = ("team-a/analytics", KEY_A);
+const C: (&str, &str) = ("team-c/noorg", KEY_C);
 
 // ---------------------------------------------------------------- Nibi: access token
 
@@ -47,10 +66,21 @@ async fn access_token_answers_the_seed_shape() {
         assert_eq!(
             keys,
             [
-                "iat", "nbf", "jti", "exp", "identity", "fresh", "type", "iss"
+                "iat",
+                "nbf",
+                "jti",
+                "exp",
+                "identity",
+                "fresh",
+                "type",
+                "service_key",
+                "key_fingerprint",
+                "iss"
             ]
         );
         assert_eq!(c["identity"], json!({"id": 1}));
+        assert_eq!(c["service_key"], "team-a/analytics");
+        assert_eq!(c["key_fingerprint"], key_fingerprint(KEY_A.as_bytes()));
         assert_eq!((&c["fresh"], &c["type"]), (&json!(false), &json!("access")));
         assert_eq!(lifetime(&c), 86_400);
     }
@@ -130,46 +160,43 @@ async fn datasource_token_with_the_service_key() {
 }
 
 #[tokio::test]
-async fn datasource_token_with_a_user_access_token_uses_the_principals_service_keys() {
+async fn datasource_token_with_a_user_access_token_has_exactly_its_keys_authority() {
     let t = app();
     let r = call(&t.router, "POST", ACCESS, Some(&bearer(KEY_A)), "").await;
     let access = r.json["access_token"].as_str().unwrap().to_owned();
-    // Data_3_E via team-a/analytics (org 1), Sales via team-b/sales (org 2): principal 1 has both.
-    for (ds, org) in [("Data_3_E", 1), ("Sales", 2)] {
-        let body = json!({"data_source": ds, "expiration": 60});
-        let r = call(
-            &t.router,
-            "POST",
-            DATASOURCE,
-            Some(&bearer(&access)),
-            body.to_string(),
-        )
-        .await;
-        assert_eq!(r.status, 200, "{}", r.text);
-        let c = verify(&t.keyring, r.json["access_token"].as_str().unwrap(), true);
-        assert_eq!(c["identity"]["source_role"]["ds"], ds);
-        assert_eq!(c["identity"]["orgs"], json!([org]));
-        assert_eq!(c["identity"]["id"], 1);
-    }
-    let r = call(
-        &t.router,
-        "POST",
-        DATASOURCE,
-        Some(&bearer(&access)),
-        r#"{"data_source":"Secret_DB"}"#,
+    let post = |credential: String, body: &'static str| {
+        let router = t.router.clone();
+        async move {
+            call(
+                &router,
+                "POST",
+                DATASOURCE,
+                Some(&bearer(&credential)),
+                body,
+            )
+            .await
+        }
+    };
+    // Data_3_E via team-a/analytics, the key it was minted with (org 1).
+    let r = post(
+        access.clone(),
+        r#"{"data_source": "Data_3_E", "expiration": 60}"#,
     )
     .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let c = verify(&t.keyring, r.json["access_token"].as_str().unwrap(), true);
+    assert_eq!(c["identity"]["source_role"]["ds"], "Data_3_E");
+    assert_eq!(c["identity"]["orgs"], json!([1]));
+    assert_eq!(c["service_key"], "team-a/analytics");
+    // Sales is allowed only to team-b's key, whose principal has the same id: not reachable
+    // with team-a's access token (the cross-tenant escalation of the review).
+    let r = post(access.clone(), r#"{"data_source":"Sales"}"#).await;
     r.assert_error(403, "FORBIDDEN");
-    // A text principal id resolves too.
-    let access = access_token_for(&t.keyring, "u-7", 0, 600);
-    let r = call(
-        &t.router,
-        "POST",
-        DATASOURCE,
-        Some(&bearer(&access)),
-        r#"{"data_source":"x"}"#,
-    )
-    .await;
+    let r = post(access, r#"{"data_source":"Secret_DB"}"#).await;
+    r.assert_error(403, "FORBIDDEN");
+    // A text principal id works the same way.
+    let access = access_token_for(&t.keyring, C, "u-7", 0, 600);
+    let r = post(access, r#"{"data_source":"x"}"#).await;
     assert_eq!(r.status, 200, "{}", r.text);
 }
 
@@ -263,10 +290,15 @@ async fn datasource_token_refuses_bad_tokens() {
     let principal: tokenmint::crd::Principal =
         serde_json::from_value(json!({"id": "1", "email": "jcw@example.com", "name": "jcw"}))
             .unwrap();
+    let fingerprint = key_fingerprint(KEY_A.as_bytes());
+    let issuing = Issuing {
+        service_key: "team-a/analytics",
+        key_fingerprint: &fingerprint,
+    };
     let (session, _) = minter
         .session_token(
-            &principal,
-            "team-a/analytics",
+            principal.subject(),
+            issuing,
             std::time::Duration::from_secs(600),
             jiff::Timestamp::now(),
         )
@@ -277,25 +309,48 @@ async fn datasource_token_refuses_bad_tokens() {
         ..Default::default()
     };
     let datasource = minter
-        .datasource_token(&principal, &ds_request, jiff::Timestamp::now())
+        .datasource_token(
+            principal.subject(),
+            "team-a/analytics",
+            &ds_request,
+            jiff::Timestamp::now(),
+        )
         .unwrap();
     let wrong_issuer = Minter {
         keyring: &t.keyring,
         issuer: "someone-else",
     }
     .access_token(
-        &principal,
+        principal.subject(),
+        issuing,
         std::time::Duration::from_secs(600),
         jiff::Timestamp::now(),
     )
     .unwrap();
-    let mut tampered = access_token_for(&t.keyring, "1", 0, 600);
+    let mut tampered = access_token_for(&t.keyring, A, "1", 0, 600);
     tampered.pop();
+    // Minted before tokens were bound: only `identity.id`, no ServiceKey named.
+    let unbound = t
+        .keyring
+        .sign(
+            &json!({"iat": now(), "nbf": now(), "jti": "j", "exp": now() + 600,
+            "identity": {"id": 1}, "fresh": false, "type": "access", "iss": ISSUER}),
+        )
+        .unwrap();
     for token in [
-        access_token_for(&t.keyring, "1", 7_200, 3_600), // expired
-        access_token_for(&other, "1", 0, 600),           // another keyring
-        access_token_for(&t.keyring, "404", 0, 600),     // principal without ServiceKey
-        access_token_for(&t.keyring, "9", 0, 600),       // ServiceKey without key Secret
+        access_token_for(&t.keyring, A, "1", 7_200, 3_600), // expired
+        access_token_for(&other, A, "1", 0, 600),           // another keyring
+        access_token_for(&t.keyring, ("team-x/gone", KEY_A), "1", 0, 600), // no such ServiceKey
+        access_token_for(&t.keyring, ("team-a/keyless", "k"), "9", 0, 600), // no key Secret
+        access_token_for(
+            &t.keyring,
+            ("team-a/analytics", "tmk_replaced"),
+            "1",
+            0,
+            600,
+        ), // old key
+        access_token_for(&t.keyring, ("team-b/analytics", KEY_A), "1", 0, 600), // namesake
+        unbound,
         session.token,
         datasource.token, // a read token cannot mint more tokens
         wrong_issuer.token,
@@ -334,7 +389,7 @@ async fn guest_token_answers_the_seed_shape() {
     let body = json!({
         "workspaceName": "w1",
         "clientId": "acme",
-        "datasourceName": "sales",
+        "datasourceName": "Data_3_E",
         "expiryTime": 1500,
         "params": {
             "dashboardAppFilters": [{"dashboardId": "d1", "values": {"region": "EU"}, "isShowOnUrl": false}],
@@ -355,10 +410,25 @@ async fn guest_token_answers_the_seed_shape() {
     let c = verify(&t.keyring, r.json["token"].as_str().unwrap(), true);
     assert_eq!(c["workspaceName"], "w1");
     assert_eq!(c["clientId"], "acme");
-    assert_eq!(c["datasourceName"], "sales");
+    assert_eq!(c["datasourceName"], "Data_3_E");
     assert_eq!(c["params"], body["params"]);
-    assert_eq!(c["sub"], 1);
+    assert_eq!(c["sub"], "1", "sub is a string (RFC 7519)");
     assert_eq!(c["type"], "guest");
+    assert_eq!(c["service_key"], "team-a/analytics");
+
+    // A data source the key does not allow: 403 in DataBrain's shape (the seed has no code for
+    // data-source scope: DATASOURCE_ERROR, named like its codes).
+    let payroll = json!({"workspaceName": "w1", "clientId": "acme", "datasourceName": "PayrollDB"});
+    let r = call(
+        &t.router,
+        "POST",
+        GUEST,
+        Some(&bearer(KEY_A)),
+        payroll.to_string(),
+    )
+    .await;
+    r.assert_error(403, "DATASOURCE_ERROR");
+    assert!(r.text.contains("PayrollDB"), "{}", r.text);
     assert_eq!(lifetime(&c), 2, "1500 ms rounds up to 2 s");
 
     // Without expiryTime the token never expires.
@@ -612,14 +682,21 @@ async fn session_token_refuses_bad_credentials() {
     }
 }
 
-fn session_for(t: &TestApp, service_key: &str, sub: &str, age: i64, ttl: i64) -> String {
+/// A session token for `sub`, bound to `service_key` with `key`.
+fn session_for(
+    t: &TestApp,
+    (service_key, key): (&str, &str),
+    sub: &str,
+    age: i64,
+    ttl: i64,
+) -> String {
     let claims = SessionClaims {
         registered: Registered::new(now() - age, Some(ttl)),
-        sub: Id::from(sub),
+        sub: sub.into(),
         email: "jcw@example.com".into(),
         full_name: Some("Jeff Williams".into()),
         org: None,
-        service_key: service_key.into(),
+        binding: binding(service_key, key),
         token_type: SESSION_TYPE.into(),
         iss: ISSUER.into(),
     };
@@ -629,7 +706,7 @@ fn session_for(t: &TestApp, service_key: &str, sub: &str, age: i64, ttl: i64) ->
 #[tokio::test]
 async fn refresh_restarts_the_expiry() {
     let t = app();
-    let old = session_for(&t, "team-a/analytics", "1", 600, 3_600);
+    let old = session_for(&t, A, "1", 600, 3_600);
     let old_claims = verify(&t.keyring, &old, true);
     let r = call(&t.router, "POST", "/token/refresh", Some(&bearer(&old)), "").await;
     assert_session_shape(&r);
@@ -641,7 +718,7 @@ async fn refresh_restarts_the_expiry() {
     assert_eq!(lifetime(&new), 3_600);
     assert_eq!(
         (&new["sub"], &new["service_key"]),
-        (&json!(1), &json!("team-a/analytics"))
+        (&json!("1"), &json!("team-a/analytics"))
     );
 
     // A session from /token refreshes, and the refreshed one refreshes again.
@@ -677,16 +754,17 @@ async fn refresh_restarts_the_expiry() {
 #[tokio::test]
 async fn refresh_refuses_expired_foreign_and_orphaned_sessions() {
     let t = app();
-    let access = access_token_for(&t.keyring, "1", 0, 600);
+    let access = access_token_for(&t.keyring, A, "1", 0, 600);
     for token in [
-        session_for(&t, "team-a/analytics", "1", 7_200, 3_600), // expired
+        session_for(&t, A, "1", 7_200, 3_600), // expired
         // Expired 5 s ago: within the 30 s clock-skew leeway of other routes, but "401 once
         // expired" holds here without it.
-        session_for(&t, "team-a/analytics", "1", 3_605, 3_600),
-        session_for(&t, "team-a/gone", "1", 0, 3_600), // ServiceKey deleted
-        session_for(&t, "team-a/keyless", "9", 0, 3_600), // ServiceKey without key
-        session_for(&t, "team-a/analytics", "2", 0, 3_600), // a namesake's principal
-        access,                                        // not a session
+        session_for(&t, A, "1", 3_605, 3_600),
+        session_for(&t, ("team-a/gone", KEY_A), "1", 0, 3_600), // ServiceKey deleted
+        session_for(&t, ("team-a/keyless", "k"), "9", 0, 3_600), // ServiceKey without key
+        // The key was replaced since: a stolen session does not survive the rotation.
+        session_for(&t, ("team-a/analytics", "tmk_the_old_key"), "1", 0, 3_600),
+        access, // not a session
         KEY_A.to_owned(),
     ] {
         let r = call(
@@ -721,7 +799,20 @@ async fn user_token_is_created_with_201() {
     assert_eq!(r.keys(), ["user-token"]);
     let c = verify(&t.keyring, r.json["user-token"].as_str().unwrap(), true);
     let keys: Vec<&str> = c.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(keys, ["exp", "iat", "database", "email", "user", "iss"]);
+    assert_eq!(
+        keys,
+        [
+            "exp",
+            "iat",
+            "database",
+            "email",
+            "user",
+            "jti",
+            "service_key",
+            "key_fingerprint",
+            "iss"
+        ]
+    );
     assert_eq!(
         (&c["database"], &c["email"], &c["user"]),
         (
@@ -806,10 +897,12 @@ async fn user_token_info() {
             database: "Main Org.".into(),
             email: "jcw@example.com".into(),
             user: "jcw".into(),
+            jti: "j".into(),
+            binding: binding("team-a/analytics", KEY_A),
             iss: ISSUER.into(),
         })
         .unwrap();
-    let access = access_token_for(&t.keyring, "1", 0, 600);
+    let access = access_token_for(&t.keyring, A, "1", 0, 600);
     for bad in [
         expired.as_str(),
         access.as_str(),
@@ -867,29 +960,43 @@ async fn user_token_info_reports_only_the_callers_own_tokens() {
         garbage.headers.get("www-authenticate")
     );
 
-    // Same user name but another email (or the reverse) is not the caller's either.
-    let forged = |user: &str, email: &str| {
+    // The same user name and email minted with another tenant's key (team-b's principal is a
+    // namesake of team-a's) is not the caller's: it would reveal team-b's organisation.
+    let forged = |(service_key, key): (&str, &str)| {
         t.keyring
             .sign(&UserTokenClaims {
                 exp: now() + 3_600,
                 iat: now(),
-                database: "Main Org.".into(),
-                email: email.into(),
-                user: user.into(),
+                database: "Sales Org".into(),
+                email: "jcw@example.com".into(),
+                user: "jcw".into(),
+                jti: uuid_like(),
+                binding: binding(service_key, key),
                 iss: ISSUER.into(),
             })
             .unwrap()
     };
     for token in [
-        forged("jcw", "other@example.com"),
-        forged("other", "jcw@example.com"),
+        forged(("team-b/sales", KEY_B)),
+        forged(("team-a/analytics", "tmk_the_old_key")),
     ] {
         let r = info(jcw.clone(), token).await;
         r.assert_error(401, "UNAUTHORIZED");
         assert_eq!(r.json, garbage.json);
     }
-    let r = info(jcw.clone(), forged("jcw", "jcw@example.com")).await;
+    let r = info(jcw.clone(), forged(A)).await;
     assert_eq!(r.status, 200, "{}", r.text);
+}
+
+fn uuid_like() -> String {
+    format!("{:032x}", rand_u128())
+}
+
+fn rand_u128() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 // ---------------------------------------------------------------- System routes

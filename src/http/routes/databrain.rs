@@ -68,8 +68,22 @@ pub async fn guest_token(
         )
         .with_code(databrain::WORKSPACE_ID_ERROR));
     }
+    if let Some(datasource) = datasource_name
+        && !entry.spec.allows_data_source(datasource)
+    {
+        return Err(ApiError::forbidden(
+            FLAVOR,
+            format!("this key may not create guest tokens for the data source {datasource:?}"),
+        )
+        .with_code(databrain::DATASOURCE_ERROR));
+    }
     let minted = minter(&keyring, &state.issuer)
-        .guest_token(entry.principal(), &request, jiff::Timestamp::now())
+        .guest_token(
+            entry.principal().subject(),
+            &entry.reference(),
+            &request,
+            jiff::Timestamp::now(),
+        )
         .map_err(|e| match e {
             MintError::Request(e) => request_error(e),
             MintError::Keyring(e) => signing_failed(FLAVOR, e),

@@ -7,8 +7,7 @@ use crate::http::auth;
 use crate::http::body;
 use crate::http::error::{ApiError, Challenge, Flavor};
 use crate::http::metrics::TokenKind;
-use crate::keyring::Expect;
-use crate::token::claims::UserTokenClaims;
+use crate::http::presented::{self, Expiry, Kind};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -27,8 +26,13 @@ pub async fn create(
     body::bytes(body, FLAVOR)?;
     let (index, keyring) = state.ready(FLAVOR)?;
     let entry = auth::name_and_key(&index, &headers)?;
+    let reference = entry.reference();
     let minted = minter(&keyring, &state.issuer)
-        .user_token(entry.principal(), jiff::Timestamp::now())
+        .user_token(
+            entry.principal().subject(),
+            entry.issuing(&reference),
+            jiff::Timestamp::now(),
+        )
         .map_err(|e| signing_failed(FLAVOR, e))?;
     state.metrics.token_issued(TokenKind::user);
     Ok((
@@ -39,8 +43,8 @@ pub async fn create(
 }
 
 /// The token is read from `token` (the seed's example) or `user-token` (the seed's table). Only
-/// a token of the authenticated principal (same `user` and `email`) is reported; any other
-/// token, valid or not, is 401.
+/// a user-token minted with the caller's own key (the same ServiceKey, the same key material)
+/// is reported; any other token, valid or not, is 401.
 pub async fn info(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -65,20 +69,19 @@ pub async fn info(
     // One answer for every refusal: a caller learns nothing about a token that is not theirs,
     // not even whether it is valid.
     let refused = || ApiError::unauthorized(FLAVOR, Challenge::Basic, "invalid user-token");
-    let claims: UserTokenClaims = keyring
-        .verify(
-            token,
-            Expect {
-                issuer: &state.issuer,
-                require_exp: true,
-            },
-        )
-        .map_err(|_| refused())?;
-    // Only the authenticated principal's own tokens are reported.
-    let principal = entry.principal();
-    if claims.user != principal.name || claims.email != principal.email {
+    let presented = presented::verify(
+        token,
+        &keyring,
+        &state.issuer,
+        &state.denylist,
+        Expiry::Leeway,
+    )
+    .map_err(|_| refused())?;
+    if presented.kind != Kind::UserToken || !presented.minted_with(&entry) {
         return Err(refused());
     }
+    let claims: crate::token::claims::UserTokenClaims =
+        serde_json::from_value(presented.claims).map_err(|_| refused())?;
     let expire_time = jiff::Timestamp::from_second(claims.exp)
         .map_err(|_| refused())?
         .strftime("%Y-%m-%d %H:%M:%S")

@@ -4,6 +4,7 @@ pub mod databrain;
 pub mod datasentinel;
 pub mod nexla;
 pub mod nibi;
+pub mod oauth;
 pub mod system;
 
 use super::error::{ApiError, Flavor};

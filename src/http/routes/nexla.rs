@@ -8,8 +8,8 @@ use crate::http::body;
 use crate::http::error::{ApiError, Challenge, Flavor};
 use crate::http::keys::KeyEntry;
 use crate::http::metrics::TokenKind;
-use crate::keyring::Expect;
-use crate::token::claims::{Id, SESSION_TYPE, SessionClaims};
+use crate::http::presented::{self, Expiry, Kind};
+use crate::token::claims::{Id, SessionClaims};
 use crate::token::mint::Minted;
 use axum::Json;
 use axum::body::Bytes;
@@ -31,10 +31,11 @@ pub async fn session_token(
     body::bytes(body, FLAVOR)?;
     let (index, keyring) = state.ready(FLAVOR)?;
     let entry = auth::nexla_basic(&index, &headers)?;
+    let reference = entry.reference();
     let (minted, claims) = minter(&keyring, &state.issuer)
         .session_token(
-            entry.principal(),
-            &entry.reference(),
+            entry.principal().subject(),
+            entry.issuing(&reference),
             entry.session_ttl(),
             Timestamp::now(),
         )
@@ -43,8 +44,8 @@ pub async fn session_token(
     Ok(Json(session_response(&minted, &claims, &entry)).into_response())
 }
 
-/// `POST /token/refresh` with `Bearer <session token>`: refused once the token has expired or
-/// its ServiceKey is gone (deleting the ServiceKey ends its sessions).
+/// `POST /token/refresh` with `Bearer <session token>`: refused once the token has expired,
+/// was revoked, or its ServiceKey is gone or has another key (a session survives no key change).
 pub async fn refresh(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -55,23 +56,22 @@ pub async fn refresh(
     let token = auth::bearer(&headers, FLAVOR)?;
     let unauthorized = |m: String| ApiError::unauthorized(FLAVOR, Challenge::Bearer, m);
     // "401 once expired": no clock-skew leeway on `exp` here.
-    let previous: SessionClaims = keyring
-        .verify_unexpired(
-            token,
-            Expect {
-                issuer: &state.issuer,
-                require_exp: true,
-            },
-        )
-        .map_err(|e| unauthorized(format!("invalid session token: {e}")))?;
-    if previous.token_type != SESSION_TYPE {
+    let presented = presented::verify(
+        token,
+        &keyring,
+        &state.issuer,
+        &state.denylist,
+        Expiry::Strict,
+    )
+    .map_err(|e| unauthorized(format!("invalid session token: {e}")))?;
+    if presented.kind != Kind::Session {
         return Err(unauthorized("the token is not a session token".into()));
     }
-    // The same ServiceKey, still for the same principal (not a namesake created since).
-    let entry = index
-        .by_reference(&previous.service_key)
-        .filter(|e| Id::from(e.principal().id.as_str()) == previous.sub)
-        .ok_or_else(|| unauthorized("the session's ServiceKey no longer exists".into()))?;
+    let entry = presented.bound_entry(&index).ok_or_else(|| {
+        unauthorized("the session's ServiceKey no longer exists or its key was replaced".into())
+    })?;
+    let previous: SessionClaims = serde_json::from_value(presented.claims)
+        .map_err(|_| unauthorized("invalid session token: unexpected claims".into()))?;
     let (minted, claims) = minter(&keyring, &state.issuer)
         .refresh_session(&previous, entry.session_ttl(), Timestamp::now())
         .map_err(|e| signing_failed(FLAVOR, e))?;
@@ -91,10 +91,11 @@ fn session_response(minted: &Minted, claims: &SessionClaims, entry: &KeyEntry) -
         "token_type": "Bearer",
         "expires_in": expires_in,
         "user": {
-            "id": claims.sub,
+            // The seed's answer has a numeric id (the JWT's `sub` is its string form).
+            "id": Id::from(claims.sub.as_str()),
             "email": claims.email,
             "full_name": claims.full_name,
-            "api_key": claims.service_key,
+            "api_key": claims.binding.service_key,
             "super_user": false,
             "impersonated": false,
             "email_verified_at": created,

@@ -2,12 +2,10 @@
 //! `POST /api/admin/v1/get_datasource_token`.
 //!
 //! A data source token may be requested with the service key itself or with a user access
-//! token minted by the first route. The access token carries only `identity.id` (the vendor's
-//! layout), so its permissions are resolved from the ServiceKeys of that principal id among
-//! the watched ones: the data source is granted when any of them allows it, and the token is
-//! registered against the first such ServiceKey (by `namespace/name`), whose principal gives
-//! the org. Principal ids are thus global across the watched namespaces, and deleting every
-//! ServiceKey of a principal revokes its access tokens for this route.
+//! token minted by the first route. The access token is bound to the ServiceKey it was minted
+//! with (`service_key` and `key_fingerprint` claims, beside the vendor's `identity`), and is
+//! honoured with exactly that key's permissions as they are now: another tenant's key with the
+//! same principal id grants nothing, and a deleted ServiceKey or a replaced key voids it.
 
 use super::{minter, signing_failed};
 use crate::crd::datasource_grant::DEFAULT_EXPIRATION;
@@ -15,10 +13,9 @@ use crate::http::AppState;
 use crate::http::auth;
 use crate::http::body::{self, Fields};
 use crate::http::error::{ApiError, Challenge, Flavor};
-use crate::http::keys::{KeyEntry, KeyIndex};
+use crate::http::keys::KeyEntry;
 use crate::http::metrics::TokenKind;
-use crate::keyring::{Expect, Keyring};
-use crate::token::claims::{ACCESS_TYPE, Id};
+use crate::http::presented::{self, Expiry, Kind};
 use crate::token::mint::{DatasourceRequest, MintError};
 use axum::Json;
 use axum::body::Bytes;
@@ -26,7 +23,6 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
 use std::sync::Arc;
 
 const FLAVOR: Flavor = Flavor::Generic;
@@ -43,8 +39,14 @@ pub async fn access_token(
     let key = auth::bearer(&headers, FLAVOR)?;
     let entry = auth::service_key(&index, key.as_bytes(), FLAVOR, Challenge::Bearer)?;
     let ttl = entry.access_ttl();
+    let reference = entry.reference();
     let minted = minter(&keyring, &state.issuer)
-        .access_token(entry.principal(), ttl, jiff::Timestamp::now())
+        .access_token(
+            entry.principal().subject(),
+            entry.issuing(&reference),
+            ttl,
+            jiff::Timestamp::now(),
+        )
         .map_err(|e| signing_failed(FLAVOR, e))?;
     state.metrics.token_issued(TokenKind::access);
     Ok(Json(TokenAnswer {
@@ -63,7 +65,7 @@ pub async fn datasource_token(
     let body = body::bytes(body, FLAVOR)?;
     let (index, keyring) = state.ready(FLAVOR)?;
     let credential = auth::bearer(&headers, FLAVOR)?;
-    let caller = Caller::authenticate(&index, &keyring, &state.issuer, credential)?;
+    let entry = caller(&state, &index, &keyring, credential)?;
 
     let map = body::object(&body, FLAVOR)?;
     let fields = Fields(&map);
@@ -80,12 +82,12 @@ pub async fn datasource_token(
     let app_uuid = fields.string_or_number("app_uuid").map_err(bad)?;
     let filter = fields.string("filter").map_err(bad)?;
 
-    let entry = caller.granting(data_source).ok_or_else(|| {
-        ApiError::forbidden(
+    if !entry.spec.allows_data_source(data_source) {
+        return Err(ApiError::forbidden(
             FLAVOR,
             format!("this key may not grant access to the data source {data_source:?}"),
-        )
-    })?;
+        ));
+    }
     let request = DatasourceRequest {
         data_source,
         expiration,
@@ -93,7 +95,12 @@ pub async fn datasource_token(
         filter,
     };
     let minted = minter(&keyring, &state.issuer)
-        .datasource_token(entry.principal(), &request, jiff::Timestamp::now())
+        .datasource_token(
+            entry.principal().subject(),
+            &entry.reference(),
+            &request,
+            jiff::Timestamp::now(),
+        )
         .map_err(|e| match e {
             MintError::Request(e) => bad(e.to_string()),
             MintError::Keyring(e) => signing_failed(FLAVOR, e),
@@ -114,89 +121,36 @@ struct TokenAnswer<'a> {
     expiration: f64,
 }
 
-/// Who asks for a data source token, and with which ServiceKeys' permissions.
-enum Caller {
-    ServiceKey(Arc<KeyEntry>),
-    /// The ServiceKeys of an access token's principal, ordered by `namespace/name`.
-    AccessToken(Vec<Arc<KeyEntry>>),
-}
-
-impl Caller {
-    fn authenticate(
-        index: &KeyIndex,
-        keyring: &Keyring,
-        issuer: &str,
-        credential: &str,
-    ) -> Result<Self, ApiError> {
-        if let Some(entry) = index.by_key(credential.as_bytes()) {
-            return Ok(Caller::ServiceKey(entry));
-        }
-        let unauthorized = |m: &str| ApiError::unauthorized(FLAVOR, Challenge::Bearer, m);
-        // Not a key; only a JWT (three dot-separated parts) can be an access token.
-        if credential.split('.').count() != 3 {
-            return Err(unauthorized("unknown service key"));
-        }
-        let claims: Value = keyring
-            .verify(
-                credential,
-                Expect {
-                    issuer,
-                    require_exp: true,
-                },
-            )
-            .map_err(|e| unauthorized(&format!("invalid access token: {e}")))?;
-        let id = user_access_principal(&claims)
-            .ok_or_else(|| unauthorized("the token is not a user access token"))?;
-        let entries = index.by_principal(&id);
-        if entries.is_empty() {
-            return Err(unauthorized(
-                "the access token's principal has no ServiceKey any more",
-            ));
-        }
-        Ok(Caller::AccessToken(entries.to_vec()))
+/// The ServiceKey a data source token is requested with: the key itself, or the key a user
+/// access token is bound to.
+fn caller(
+    state: &AppState,
+    index: &crate::http::keys::KeyIndex,
+    keyring: &crate::keyring::Keyring,
+    credential: &str,
+) -> Result<Arc<KeyEntry>, ApiError> {
+    if let Some(entry) = index.by_key(credential.as_bytes()) {
+        return Ok(entry);
     }
-
-    /// The ServiceKey that may grant `data_source`, if any.
-    fn granting(&self, data_source: &str) -> Option<&Arc<KeyEntry>> {
-        match self {
-            Caller::ServiceKey(e) => Some(e).filter(|e| e.spec.allows_data_source(data_source)),
-            Caller::AccessToken(entries) => entries
-                .iter()
-                .find(|e| e.spec.allows_data_source(data_source)),
-        }
+    let unauthorized = |m: String| ApiError::unauthorized(FLAVOR, Challenge::Bearer, m);
+    // Not a key; only a JWT (three dot-separated parts) can be an access token.
+    if credential.split('.').count() != 3 {
+        return Err(unauthorized("unknown service key".into()));
     }
-}
-
-/// The principal id of a user access token. Data source tokens share `type: access` but carry
-/// `identity.source_role`; they are read tokens and must not mint further tokens.
-fn user_access_principal(claims: &Value) -> Option<String> {
-    if claims.get("type").and_then(Value::as_str) != Some(ACCESS_TYPE) {
-        return None;
+    let token = presented::verify(
+        credential,
+        keyring,
+        &state.issuer,
+        &state.denylist,
+        Expiry::Leeway,
+    )
+    .map_err(|e| unauthorized(format!("invalid access token: {e}")))?;
+    if token.kind != Kind::Access {
+        return Err(unauthorized("the token is not a user access token".into()));
     }
-    let identity = claims.get("identity")?.as_object()?;
-    if identity.contains_key("source_role") {
-        return None;
-    }
-    let id: Id = serde_json::from_value(identity.get("id")?.clone()).ok()?;
-    Some(id.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn only_user_access_tokens_name_a_principal() {
-        let access = json!({"type": "access", "identity": {"id": 1}});
-        assert_eq!(user_access_principal(&access).as_deref(), Some("1"));
-        let text = json!({"type": "access", "identity": {"id": "u-1"}});
-        assert_eq!(user_access_principal(&text).as_deref(), Some("u-1"));
-        let datasource = json!({"type": "access", "identity": {"id": 1, "source_role": {}}});
-        assert_eq!(user_access_principal(&datasource), None);
-        let session = json!({"type": "session", "sub": 1});
-        assert_eq!(user_access_principal(&session), None);
-        let odd = json!({"type": "access", "identity": {"id": [1]}});
-        assert_eq!(user_access_principal(&odd), None);
-    }
+    token.bound_entry(index).ok_or_else(|| {
+        unauthorized(
+            "the access token's ServiceKey no longer exists or its key was replaced".into(),
+        )
+    })
 }

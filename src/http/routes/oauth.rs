@@ -1,0 +1,132 @@
+//! `POST /oauth/revoke` (RFC 7009) and `POST /oauth/introspect` (RFC 7662), both authenticated
+//! with `Bearer <service key>` and both confined to the caller's tenant: a key revokes only
+//! tokens minted with it, and introspection reports only tokens of ServiceKeys in the caller's
+//! namespace. Everything else is answered as if the token were unknown — no oracle.
+
+use crate::http::AppState;
+use crate::http::auth;
+use crate::http::error::{ApiError, Challenge, Flavor};
+use crate::http::presented::{self, Expiry, Presented};
+use crate::revocation::{Revocation, RevocationError};
+use axum::Json;
+use axum::extract::Form;
+use axum::extract::State;
+use axum::extract::rejection::FormRejection;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+const FLAVOR: Flavor = Flavor::Generic;
+
+/// The `token` parameter of a form body (`token_type_hint` and others are accepted and ignored:
+/// the kind is read from the token itself).
+fn token_parameter(
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<String, ApiError> {
+    let Form(fields) = form.map_err(|e| {
+        ApiError::status(
+            FLAVOR,
+            e.status(),
+            format!(
+                "the body must be application/x-www-form-urlencoded with a token parameter: {}",
+                e.body_text()
+            ),
+        )
+    })?;
+    fields
+        .into_iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::bad_request(FLAVOR, "the form parameter token is required"))
+}
+
+/// `POST /oauth/revoke`: revokes a token minted with the caller's key. 200 whatever the token
+/// was (unknown, foreign, expired, already revoked); 401 for a bad key.
+pub async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Response, ApiError> {
+    let (index, keyring) = state.ready(FLAVOR)?;
+    let key = auth::bearer(&headers, FLAVOR)?;
+    let caller = auth::service_key(&index, key.as_bytes(), FLAVOR, Challenge::Bearer)?;
+    let token = token_parameter(form)?;
+    let verified = presented::verify(
+        &token,
+        &keyring,
+        &state.issuer,
+        &state.denylist,
+        Expiry::Leeway,
+    );
+    if let Ok(presented) = verified
+        && presented.minted_with(&caller)
+    {
+        let kid = jsonwebtoken::decode_header(&token).ok().and_then(|h| h.kid);
+        let revocation = Revocation {
+            jti: presented.jti.clone(),
+            expires_at: presented
+                .claims
+                .get("exp")
+                .and_then(Value::as_i64)
+                .and_then(|s| jiff::Timestamp::from_second(s).ok()),
+            kid,
+            reason: format!("POST /oauth/revoke with ServiceKey {}", caller.reference()),
+        };
+        state
+            .revoker
+            .revoke(&revocation)
+            .await
+            .map_err(|e| match e {
+                RevocationError::Full { .. } => ApiError::not_ready(FLAVOR, e),
+                RevocationError::Kube(e) => ApiError::internal(FLAVOR, e),
+            })?;
+    }
+    Ok((StatusCode::OK, Json(json!({}))).into_response())
+}
+
+/// `POST /oauth/introspect`: whether a token is active, with its claims, for a token of a
+/// ServiceKey in the caller's namespace; `{"active": false}` and nothing else otherwise.
+pub async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Response, ApiError> {
+    let (index, keyring) = state.ready(FLAVOR)?;
+    let key = auth::bearer(&headers, FLAVOR)?;
+    let caller = auth::service_key(&index, key.as_bytes(), FLAVOR, Challenge::Bearer)?;
+    let token = token_parameter(form)?;
+    let active = presented::verify(
+        &token,
+        &keyring,
+        &state.issuer,
+        &state.denylist,
+        Expiry::Strict,
+    )
+    .ok()
+    .filter(|p| p.namespace() == caller.namespace)
+    // Its ServiceKey still exists, with the same key where the token is bound to one.
+    .filter(|p| p.bound_entry(&index).is_some());
+    Ok(Json(match active {
+        Some(presented) => active_answer(&presented),
+        None => json!({"active": false}),
+    })
+    .into_response())
+}
+
+/// RFC 7662's answer for an active token.
+fn active_answer(token: &Presented) -> Value {
+    let mut answer = Map::new();
+    answer.insert("active".into(), Value::Bool(true));
+    if let Some(sub) = token.subject() {
+        answer.insert("sub".into(), Value::String(sub));
+    }
+    for claim in ["iss", "jti", "iat", "exp"] {
+        if let Some(v) = token.claims.get(claim) {
+            answer.insert(claim.into(), v.clone());
+        }
+    }
+    answer.insert("token_type".into(), token.kind.as_str().into());
+    answer.insert("client_id".into(), token.service_key.clone().into());
+    Value::Object(answer)
+}

@@ -1,0 +1,401 @@
+//! The operator and the REST sidecar against a fake API server that misbehaves the way real
+//! ones do: first lists that answer late, `410 Gone` after an API-server restart, dropped
+//! watches, outages; and leader election with its release on shutdown and its fencing.
+//!
+//! Each test asserts the outcome a user sees (every object Ready, a new object reconciled after
+//! the fault) and that recovery needs no restart of the process.
+
+mod support;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use support::fake_api::{Fake, TEAM, grant, guest, ready_names, service_key, wait_for};
+use tokenmint::keyring::{Algorithm, Keyring};
+use tokenmint::operator::lease::{Elector, Fence, LeaseTiming};
+use tokenmint::reconcile::Clock;
+use tokenmint::reconcile::controllers::{self, Readiness, Shared};
+use tokenmint::reconcile::events::Events;
+use tokenmint::reconcile::metrics::Metrics;
+use tokenmint::revocation::{Denylist, Revoker};
+use tokio::sync::watch;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+struct Running {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
+    denylist: Arc<Denylist>,
+}
+
+/// Starts the controllers (all namespaces) against `fake`.
+fn start(fake: &Fake) -> Running {
+    let (stop, stop_rx) = watch::channel(false);
+    let (_changed, changed_rx) = watch::channel(0u64);
+    let readiness = Arc::new(Readiness::default());
+    readiness.keyring_loaded();
+    let metrics = Arc::new(Metrics::default());
+    let denylist = Arc::new(Denylist::default());
+    let shared = Shared {
+        client: fake.client(),
+        keyring: Arc::new(RwLock::new(
+            Keyring::generate(Algorithm::HS256, jiff::Timestamp::now()).unwrap(),
+        )),
+        keyring_changed: changed_rx,
+        issuer: "tokenmint".into(),
+        events: Events::memory(),
+        metrics: metrics.clone(),
+        clock: Clock::system(),
+        revoker: Revoker::Memory(denylist.clone()),
+        fence: Fence::always(),
+    };
+    let task = tokio::spawn({
+        let readiness = readiness.clone();
+        async move {
+            controllers::run(shared, &[], stop_rx, readiness).await;
+            drop(_changed);
+        }
+    });
+    Running {
+        stop,
+        task,
+        readiness,
+        metrics,
+        denylist,
+    }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the controllers did not stop")
+            .unwrap();
+    }
+}
+
+fn token_secrets(fake: &Fake) -> usize {
+    fake.all("", "secrets")
+        .iter()
+        .filter(|s| s["metadata"]["labels"]["tokenmint.dev/secret-role"] == "token")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_object_is_reconciled_after_every_start_even_when_lists_answer_late() {
+    const GRANTS: usize = 40;
+    const GUESTS: usize = 10;
+    // Different late lists each time: the order in which caches fill varies.
+    let delays = [
+        [0, 300, 150, 50],
+        [400, 0, 100, 250],
+        [100, 100, 400, 0],
+        [250, 50, 0, 400],
+        [0, 0, 0, 0],
+    ];
+    for (run, delay) in delays.iter().enumerate() {
+        let fake = Fake::default();
+        service_key(&fake);
+        for i in 0..GRANTS {
+            grant(&fake, &format!("grant-{i}"));
+        }
+        for i in 0..GUESTS {
+            guest(&fake, &format!("guest-{i}"));
+        }
+        for (resource, ms) in [
+            "servicekeys",
+            "datasourcegrants",
+            "guesttokenrequests",
+            "secrets",
+        ]
+        .iter()
+        .zip(delay)
+        {
+            fake.delay_lists(resource, Duration::from_millis(*ms));
+        }
+        let running = start(&fake);
+        wait_for(
+            &fake,
+            PATIENCE,
+            &format!("run {run}: every object Ready"),
+            || {
+                ready_names(&fake, "datasourcegrants").len() == GRANTS
+                    && ready_names(&fake, "guesttokenrequests").len() == GUESTS
+                    && ready_names(&fake, "servicekeys").len() == 1
+            },
+        )
+        .await;
+        assert_eq!(token_secrets(&fake), GRANTS + GUESTS, "run {run}");
+        assert!(running.readiness.is_ready());
+        // One watch per kind and scope, not one per controller.
+        let secret_watches = fake
+            .calls()
+            .iter()
+            .filter(|c| c.verb == "watch" && c.resource == "secrets")
+            .count();
+        assert_eq!(secret_watches, 1, "run {run}");
+        running.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_api_server_restart_watches_relist_at_once_and_reconciles_resume() {
+    let fake = Fake::default();
+    service_key(&fake);
+    grant(&fake, "before");
+    let running = start(&fake);
+    wait_for(&fake, PATIENCE, "the first grant Ready", || {
+        ready_names(&fake, "datasourcegrants").contains("before")
+    })
+    .await;
+
+    // The API server restarts with its data: every watch ends, and resuming from the old
+    // resourceVersion is answered with 410 Gone.
+    fake.phase("after restart");
+    let lists_before = fake.count("list", "datasourcegrants");
+    fake.restart();
+    let restarted_at = tokio::time::Instant::now();
+    grant(&fake, "after");
+    wait_for(
+        &fake,
+        Duration::from_secs(10),
+        "the new grant Ready",
+        || ready_names(&fake, "datasourcegrants").contains("after"),
+    )
+    .await;
+    let recovered_in = restarted_at.elapsed();
+    // A 410 relists with a fresh resourceVersion at once, never after a long backoff.
+    assert!(fake.count("list", "datasourcegrants") > lists_before);
+    assert!(
+        recovered_in < Duration::from_secs(5),
+        "recovered in {recovered_in:?}"
+    );
+    let metrics = running.metrics.encode();
+    assert!(
+        metrics.contains("tokenmint_watch_restarts_total{resource=\"datasourcegrants\"}"),
+        "{metrics}"
+    );
+    assert!(running.readiness.is_ready());
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_410_on_the_watch_relists_and_nothing_is_lost() {
+    let fake = Fake::default();
+    service_key(&fake);
+    let running = start(&fake);
+    wait_for(&fake, PATIENCE, "synced", || running.readiness.is_ready()).await;
+    // The sequence of the field report: watch -> 410 -> relist -> works.
+    for resource in ["datasourcegrants", "secrets", "servicekeys"] {
+        fake.gone_on_next_watch(resource);
+    }
+    fake.drop_watches();
+    grant(&fake, "created-during-the-fault");
+    wait_for(&fake, Duration::from_secs(10), "the grant Ready", || {
+        ready_names(&fake, "datasourcegrants").contains("created-during-the-fault")
+    })
+    .await;
+    // The Secret it got is watched too: deleting it restores it.
+    let before = fake
+        .get("", "secrets", TEAM, "created-during-the-fault-token")
+        .expect("token Secret");
+    fake.delete("", "secrets", TEAM, "created-during-the-fault-token");
+    wait_for(
+        &fake,
+        Duration::from_secs(10),
+        "the Secret restored",
+        || {
+            fake.get("", "secrets", TEAM, "created-during-the-fault-token")
+                .is_some_and(|s| {
+                    s["metadata"]["uid"] != before["metadata"]["uid"] || s["data"] != before["data"]
+                })
+        },
+    )
+    .await;
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_makes_the_operator_unready_and_it_recovers_by_itself() {
+    let fake = Fake::default();
+    service_key(&fake);
+    let running = start(&fake);
+    wait_for(&fake, PATIENCE, "synced", || running.readiness.is_ready()).await;
+    fake.set_down(true);
+    wait_for(
+        &fake,
+        Duration::from_secs(10),
+        "not ready during the outage",
+        || !running.readiness.is_ready(),
+    )
+    .await;
+    let why = running.readiness.not_ready().unwrap();
+    assert!(why.contains("watches not synced"), "{why}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    fake.set_down(false);
+    let back = tokio::time::Instant::now();
+    grant(&fake, "after-outage");
+    wait_for(&fake, Duration::from_secs(10), "reconciles resume", || {
+        ready_names(&fake, "datasourcegrants").contains("after-outage")
+    })
+    .await;
+    wait_for(&fake, Duration::from_secs(10), "ready again", || {
+        running.readiness.is_ready()
+    })
+    .await;
+    // Capped retries: back within seconds, not the minute a default backoff can grow to.
+    assert!(
+        back.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        back.elapsed()
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_grant_has_its_token_revoked() {
+    let fake = Fake::default();
+    service_key(&fake);
+    grant(&fake, "doomed");
+    let running = start(&fake);
+    wait_for(&fake, PATIENCE, "Ready", || {
+        ready_names(&fake, "datasourcegrants").contains("doomed")
+    })
+    .await;
+    let secret = fake.get("", "secrets", TEAM, "doomed-token").unwrap();
+    let jti = secret["metadata"]["annotations"]["tokenmint.dev/token-id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    fake.delete("tokenmint.dev", "datasourcegrants", TEAM, "doomed");
+    wait_for(&fake, Duration::from_secs(10), "the token revoked", || {
+        running.denylist.is_revoked(&jti)
+    })
+    .await;
+    running.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leader election
+
+fn timing() -> LeaseTiming {
+    LeaseTiming {
+        duration: Duration::from_secs(3),
+        renew_deadline: Duration::from_secs(2),
+        retry: Duration::from_millis(200),
+    }
+}
+
+fn candidate(
+    fake: &Fake,
+    identity: &str,
+) -> (
+    Fence,
+    watch::Receiver<bool>,
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let elector = Elector::new(
+        kube::Api::namespaced(fake.client(), "tokenmint-system"),
+        "tokenmint-leader",
+        identity,
+        timing(),
+    );
+    let fence = elector.fence();
+    let (leading_tx, leading) = watch::channel(false);
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(elector.run(leading_tx, stop_rx));
+    (fence, leading, stop, task)
+}
+
+fn holder(fake: &Fake) -> Option<String> {
+    fake.get(
+        "coordination.k8s.io",
+        "leases",
+        "tokenmint-system",
+        "tokenmint-leader",
+    )
+    .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_is_released_on_shutdown_so_a_standby_takes_over_at_once() {
+    let fake = Fake::default();
+    let (fence_a, mut leading_a, stop_a, task_a) = candidate(&fake, "a");
+    tokio::time::timeout(PATIENCE, leading_a.wait_for(|l| *l))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(fence_a.is_valid());
+    let (fence_b, mut leading_b, stop_b, task_b) = candidate(&fake, "b");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!*leading_b.borrow(), "one leader at a time");
+    assert!(!fence_b.is_valid());
+
+    stop_a.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task_a)
+        .await
+        .expect("a stopped promptly")
+        .unwrap();
+    assert!(!fence_a.is_valid(), "no write after stepping down");
+    let released = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), leading_b.wait_for(|l| *l))
+        .await
+        .unwrap()
+        .unwrap();
+    // Released: the standby did not wait for the 3 s lease to run out.
+    assert!(
+        released.elapsed() < timing().duration,
+        "took over after {:?}",
+        released.elapsed()
+    );
+    assert_eq!(holder(&fake).as_deref(), Some("b"));
+    stop_b.send(true).unwrap();
+    task_b.await.unwrap();
+    assert_eq!(holder(&fake), None, "released on the way out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_renew_stops_writing_before_a_standby_can_take_over() {
+    let fake = Fake::default();
+    let (fence_a, mut leading_a, stop_a, task_a) = candidate(&fake, "a");
+    tokio::time::timeout(PATIENCE, leading_a.wait_for(|l| *l))
+        .await
+        .unwrap()
+        .unwrap();
+    // A standby appears while the leader is healthy: it waits.
+    let (fence_b, mut leading_b, _stop_b, _task_b) = candidate(&fake, "b");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!fence_b.is_valid());
+
+    // The leader is cut off (every request fails); the standby is too, until the API server
+    // is back. The leader's fence closes at its renew deadline.
+    fake.set_down(true);
+    let cut = tokio::time::Instant::now();
+    while fence_a.is_valid() {
+        assert!(cut.elapsed() < timing().renew_deadline + Duration::from_millis(300));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fenced_after = cut.elapsed();
+    tokio::time::timeout(Duration::from_secs(5), leading_a.wait_for(|l| !*l))
+        .await
+        .unwrap()
+        .unwrap();
+    // The operator exits when it loses the Lease.
+    stop_a.send(true).unwrap();
+    task_a.await.unwrap();
+    fake.set_down(false);
+    tokio::time::timeout(Duration::from_secs(10), leading_b.wait_for(|l| *l))
+        .await
+        .unwrap()
+        .unwrap();
+    let took_over_after = cut.elapsed();
+    assert!(
+        fenced_after < took_over_after,
+        "the old leader stopped writing ({fenced_after:?}) before the standby started ({took_over_after:?})"
+    );
+    assert!(!fence_a.is_valid() && fence_b.is_valid());
+    assert_eq!(holder(&fake).as_deref(), Some("b"));
+}
