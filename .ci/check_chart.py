@@ -262,9 +262,12 @@ def run(c, exp, ns, chart, rendered):
         common["--watch-namespace"] = exp["watch"]
     want_args = {
         "operator": dict(common, **{"--admin-listen": ["0.0.0.0:8081"], "--lease-name": [LEASE]}),
-        "serve": dict(common, **{"--listen": ["0.0.0.0:8080"], "--token-audience": ["tokenmint"]}),
+        "serve": dict(common, **{"--listen": ["0.0.0.0:8080"], "--probe-listen": ["0.0.0.0:8082"],
+                                 "--token-audience": ["tokenmint"]}),
     }
     want_port = {"operator": ("admin", 8081), "serve": ("http", 8080)}
+    # Where each container's probes go: the serve container's have a listener of their own.
+    probe_port = {"operator": ("admin", 8081), "serve": ("probes", 8082)}
     for name in ("operator", "serve"):
         k = containers.get(name)
         if not c.check(k is not None, f"{name} container exists"):
@@ -277,11 +280,13 @@ def run(c, exp, ns, chart, rendered):
                                      f"keyring, watch namespaces, listen addresses)")
         port_name, port = want_port[name]
         ports = {p["name"]: p["containerPort"] for p in k.get("ports") or []}
-        c.eq(ports, {port_name: port}, f"{name} port {port_name} {port}")
+        want_ports = {port_name: port, probe_port[name][0]: probe_port[name][1]}
+        c.eq(ports, want_ports, f"{name} ports {want_ports}")
+        probe_name, probe_number = probe_port[name]
         for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
             get = (k.get(probe) or {}).get("httpGet") or {}
-            c.check(get.get("path") == path and get.get("port") in (port_name, port),
-                    f"{name} {probe} httpGet {path} on {port_name}", repr(get))
+            c.check(get.get("path") == path and get.get("port") in (probe_name, probe_number),
+                    f"{name} {probe} httpGet {path} on {probe_name}", repr(get))
         env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
                for e in k.get("env") or []}
         c.check(env.get("POD_NAMESPACE") == "metadata.namespace" and env.get("POD_NAME") == "metadata.name",

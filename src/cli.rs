@@ -93,6 +93,10 @@ pub struct ServeArgs {
     /// Most client connections served at once; further clients wait until one closes.
     #[arg(long, default_value_t = crate::http::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: std::num::NonZeroUsize,
+    /// Also serve /healthz and /readyz on this address, with connections of their own, so
+    /// that no load on --listen can starve the probes (the chart points its probes here).
+    #[arg(long, value_name = "ADDR")]
+    pub probe_listen: Option<SocketAddr>,
     /// Most revoked tokens this replica holds in its denylist; past it, revocations are
     /// refused (503) rather than forgotten.
     #[arg(long, default_value_t = crate::revocation::DEFAULT_CAPACITY)]

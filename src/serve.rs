@@ -40,18 +40,45 @@ pub async fn run(args: ServeArgs) -> Result<(), crate::BoxError> {
         max_connections = args.max_connections.get(),
         "serving the REST routes"
     );
-    let app = router(AppState::with_revocation(
-        store,
-        &args.common.issuer,
-        denylist,
-        revoker,
-        restarts,
-    ));
+    let state = AppState::with_revocation(store, &args.common.issuer, denylist, revoker, restarts);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let probes = match args.probe_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on --probe-listen {addr}: {e}"))?;
+            tracing::info!(listen = %addr, "serving /healthz and /readyz");
+            let options = ServeOptions {
+                max_connections: crate::http::server::PROBE_CONNECTIONS,
+                ..ServeOptions::default()
+            };
+            Some(tokio::spawn(serve_with(
+                listener,
+                crate::http::probe_router(state.clone()),
+                stopped(),
+                options,
+            )))
+        }
+        None => None,
+    };
     let options = ServeOptions {
         max_connections: args.max_connections.get(),
         ..ServeOptions::default()
     };
-    serve_with(listener, app, shutdown_signal(), options).await?;
+    serve_with(listener, router(state), stopped(), options).await?;
+    if let Some(probes) = probes {
+        let _ = probes.await;
+    }
     Ok(())
 }
 

@@ -123,6 +123,8 @@ pub fn code_for(flavor: Flavor, status: StatusCode) -> &'static str {
             StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
             StatusCode::REQUEST_TIMEOUT => "REQUEST_TIMEOUT",
             StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",
+            StatusCode::URI_TOO_LONG => "URI_TOO_LONG",
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "REQUEST_HEADER_FIELDS_TOO_LARGE",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "UNSUPPORTED_MEDIA_TYPE",
             StatusCode::UNPROCESSABLE_ENTITY => "UNPROCESSABLE_ENTITY",
             StatusCode::SERVICE_UNAVAILABLE => "SERVICE_UNAVAILABLE",

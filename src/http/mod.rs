@@ -18,6 +18,11 @@ pub mod metrics;
 pub mod openapi;
 pub mod presented;
 pub mod routes;
+pub mod server;
+
+pub use server::{
+    DEFAULT_MAX_CONNECTIONS, REQUEST_TIMEOUT, ServeOptions, serve, serve_with, shutdown_signal,
+};
 
 use crate::revocation::{Denylist, Revoker};
 use axum::Router;
@@ -31,12 +36,10 @@ use error::{ApiError, Flavor, HandlerError};
 use keys::{KeyIndex, KeyStore};
 use metrics::Metrics;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 64 * 1024;
-/// Longest a request may take, body upload included.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Route paths, shared by the router and the OpenAPI document.
 pub mod paths {
@@ -171,14 +174,31 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
     let method = request.method().clone();
     let flavor = Flavor::of_route(route);
-    let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::status(
+    // A declared body over the limit is refused before a byte of it is read: at once, and
+    // without the `100 Continue` a client sending `Expect: 100-continue` waits for.
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let too_large = declared.is_some_and(|n| n > BODY_LIMIT as u64);
+    let mut response = if too_large {
+        ApiError::status(
             flavor,
-            StatusCode::REQUEST_TIMEOUT,
-            error::default_message(StatusCode::REQUEST_TIMEOUT),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            error::default_message(StatusCode::PAYLOAD_TOO_LARGE),
         )
-        .into_response(),
+        .into_response()
+    } else {
+        match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => ApiError::status(
+                flavor,
+                StatusCode::REQUEST_TIMEOUT,
+                error::default_message(StatusCode::REQUEST_TIMEOUT),
+            )
+            .into_response(),
+        }
     };
     let status = response.status();
     if (status.is_client_error() || status.is_server_error())
@@ -201,6 +221,18 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     response
 }
 
+/// The probes alone (`--probe-listen`): `/healthz` and `/readyz` on a listener of their own,
+/// so that no traffic on the main port can starve the kubelet.
+pub fn probe_router(state: AppState) -> Router {
+    use routes::system;
+    Router::new()
+        .route(paths::HEALTHZ, get(system::healthz))
+        .route(paths::READYZ, get(system::readyz))
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
 /// An error answer from axum or a layer (404, 405 with its Allow header, 413, ...) in the JSON
 /// envelope, keeping its status and other headers.
 fn rewrite_error(response: Response, flavor: Flavor) -> Response {
@@ -216,135 +248,4 @@ fn rewrite_error(response: Response, flavor: Flavor) -> Response {
         parts.headers.insert(name.clone(), value.clone());
     }
     Response::from_parts(parts, Body::new(body))
-}
-
-/// Default of [`ServeOptions::max_connections`] (`--max-connections`).
-pub const DEFAULT_MAX_CONNECTIONS: std::num::NonZeroUsize =
-    std::num::NonZeroUsize::new(1024).unwrap();
-
-/// Connection settings of [`serve_with`].
-#[derive(Debug, Clone, Copy)]
-pub struct ServeOptions {
-    /// How long a client may take to send the request line and headers (also how long a
-    /// kept-alive connection may sit idle). The request timeout only starts once the headers
-    /// are in, so this bounds slow-header clients.
-    pub header_read_timeout: Duration,
-    /// How long in-flight requests may take to finish after the shutdown signal.
-    pub drain_timeout: Duration,
-    /// Most connections served at once. Past it the server stops accepting: further clients
-    /// wait in the listen backlog (holding no file descriptor of ours) until a connection
-    /// closes. At least 1.
-    pub max_connections: usize,
-}
-
-impl Default for ServeOptions {
-    fn default() -> Self {
-        ServeOptions {
-            header_read_timeout: REQUEST_TIMEOUT,
-            // Longer than the request timeout, so every in-flight request can finish.
-            drain_timeout: REQUEST_TIMEOUT + Duration::from_secs(5),
-            max_connections: DEFAULT_MAX_CONNECTIONS.get(),
-        }
-    }
-}
-
-/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    serve_with(listener, app, shutdown, ServeOptions::default()).await
-}
-
-/// [`serve`] with explicit connection settings. A hand-written accept loop rather than
-/// `axum::serve`, which sets no header-read timeout.
-pub async fn serve_with(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    options: ServeOptions,
-) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    // One permit per open connection, taken before accepting: at the limit, new clients wait
-    // in the kernel's backlog rather than costing a file descriptor each.
-    let permits = Arc::new(tokio::sync::Semaphore::new(
-        options
-            .max_connections
-            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
-    ));
-    loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break, // never closed
-            },
-            () = &mut shutdown => break,
-        };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // E.g. out of file descriptors: back off rather than spin.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        // Small JSON answers: do not wait for Nagle.
-        let _ = stream.set_nodelay(true);
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(options.header_read_timeout)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("connection closed: {e}");
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(options.drain_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some connections did not finish in time; closing them");
-    }
-    Ok(())
-}
-
-/// Resolves on SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!("cannot listen for Ctrl-C: {e}");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down: finishing in-flight requests");
 }

@@ -263,3 +263,167 @@ fn max_connections_flag() {
     assert_eq!(parse(&["--max-connections", "16"]).unwrap(), 16);
     assert!(parse(&["--max-connections", "0"]).is_err());
 }
+
+/// Starts `router` with `options` on a fresh port; returns the address and a stop handle.
+async fn spawn_server(
+    router: axum::Router,
+    options: tokenmint::http::ServeOptions,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(tokenmint::http::serve_with(
+        listener,
+        router,
+        async {
+            let _ = stopped.await;
+        },
+        options,
+    ));
+    (addr, stop)
+}
+
+/// Writes `request` and reads until the peer closes or `wait` passes; returns what came back.
+fn raw_exchange(addr: std::net::SocketAddr, request: &[u8], wait: std::time::Duration) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(wait)).unwrap();
+    stream.write_all(request).unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+fn json_body(raw: &str) -> Value {
+    let (_, body) = raw.split_once("\r\n\r\n").unwrap_or(("", ""));
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_hyper_answers_itself_are_json_too() {
+    use std::time::{Duration, Instant};
+    let t = app();
+    let (addr, _stop) = spawn_server(t.router.clone(), Default::default()).await;
+    let checks = tokio::task::spawn_blocking(move || {
+        let wait = Duration::from_secs(5);
+        // Too many headers: 431 with the envelope.
+        let mut request = String::from("GET /healthz HTTP/1.1\r\nHost: x\r\n");
+        for i in 0..100 {
+            request.push_str(&format!("X-Filler-{i}: y\r\n"));
+        }
+        request.push_str("\r\n");
+        let raw = raw_exchange(addr, request.as_bytes(), wait);
+        assert!(raw.starts_with("HTTP/1.1 431"), "{raw}");
+        assert_eq!(
+            json_body(&raw)["error"]["code"],
+            "REQUEST_HEADER_FIELDS_TOO_LARGE",
+            "{raw}"
+        );
+        // A Content-Length that is not a number: 400 with the envelope.
+        let raw = raw_exchange(
+            addr,
+            b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+            wait,
+        );
+        assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+        assert_eq!(json_body(&raw)["error"]["code"], "BAD_REQUEST", "{raw}");
+        // A huge declared body: 413 at once, not a 408 after waiting for it.
+        let started = Instant::now();
+        let raw = raw_exchange(
+            addr,
+            b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n",
+            wait,
+        );
+        assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
+        assert_eq!(
+            json_body(&raw)["error"]["code"],
+            "PAYLOAD_TOO_LARGE",
+            "{raw}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        // Expect: 100-continue with a body over the limit: 413, never `100 Continue`.
+        let raw = raw_exchange(
+            addr,
+            b"POST /token HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 100000\r\n\r\n",
+            wait,
+        );
+        assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
+        assert!(!raw.contains("100 Continue"), "{raw}");
+    });
+    checks.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_lose_their_slots_and_cannot_starve_the_probes() {
+    use std::time::{Duration, Instant};
+    let t = app();
+    let options = tokenmint::http::ServeOptions {
+        max_connections: 3,
+        write_timeout: Duration::from_millis(800),
+        ..Default::default()
+    };
+    let (addr, _stop) = spawn_server(t.router.clone(), options).await;
+    // The probes on their own listener, as `--probe-listen` serves them.
+    let store = std::sync::Arc::new(tokenmint::http::keys::SharedKeyStore::fixed(
+        index(),
+        tokenmint::keyring::Keyring::generate(
+            tokenmint::keyring::Algorithm::HS256,
+            jiff::Timestamp::now(),
+        )
+        .unwrap(),
+    ));
+    let probes = tokenmint::http::probe_router(tokenmint::http::AppState::new(store, ISSUER));
+    let (probe_addr, _stop_probes) = spawn_server(probes, Default::default()).await;
+
+    let outcome = tokio::task::spawn_blocking(move || {
+        // Three attackers pipeline requests and never read: their responses fill the socket
+        // buffers and the server's writes stall.
+        let attackers: Vec<std::net::TcpStream> = (0..3)
+            .map(|_| {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                s.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+                let request = format!(
+                    "POST /api/admin/v1/api_token/get_access_token HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY_A}\r\nContent-Length: 0\r\n\r\n"
+                );
+                // Enough answers (~10 MB) to fill every socket buffer between us: the server's
+                // writes stall, then its reads (we stop writing when it stops reading).
+                let burst = request.repeat(25_000);
+                let _ = s.write_all(burst.as_bytes());
+                s
+            })
+            .collect();
+        // The probe answers at once, whatever the main port suffers.
+        let started = Instant::now();
+        let raw = raw_exchange(
+            probe_addr,
+            b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        );
+        assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+        let probe_latency = started.elapsed();
+        // The stalled writes time out and free the slots: the main port answers again.
+        let started = Instant::now();
+        let raw = raw_exchange(
+            addr,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(10),
+        );
+        assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+        drop(attackers);
+        (probe_latency, started.elapsed())
+    })
+    .await
+    .unwrap();
+    let (probe_latency, main_latency) = outcome;
+    assert!(probe_latency < Duration::from_secs(1), "{probe_latency:?}");
+    assert!(main_latency < Duration::from_secs(5), "{main_latency:?}");
+}
