@@ -41,7 +41,7 @@ def load_rbac_table(chart):
         if len(cols) != 6:
             raise ValueError(f"{path}:{n}: want 6 columns (scope group resource verb name how), got {cols}")
         scope, group, resource, verb, name, how = cols
-        if scope not in ("watched", "release") or name not in ("-", "keyring", "lease") or how not in RBAC_HOW:
+        if scope not in ("watched", "release", "cluster") or name not in ("-", "keyring", "lease") or how not in RBAC_HOW:
             raise ValueError(f"{path}:{n}: bad scope, name or how: {cols}")
         if scope == "watched" and name != "-":
             raise ValueError(f"{path}:{n}: watched-namespace rules cannot name objects: {cols}")
@@ -56,6 +56,11 @@ def expected_watched(table, restarts):
     depend on rbac.allowWorkloadRestarts."""
     return {(r["group"], r["resource"], r["verb"]) for r in table
             if r["scope"] == "watched" and (restarts or r["how"] != "restart-call")}
+
+
+def expected_cluster(table):
+    """(apiGroup, resource, verb) of cluster-scoped resources: their own ClusterRole, in both modes."""
+    return {(r["group"], r["resource"], r["verb"]) for r in table if r["scope"] == "cluster"}
 
 
 def expected_release_rules(table, keyring, lease):
@@ -348,8 +353,8 @@ def run(c, exp, ns, chart, rendered):
 
     # --- RBAC ---
     table = load_rbac_table(chart)
-    c.check(bool(table) and {r["scope"] for r in table} == {"watched", "release"},
-            f"{RBAC_TABLE} lists rights for both the watched and the release namespace")
+    c.check(bool(table) and {r["scope"] for r in table} == {"watched", "release", "cluster"},
+            f"{RBAC_TABLE} lists rights for the watched and the release namespace, and cluster-scoped ones")
     c.eq({(r["group"], r["resource"], r["verb"]) for r in table if r["how"] == "restart-call"},
          {("apps", k, "patch") for k in ("deployments", "statefulsets", "daemonsets")},
          f"{RBAC_TABLE}: the optional restart rights (rbac.allowWorkloadRestarts) are the workloads' patch")
@@ -411,7 +416,17 @@ def check_rbac(c, exp, ns, by_kind, docs, table):
     ]
     c.eq(elsewhere, [], "lease and keyring rules only in the release-namespace Role")
 
-    cluster_roles = by_kind.get("ClusterRole", [])
+    # Cluster-scoped resources (TokenReview): a ClusterRole of their own, bound, in both modes.
+    cluster_rows = expected_cluster(table)
+    all_cluster_roles = by_kind.get("ClusterRole", [])
+    scoped = [r for r in all_cluster_roles if triples(rules_of(r)) == cluster_rows]
+    if c.eq(len(scoped), 1, f"one ClusterRole grants exactly the cluster rows of {RBAC_TABLE}"):
+        name = scoped[0]["metadata"]["name"]
+        c.check(any(bound(b, "ClusterRole", name) for b in by_kind.get("ClusterRoleBinding", [])),
+                "the cluster-scoped ClusterRole is bound to the ServiceAccount")
+    cluster_roles = [r for r in all_cluster_roles if not any(r is s for s in scoped)]
+    cluster_bindings = [b for b in by_kind.get("ClusterRoleBinding", [])
+                        if not any(b["roleRef"]["name"] == s["metadata"]["name"] for s in scoped)]
     if not exp["watch"]:
         if c.eq(len(cluster_roles), 1, "watching all namespaces: one ClusterRole"):
             cr = cluster_roles[0]
@@ -420,14 +435,14 @@ def check_rbac(c, exp, ns, by_kind, docs, table):
             c.eq(triples(rules_of(cr)), watched_rules,
                  f"ClusterRole grants exactly the watched rows of {RBAC_TABLE}"
                  + ("" if exp["restarts"] else " without workload restarts"))
-            crbs = by_kind.get("ClusterRoleBinding", [])
+            crbs = cluster_bindings
             c.check(len(crbs) == 1 and bound(crbs[0], "ClusterRole", cr["metadata"]["name"]),
                     "ClusterRoleBinding binds the ClusterRole to the ServiceAccount")
         other = [k for (n, _), k in roles.items() if n != ns]
         c.eq(other, [], "watching all namespaces: no Roles outside the release namespace")
     else:
-        c.eq(len(cluster_roles), 0, "watchNamespaces set: no ClusterRole")
-        c.eq(len(by_kind.get("ClusterRoleBinding", [])), 0, "watchNamespaces set: no ClusterRoleBinding")
+        c.eq(len(cluster_roles), 0, "watchNamespaces set: no ClusterRole for namespaced resources")
+        c.eq(len(cluster_bindings), 0, "watchNamespaces set: no ClusterRoleBinding for namespaced resources")
         for wns in exp["watch"]:
             mine = [r for (n, _), r in roles.items()
                     if n == wns and not (release_roles and r is release_roles[0])]

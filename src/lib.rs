@@ -17,6 +17,7 @@ pub mod revocation;
 pub mod serve;
 pub mod telemetry;
 pub mod token;
+pub mod tokenreview;
 pub mod watch;
 
 /// The error of a subcommand: printed to the user and turned into a non-zero exit code.

@@ -2,11 +2,12 @@
 //! manifests of `--manifests DIR`) and serves [`crate::http::router`] until SIGTERM/Ctrl-C.
 
 use crate::cli::ServeArgs;
-use crate::http::keys::{KeyIndex, KeyStore, SharedKeyStore};
-use crate::http::{AppState, ServeOptions, router, serve_with, shutdown_signal};
+use crate::http::keys::{KeyIndex, SharedKeyStore};
+use crate::http::{AppState, Config, ServeOptions, router, serve_with, shutdown_signal};
 use crate::keyring::Keyring;
 use crate::manifests::Manifests;
 use crate::revocation::{Denylist, Revoker};
+use crate::tokenreview::Reviewer;
 use crate::watch::RestartCounter;
 use std::path::Path;
 use std::sync::Arc;
@@ -14,11 +15,16 @@ use std::sync::Arc;
 pub async fn run(args: ServeArgs) -> Result<(), crate::BoxError> {
     let denylist = Arc::new(Denylist::new(args.max_revocations));
     let restarts = RestartCounter::default();
-    let (store, revoker): (Arc<dyn KeyStore>, Revoker) = match &args.manifests {
-        Some(dir) => (
-            Arc::new(from_manifests(dir, &args)?),
-            Revoker::Memory(denylist.clone()),
-        ),
+    let config = match &args.manifests {
+        Some(dir) => Config {
+            store: Arc::new(from_manifests(dir, &args)?),
+            issuer: args.common.issuer.clone(),
+            revoker: Revoker::Memory(denylist.clone()),
+            denylist,
+            watch_restarts: restarts,
+            // Keyless callers need the TokenReview API: refused with a clear 401.
+            reviewer: None,
+        },
         None => {
             let client = kube::Client::try_default()
                 .await
@@ -27,9 +33,18 @@ pub async fn run(args: ServeArgs) -> Result<(), crate::BoxError> {
                 api: kube::Api::namespaced(client.clone(), &args.common.namespace),
                 local: Some(denylist.clone()),
             };
+            let reviewer =
+                Reviewer::new(kube::Api::all(client.clone()), args.token_audiences.clone());
             let store =
                 crate::http::cluster::start(client, &args.common, &restarts, denylist.clone());
-            (store, revoker)
+            Config {
+                store,
+                issuer: args.common.issuer.clone(),
+                denylist,
+                revoker,
+                watch_restarts: restarts,
+                reviewer: Some(Arc::new(reviewer)),
+            }
         }
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -40,7 +55,7 @@ pub async fn run(args: ServeArgs) -> Result<(), crate::BoxError> {
         max_connections = args.max_connections.get(),
         "serving the REST routes"
     );
-    let state = AppState::with_revocation(store, &args.common.issuer, denylist, revoker, restarts);
+    let state = AppState::from_config(config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;

@@ -101,7 +101,7 @@ fn table() -> Vec<Right> {
             let cols: Vec<&str> = line.split_whitespace().collect();
             assert_eq!(cols.len(), 6, "table row needs 6 columns: {line:?}");
             assert!(
-                ["watched", "release"].contains(&cols[0]),
+                ["watched", "release", "cluster"].contains(&cols[0]),
                 "scope of {line:?}"
             );
             assert!(
@@ -199,7 +199,10 @@ fn table_grants_finalizers_update_for_block_owner_deletion() {
 // The recording fake API server (tests/support/fake_api.rs) and what its calls need
 
 fn right(call: &Call) -> Right {
-    let scope = if call.namespace.as_deref() == Some(RELEASE_NS) {
+    let scope = if call.resource == "tokenreviews" {
+        // cluster-scoped
+        "cluster"
+    } else if call.namespace.as_deref() == Some(RELEASE_NS) {
         "release"
     } else {
         // another namespace, or all namespaces (a ClusterRole)
@@ -630,8 +633,19 @@ async fn code_uses_exactly_the_rbac_table() {
         })
         .await
         .expect("revoked");
+    // A keyless caller: its ServiceAccount token is checked with TokenReview.
+    fake.service_account_token(
+        "a.b.c",
+        "system:serviceaccount:team-a:report-api",
+        &["tokenmint"],
+    );
+    let reviewer =
+        tokenmint::tokenreview::Reviewer::new(Api::all(client.clone()), vec!["tokenmint".into()]);
+    let account = reviewer.review("a.b.c").await.expect("reviewed");
+    assert_eq!(account.name, "report-api");
     wait_for(&fake, "serve's watches", || {
-        fake.saw("serve", "watch", "servicekeys", None)
+        fake.saw("serve", "create", "tokenreviews", None)
+            && fake.saw("serve", "watch", "servicekeys", None)
             && fake.saw("serve", "watch", "secrets", Some(KEYRING))
             && fake.saw("serve", "watch", "configmaps", None)
             && fake.saw("serve", "create", "configmaps", None)

@@ -1297,6 +1297,23 @@ fn cluster_examples_parse_and_fit_together() {
     assert_eq!(mount["mountPath"], "/var/run/tokenmint");
     assert!(mount.get("subPath").is_none());
     assert!(read("workload.yaml").contains("/var/run/tokenmint/token"));
+
+    // The keyless example: the ServiceKey lists the Deployment's ServiceAccount, whose pods
+    // get a projected token for the audience tokenmint's chart accepts by default.
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&read("keyless-workload.yaml")).unwrap();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["ServiceAccount", "ServiceKey", "Deployment"]);
+    let key: ServiceKey = serde_json::from_value(docs[1].clone()).unwrap();
+    let account = docs[0]["metadata"]["name"].as_str().unwrap();
+    assert_eq!(key.spec.service_accounts, [account]);
+    let pod = &docs[2]["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], account);
+    let projected = &pod["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(
+        projected["audience"],
+        tokenmint::cli::DEFAULT_TOKEN_AUDIENCE
+    );
+    assert_eq!(projected["expirationSeconds"], 600);
 }
 
 #[tokio::test]
@@ -1575,4 +1592,55 @@ async fn a_terminating_namespace_is_not_retried_or_warned_about() {
             .contains("tokenmint_reconcile_errors_total{"),
         "not counted as an error"
     );
+}
+
+#[tokio::test]
+async fn a_service_account_listed_by_an_older_service_key_is_a_conflict() {
+    let mut h = Harness::new();
+    let created = |t: &str| {
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            t.parse().unwrap(),
+        ))
+    };
+    let mut older = service_key(&["*"]);
+    older.metadata.name = Some("first".into());
+    older.metadata.uid = Some("uid-first".into());
+    older.metadata.creation_timestamp = created("2026-01-01T00:00:00Z");
+    older.spec.service_accounts = vec!["report-api".into()];
+    h.cache_key(&older);
+    let mut later = service_key(&["*"]);
+    later.metadata.creation_timestamp = created("2026-06-01T00:00:00Z");
+    later.spec.service_accounts = vec!["own".into(), "report-api".into()];
+    h.cache_key(&later);
+    let key_path = format!("{SECRETS}/analytics-key");
+    let status_path = "/apis/tokenmint.dev/v1alpha1/namespaces/team-a/servicekeys/analytics/status";
+    let task = h.service_key(&later);
+    h.expect_create(&key_path).await;
+    let (status, _) = h.expect_status(status_path, &later).await;
+    let action = h.finish(task).await.unwrap();
+    // The key itself works; the condition says which ServiceAccount is not its own, and whose.
+    assert_eq!(ready(&status), ("False", "ServiceAccountConflict"));
+    let message = &status.conditions[0].message;
+    assert!(
+        message.contains("report-api") && message.contains("first"),
+        "{message}"
+    );
+    assert_eq!(action, Action::requeue(reconcile::CONFLICT_RECHECK));
+    let event = h.events.published().last().unwrap().clone();
+    assert!(event.warning);
+    assert_eq!(event.reason, "ServiceAccountConflict");
+    // The older one is not in conflict.
+    let mut h2 = Harness::new();
+    h2.cache_key(&older);
+    h2.cache_key(&later);
+    let task = h2.service_key(&older);
+    h2.expect_create(&format!("{SECRETS}/analytics-key")).await;
+    let (status, _) = h2
+        .expect_status(
+            "/apis/tokenmint.dev/v1alpha1/namespaces/team-a/servicekeys/first/status",
+            &older,
+        )
+        .await;
+    h2.finish(task).await.unwrap();
+    assert_eq!(ready(&status), ("True", "KeyReady"));
 }

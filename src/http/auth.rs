@@ -1,8 +1,11 @@
 //! Credentials from the `Authorization` header. Nothing here logs or echoes what it reads:
 //! error messages say what was wrong with the header's form, never its content.
 
+use super::AppState;
 use super::error::{ApiError, Challenge, Flavor};
 use super::keys::{KeyEntry, KeyIndex};
+use crate::keyring::Keyring;
+use crate::tokenreview::ReviewError;
 use axum::http::{HeaderMap, header};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
@@ -59,16 +62,109 @@ fn decode_base64(s: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
-/// The ServiceKey whose key is `key`; 401 otherwise.
-pub fn service_key(
+/// Whether a credential is shaped like a JWT (three dot-separated parts): a token, not a key.
+pub fn is_jwt(credential: &str) -> bool {
+    credential.split('.').count() == 3
+}
+
+/// The ServiceKey a caller acts as: the one whose key `credential` is, or — keyless — the one
+/// listing the ServiceAccount whose projected token `credential` is (checked with TokenReview).
+/// 401 otherwise; 503 when a ServiceAccount token cannot be checked right now.
+pub async fn calling_key(
+    state: &AppState,
     index: &KeyIndex,
-    key: &[u8],
+    keyring: &Keyring,
+    credential: &str,
     flavor: Flavor,
     challenge: Challenge,
 ) -> Result<Arc<KeyEntry>, ApiError> {
-    index
-        .by_key(key)
-        .ok_or_else(|| ApiError::unauthorized(flavor, challenge, "unknown service key"))
+    let unauthorized = |m: String| ApiError::unauthorized(flavor, challenge, m);
+    if let Some(entry) = index.by_key(credential.as_bytes()) {
+        return Ok(entry);
+    }
+    if !is_jwt(credential) {
+        return Err(unauthorized("unknown service key".into()));
+    }
+    // One of our own tokens is not a key: no API call to find that out.
+    let ours = jsonwebtoken::decode_header(credential)
+        .ok()
+        .and_then(|h| h.kid)
+        .is_some_and(|kid| keyring.kids().any(|k| k == kid));
+    if ours {
+        return Err(unauthorized(
+            "a token minted by tokenmint is not a service key; present the key (or a ServiceAccount token)".into(),
+        ));
+    }
+    let Some(reviewer) = &state.reviewer else {
+        return Err(unauthorized(
+            "ServiceAccount tokens are accepted only when tokenmint serve runs in the cluster (keyless authentication needs the TokenReview API); with --manifests, present a service key".into(),
+        ));
+    };
+    match reviewer.review(credential).await {
+        Ok(account) => index
+            .by_service_account(&account.namespace, &account.name)
+            .ok_or_else(|| {
+                unauthorized(format!(
+                    "ServiceAccount {}/{} is not listed by a ServiceKey of its namespace",
+                    account.namespace, account.name
+                ))
+            }),
+        Err(ReviewError::Unauthenticated(why)) => Err(unauthorized(why)),
+        Err(e @ ReviewError::Unavailable(_)) => Err(ApiError::not_ready(flavor, e)),
+    }
+}
+
+/// The ServiceKey of a `Bearer` credential (key or ServiceAccount token).
+pub async fn bearer_key(
+    state: &AppState,
+    index: &KeyIndex,
+    keyring: &Keyring,
+    headers: &HeaderMap,
+    flavor: Flavor,
+) -> Result<Arc<KeyEntry>, ApiError> {
+    let credential = bearer(headers, flavor)?;
+    calling_key(state, index, keyring, credential, flavor, Challenge::Bearer).await
+}
+
+/// On a route whose vendor scheme is HTTP Basic: the ServiceKey of a keyless caller's
+/// `Bearer <ServiceAccount token>`, or `None` when the header is not Bearer (use the route's
+/// Basic form). A service key in a Bearer header is refused: these routes take keys as Basic.
+pub async fn keyless_on_basic_route(
+    state: &AppState,
+    index: &KeyIndex,
+    keyring: &Keyring,
+    headers: &HeaderMap,
+) -> Option<Result<Arc<KeyEntry>, ApiError>> {
+    let is_bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim_start().split_once(' '))
+        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"));
+    if !is_bearer {
+        return None;
+    }
+    let credential = match bearer(headers, Flavor::Generic) {
+        Ok(c) => c,
+        Err(e) => return Some(Err(e)),
+    };
+    if !is_jwt(credential) {
+        return Some(Err(ApiError::unauthorized(
+            Flavor::Generic,
+            Challenge::Basic,
+            "this route takes the service key as HTTP Basic credentials (Bearer only for a ServiceAccount token)",
+        )));
+    }
+    Some(
+        calling_key(
+            state,
+            index,
+            keyring,
+            credential,
+            Flavor::Generic,
+            Challenge::Basic,
+        )
+        .await,
+    )
 }
 
 /// Nexla's `Authorization: Basic <service key>`. The seed passes the key itself after

@@ -52,6 +52,7 @@ impl Default for Metrics {
         Metrics::new(
             &crate::revocation::Denylist::default(),
             crate::watch::RestartCounter::default(),
+            None,
         )
     }
 }
@@ -62,6 +63,7 @@ impl Metrics {
     pub fn new(
         denylist: &crate::revocation::Denylist,
         watch_restarts: crate::watch::RestartCounter,
+        reviewer: Option<&crate::tokenreview::Reviewer>,
     ) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
@@ -84,6 +86,9 @@ impl Metrics {
         );
         crate::watch::register_restarts(&mut registry, &watch_restarts);
         denylist.register(&mut registry);
+        if let Some(reviewer) = reviewer {
+            reviewer.register(&mut registry);
+        }
         Metrics {
             registry,
             requests,

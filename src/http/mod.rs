@@ -25,6 +25,7 @@ pub use server::{
 };
 
 use crate::revocation::{Denylist, Revoker};
+use crate::tokenreview::Reviewer;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -76,6 +77,19 @@ pub struct Shared {
     pub denylist: Arc<Denylist>,
     /// Where `POST /oauth/revoke` records revocations.
     pub revoker: Revoker,
+    /// Checks ServiceAccount tokens (keyless callers); `None` without a cluster.
+    pub reviewer: Option<Arc<Reviewer>>,
+}
+
+/// How `serve` is put together: where keys, revocations and ServiceAccount checks come from.
+pub struct Config {
+    pub store: Arc<dyn KeyStore>,
+    pub issuer: String,
+    pub denylist: Arc<Denylist>,
+    pub revoker: Revoker,
+    /// Counts the restarts of the store's watches.
+    pub watch_restarts: crate::watch::RestartCounter,
+    pub reviewer: Option<Arc<Reviewer>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -86,28 +100,33 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// A state whose revocations live in memory (`--manifests`, tests).
+    /// A state whose revocations live in memory and with no ServiceAccount checks
+    /// (`--manifests`, tests).
     pub fn new(store: Arc<dyn KeyStore>, issuer: &str) -> Self {
         let denylist = Arc::new(Denylist::default());
-        let revoker = Revoker::Memory(denylist.clone());
-        AppState::with_revocation(store, issuer, denylist, revoker, Default::default())
+        AppState::from_config(Config {
+            store,
+            issuer: issuer.to_owned(),
+            revoker: Revoker::Memory(denylist.clone()),
+            denylist,
+            watch_restarts: Default::default(),
+            reviewer: None,
+        })
     }
 
-    /// A state sharing `denylist` (kept by a watch in a cluster), recording revocations with
-    /// `revoker`, and counting the restarts of the store's watches in `watch_restarts`.
-    pub fn with_revocation(
-        store: Arc<dyn KeyStore>,
-        issuer: &str,
-        denylist: Arc<Denylist>,
-        revoker: Revoker,
-        watch_restarts: crate::watch::RestartCounter,
-    ) -> Self {
+    pub fn from_config(config: Config) -> Self {
+        let metrics = Metrics::new(
+            &config.denylist,
+            config.watch_restarts,
+            config.reviewer.as_deref(),
+        );
         AppState(Arc::new(Shared {
-            store,
-            issuer: issuer.into(),
-            metrics: Arc::new(Metrics::new(&denylist, watch_restarts)),
-            denylist,
-            revoker,
+            store: config.store,
+            issuer: config.issuer.into(),
+            metrics: Arc::new(metrics),
+            denylist: config.denylist,
+            revoker: config.revoker,
+            reviewer: config.reviewer,
         }))
     }
 

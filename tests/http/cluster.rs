@@ -237,13 +237,14 @@ async fn a_revocation_reaches_every_replica_through_its_watch() {
             api: kube::Api::namespaced(fake.client(), "tokenmint-system"),
             local: Some(denylist.clone()),
         };
-        let state = tokenmint::http::AppState::with_revocation(
-            store.clone(),
-            "tokenmint",
+        let state = tokenmint::http::AppState::from_config(tokenmint::http::Config {
+            store: store.clone(),
+            issuer: "tokenmint".into(),
             denylist,
             revoker,
-            Default::default(),
-        );
+            watch_restarts: Default::default(),
+            reviewer: None,
+        });
         (store, tokenmint::http::router(state))
     };
     let (store_a, a) = replica(&fake);

@@ -2,9 +2,11 @@
 
 mod cluster;
 mod common;
+mod keyless;
 mod manifests;
 mod props;
 mod routes;
 mod socket;
 #[path = "../support/mod.rs"]
 mod support;
+mod tenancy;

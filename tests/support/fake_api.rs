@@ -80,6 +80,8 @@ struct State {
     down: bool,
     /// Lists wait this long before answering (a late first list).
     list_delay: BTreeMap<String, Duration>,
+    /// TokenReview: token -> (username, audiences the token carries).
+    tokens: BTreeMap<String, (String, Vec<String>)>,
 }
 
 #[derive(Clone, Default)]
@@ -390,6 +392,22 @@ impl Fake {
         }
     }
 
+    /// A ServiceAccount token TokenReview will vouch for, for `username`, with `audiences`.
+    pub fn service_account_token(&self, token: &str, username: &str, audiences: &[&str]) {
+        self.state().tokens.insert(
+            token.into(),
+            (
+                username.into(),
+                audiences.iter().map(|a| a.to_string()).collect(),
+            ),
+        );
+    }
+
+    /// Forgets a token (its ServiceAccount was deleted).
+    pub fn revoke_service_account_token(&self, token: &str) {
+        self.state().tokens.remove(token);
+    }
+
     /// Lists of `resource` answer after `delay`.
     pub fn delay_lists(&self, resource: &str, delay: Duration) {
         self.state().list_delay.insert(resource.into(), delay);
@@ -555,6 +573,33 @@ impl Fake {
                 }
             }
         };
+        if p.resource == "tokenreviews" && verb == "create" {
+            // The API server's answer: authenticated when the token is known and carries one
+            // of the audiences asked for.
+            let token = body["spec"]["token"].as_str().unwrap_or_default();
+            let asked: Vec<String> = body["spec"]["audiences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect();
+            let status = match state.tokens.get(token) {
+                Some((username, audiences)) => {
+                    let matching: Vec<&String> =
+                        audiences.iter().filter(|a| asked.contains(a)).collect();
+                    if matching.is_empty() {
+                        json!({"authenticated": false, "error": "token audiences do not match"})
+                    } else {
+                        json!({"authenticated": true, "audiences": matching,
+                               "user": {"username": username, "uid": "u", "groups": ["system:serviceaccounts"]}})
+                    }
+                }
+                None => json!({"authenticated": false, "error": "invalid bearer token"}),
+            };
+            let mut review = body.clone();
+            review["status"] = status;
+            return respond(StatusCode::CREATED, &review);
+        }
         match verb {
             "get" => match state.objects.get(&key(p.name.as_deref().unwrap())) {
                 Some(object) => respond(StatusCode::OK, object),

@@ -5,7 +5,7 @@ use super::{minter, signing_failed};
 use crate::http::AppState;
 use crate::http::auth;
 use crate::http::body::{self, Fields};
-use crate::http::error::{ApiError, Challenge, Flavor, databrain};
+use crate::http::error::{ApiError, Flavor, databrain};
 use crate::http::metrics::TokenKind;
 use crate::token::mint::{GuestRequest, MintError, RequestError, validate_guest};
 use axum::Json;
@@ -24,8 +24,7 @@ pub async fn guest_token(
 ) -> Result<Response, ApiError> {
     let body = body::bytes(body, FLAVOR)?;
     let (index, keyring) = state.ready(FLAVOR)?;
-    let key = auth::bearer(&headers, FLAVOR)?;
-    let entry = auth::service_key(&index, key.as_bytes(), FLAVOR, Challenge::Bearer)?;
+    let entry = auth::bearer_key(&state, &index, &keyring, &headers, FLAVOR).await?;
 
     let map = body::object(&body, FLAVOR)?;
     let fields = Fields(&map);

@@ -25,7 +25,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     body::bytes(body, FLAVOR)?;
     let (index, keyring) = state.ready(FLAVOR)?;
-    let entry = auth::name_and_key(&index, &headers)?;
+    let entry = caller(&state, &index, &keyring, &headers).await?;
     let reference = entry.reference();
     let minted = minter(&keyring, &state.issuer)
         .user_token(
@@ -42,6 +42,19 @@ pub async fn create(
         .into_response())
 }
 
+/// HTTP Basic `name:key` (the vendor's), or keyless: `Bearer <ServiceAccount token>`.
+async fn caller(
+    state: &AppState,
+    index: &crate::http::keys::KeyIndex,
+    keyring: &crate::keyring::Keyring,
+    headers: &HeaderMap,
+) -> Result<std::sync::Arc<crate::http::keys::KeyEntry>, ApiError> {
+    match auth::keyless_on_basic_route(state, index, keyring, headers).await {
+        Some(keyless) => keyless,
+        None => auth::name_and_key(index, headers),
+    }
+}
+
 /// The token is read from `token` (the seed's example) or `user-token` (the seed's table). Only
 /// a user-token minted with the caller's own key (the same ServiceKey, the same key material)
 /// is reported; any other token, valid or not, is 401.
@@ -51,7 +64,7 @@ pub async fn info(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (index, keyring) = state.ready(FLAVOR)?;
-    let entry = auth::name_and_key(&index, &headers)?;
+    let entry = caller(&state, &index, &keyring, &headers).await?;
     let Query(query) = query.map_err(|e| {
         ApiError::bad_request(FLAVOR, format!("malformed query string: {}", e.body_text()))
     })?;

@@ -30,7 +30,11 @@ pub async fn session_token(
 ) -> Result<Response, ApiError> {
     body::bytes(body, FLAVOR)?;
     let (index, keyring) = state.ready(FLAVOR)?;
-    let entry = auth::nexla_basic(&index, &headers)?;
+    // `Basic <service key>` (the vendor's), or keyless: `Bearer <ServiceAccount token>`.
+    let entry = match auth::keyless_on_basic_route(&state, &index, &keyring, &headers).await {
+        Some(keyless) => keyless?,
+        None => auth::nexla_basic(&index, &headers)?,
+    };
     let reference = entry.reference();
     let (minted, claims) = minter(&keyring, &state.issuer)
         .session_token(

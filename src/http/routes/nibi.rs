@@ -36,8 +36,7 @@ pub async fn access_token(
 ) -> Result<Response, ApiError> {
     body::bytes(body, FLAVOR)?;
     let (index, keyring) = state.ready(FLAVOR)?;
-    let key = auth::bearer(&headers, FLAVOR)?;
-    let entry = auth::service_key(&index, key.as_bytes(), FLAVOR, Challenge::Bearer)?;
+    let entry = auth::bearer_key(&state, &index, &keyring, &headers, FLAVOR).await?;
     let ttl = entry.access_ttl();
     let reference = entry.reference();
     let minted = minter(&keyring, &state.issuer)
@@ -65,7 +64,7 @@ pub async fn datasource_token(
     let body = body::bytes(body, FLAVOR)?;
     let (index, keyring) = state.ready(FLAVOR)?;
     let credential = auth::bearer(&headers, FLAVOR)?;
-    let entry = caller(&state, &index, &keyring, credential)?;
+    let entry = caller(&state, &index, &keyring, credential).await?;
 
     let map = body::object(&body, FLAVOR)?;
     let fields = Fields(&map);
@@ -121,9 +120,9 @@ struct TokenAnswer<'a> {
     expiration: f64,
 }
 
-/// The ServiceKey a data source token is requested with: the key itself, or the key a user
-/// access token is bound to.
-fn caller(
+/// The ServiceKey a data source token is requested with: the key itself, the key a user access
+/// token is bound to, or the key listing the caller's ServiceAccount.
+async fn caller(
     state: &AppState,
     index: &crate::http::keys::KeyIndex,
     keyring: &crate::keyring::Keyring,
@@ -134,8 +133,17 @@ fn caller(
     }
     let unauthorized = |m: String| ApiError::unauthorized(FLAVOR, Challenge::Bearer, m);
     // Not a key; only a JWT (three dot-separated parts) can be an access token.
-    if credential.split('.').count() != 3 {
+    if !auth::is_jwt(credential) {
         return Err(unauthorized("unknown service key".into()));
+    }
+    // Not one of ours: a ServiceAccount token, perhaps.
+    let ours = jsonwebtoken::decode_header(credential)
+        .ok()
+        .and_then(|h| h.kid)
+        .is_some_and(|kid| keyring.kids().any(|k| k == kid));
+    if !ours {
+        return auth::calling_key(state, index, keyring, credential, FLAVOR, Challenge::Bearer)
+            .await;
     }
     let token = presented::verify(
         credential,

@@ -5,7 +5,7 @@
 
 use crate::http::AppState;
 use crate::http::auth;
-use crate::http::error::{ApiError, Challenge, Flavor};
+use crate::http::error::{ApiError, Flavor};
 use crate::http::presented::{self, Expiry, Presented};
 use crate::revocation::{Revocation, RevocationError};
 use axum::Json;
@@ -49,8 +49,7 @@ pub async fn revoke(
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Result<Response, ApiError> {
     let (index, keyring) = state.ready(FLAVOR)?;
-    let key = auth::bearer(&headers, FLAVOR)?;
-    let caller = auth::service_key(&index, key.as_bytes(), FLAVOR, Challenge::Bearer)?;
+    let caller = auth::bearer_key(&state, &index, &keyring, &headers, FLAVOR).await?;
     let token = token_parameter(form)?;
     let verified = presented::verify(
         &token,
@@ -93,8 +92,7 @@ pub async fn introspect(
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Result<Response, ApiError> {
     let (index, keyring) = state.ready(FLAVOR)?;
-    let key = auth::bearer(&headers, FLAVOR)?;
-    let caller = auth::service_key(&index, key.as_bytes(), FLAVOR, Challenge::Bearer)?;
+    let caller = auth::bearer_key(&state, &index, &keyring, &headers, FLAVOR).await?;
     let token = token_parameter(form)?;
     let active = presented::verify(
         &token,

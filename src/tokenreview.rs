@@ -1,0 +1,273 @@
+//! Keyless callers: a pod presents its projected ServiceAccount token instead of a service key.
+//! The token is checked with the TokenReview API (audience `--token-audience`, default
+//! `tokenmint`), and `system:serviceaccount:NS:NAME` acts as the ServiceKey of NS that lists
+//! NAME in `spec.serviceAccounts`.
+//!
+//! Answers are cached by a SHA-256 of the token (never the token itself): positives for at most
+//! [`POSITIVE_TTL`] and never past the token's own `exp`, negatives for [`NEGATIVE_TTL`]; the
+//! cache holds at most [`CACHE_CAPACITY`] answers. A warm token costs a hash and a map lookup,
+//! no API call. A deleted ServiceAccount's tokens stop working within the positive TTL.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use kube::api::{Api, PostParams};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Longest a positive answer is reused.
+pub const POSITIVE_TTL: Duration = Duration::from_secs(60);
+/// How long a refusal is reused (a burst of requests with a bad token costs one review).
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+/// Most answers kept.
+pub const CACHE_CAPACITY: usize = 10_000;
+
+/// A ServiceAccount, as TokenReview authenticated it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccount {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Why a ServiceAccount token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReviewError {
+    /// Refused by the API server (expired, wrong audience, deleted ServiceAccount, forged) or
+    /// not a ServiceAccount's token. Safe to return to the client.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The review itself failed (API server unreachable): try again.
+    #[error("cannot verify the ServiceAccount token now: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug, Clone)]
+enum Answer {
+    Accepted(ServiceAccount),
+    Refused(String),
+}
+
+#[derive(Default)]
+struct Cache {
+    answers: HashMap<[u8; 32], (Answer, Instant)>,
+    /// Insertion order, for eviction when full.
+    order: VecDeque<[u8; 32]>,
+}
+
+impl Cache {
+    fn get(&mut self, key: &[u8; 32], now: Instant) -> Option<Answer> {
+        match self.answers.get(key) {
+            Some((answer, until)) if now < *until => Some(answer.clone()),
+            Some(_) => {
+                self.answers.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&mut self, key: [u8; 32], answer: Answer, until: Instant) {
+        while self.answers.len() >= CACHE_CAPACITY {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            self.answers.remove(&oldest);
+        }
+        // Drop the order entries of answers already gone (expired, replaced).
+        if self.order.len() > 2 * CACHE_CAPACITY {
+            self.order.retain(|k| self.answers.contains_key(k));
+        }
+        self.answers.insert(key, (answer, until));
+        self.order.push_back(key);
+    }
+}
+
+/// Label of the review counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `accepted`, `refused`, `error`, or `cached` (answered from the cache).
+    pub outcome: &'static str,
+}
+
+/// Reviews ServiceAccount tokens for `serve`.
+pub struct Reviewer {
+    api: Api<TokenReview>,
+    audiences: Vec<String>,
+    cache: Mutex<Cache>,
+    reviews: Family<OutcomeLabel, Counter>,
+}
+
+/// The `exp` of a JWT, read without verifying it (only to bound the cache: the review itself
+/// vouches for the token).
+fn unverified_exp(token: &str) -> Option<i64> {
+    let payload = token.split('.').nth(1)?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    claims.get("exp")?.as_i64()
+}
+
+/// The ServiceAccount a TokenReview username names.
+pub fn service_account_of(username: &str) -> Option<ServiceAccount> {
+    let rest = username.strip_prefix("system:serviceaccount:")?;
+    let (namespace, name) = rest.split_once(':')?;
+    (!namespace.is_empty() && !name.is_empty() && !name.contains(':')).then(|| ServiceAccount {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    })
+}
+
+impl Reviewer {
+    pub fn new(api: Api<TokenReview>, audiences: Vec<String>) -> Self {
+        Reviewer {
+            api,
+            audiences,
+            cache: Mutex::default(),
+            reviews: Family::default(),
+        }
+    }
+
+    /// Registers `tokenmint_tokenreviews_total{outcome}`.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "tokenmint_tokenreviews",
+            "ServiceAccount tokens checked, by outcome (cached: answered without an API call)",
+            self.reviews.clone(),
+        );
+    }
+
+    fn count(&self, outcome: &'static str) {
+        self.reviews.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// The ServiceAccount whose token `token` is, if the API server vouches for it with one of
+    /// our audiences.
+    pub async fn review(&self, token: &str) -> Result<ServiceAccount, ReviewError> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = Instant::now();
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key, now);
+        if let Some(answer) = cached {
+            self.count("cached");
+            return match answer {
+                Answer::Accepted(account) => Ok(account),
+                Answer::Refused(why) => Err(ReviewError::Unauthenticated(why)),
+            };
+        }
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.to_owned()),
+                audiences: Some(self.audiences.clone()),
+            },
+            ..TokenReview::default()
+        };
+        let answer = match self.api.create(&PostParams::default(), &review).await {
+            Ok(reviewed) => self.judge(reviewed),
+            Err(e) => {
+                self.count("error");
+                tracing::warn!(error = %e, "TokenReview failed");
+                return Err(ReviewError::Unavailable(e.to_string()));
+            }
+        };
+        let until = match &answer {
+            Answer::Accepted(_) => {
+                let mut until = now + POSITIVE_TTL;
+                if let Some(exp) = unverified_exp(token) {
+                    let left = exp - jiff::Timestamp::now().as_second();
+                    until = until.min(now + Duration::from_secs(u64::try_from(left).unwrap_or(0)));
+                }
+                until
+            }
+            Answer::Refused(_) => now + NEGATIVE_TTL,
+        };
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put(key, answer.clone(), until);
+        match answer {
+            Answer::Accepted(account) => {
+                self.count("accepted");
+                Ok(account)
+            }
+            Answer::Refused(why) => {
+                self.count("refused");
+                Err(ReviewError::Unauthenticated(why))
+            }
+        }
+    }
+
+    fn judge(&self, reviewed: TokenReview) -> Answer {
+        let status = reviewed.status.unwrap_or_default();
+        if status.authenticated != Some(true) {
+            return Answer::Refused(
+                "the ServiceAccount token was not accepted by the API server (expired, another audience, or its ServiceAccount is gone)"
+                    .into(),
+            );
+        }
+        // The API server checked the audiences we asked for; make sure it said so.
+        let audiences = status.audiences.unwrap_or_default();
+        if !audiences.iter().any(|a| self.audiences.contains(a)) {
+            return Answer::Refused(format!(
+                "the token does not carry the audience {}",
+                self.audiences.join(" or ")
+            ));
+        }
+        let username = status.user.and_then(|u| u.username).unwrap_or_default();
+        match service_account_of(&username) {
+            Some(account) => Answer::Accepted(account),
+            None => Answer::Refused("the token is not a ServiceAccount's".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_account_usernames() {
+        assert_eq!(
+            service_account_of("system:serviceaccount:team-a:report-api"),
+            Some(ServiceAccount {
+                namespace: "team-a".into(),
+                name: "report-api".into()
+            })
+        );
+        for other in [
+            "jcw",
+            "system:serviceaccount:team-a",
+            "system:serviceaccount::x",
+            "system:serviceaccount:a:b:c",
+            "system:node:n1",
+        ] {
+            assert_eq!(service_account_of(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_answers_expire() {
+        let now = Instant::now();
+        let mut cache = Cache::default();
+        let answer = Answer::Refused("x".into());
+        for i in 0..(CACHE_CAPACITY + 10) {
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            cache.put(key, answer.clone(), now + Duration::from_secs(5));
+        }
+        assert_eq!(cache.answers.len(), CACHE_CAPACITY);
+        // The oldest went first.
+        assert!(cache.get(&[0u8; 32], now).is_none());
+        let mut newest = [0u8; 32];
+        newest[..8].copy_from_slice(&((CACHE_CAPACITY + 9) as u64).to_le_bytes());
+        assert!(cache.get(&newest, now).is_some());
+        assert!(cache.get(&newest, now + Duration::from_secs(5)).is_none());
+    }
+}

@@ -1,0 +1,307 @@
+//! Keyless callers: a projected ServiceAccount token in place of the service key, checked with
+//! TokenReview against the fake API server, which scripts the answers: authenticated with the
+//! right audience, another audience, unauthenticated (expired, forged, deleted ServiceAccount),
+//! and an API error. Also the cache (no second review for a warm token, at most 60 s) and the
+//! conflict rule (a ServiceAccount listed by two ServiceKeys belongs to the oldest).
+
+use super::common::*;
+use crate::support::fake_api::Fake;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tokenmint::http::keys::{KeyIndex, SharedKeyStore};
+use tokenmint::http::{AppState, Config};
+use tokenmint::keyring::{Algorithm, Keyring};
+use tokenmint::manifests::Manifests;
+use tokenmint::revocation::{Denylist, Revoker};
+use tokenmint::tokenreview::Reviewer;
+
+/// A JWT-shaped token as the kubelet projects them (the fake vouches for it by its text).
+fn sa_token(name: &str, exp_in: i64) -> String {
+    use base64::Engine;
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap())
+    };
+    let exp = jiff::Timestamp::now().as_second() + exp_in;
+    format!(
+        "{}.{}.sig",
+        b64(json!({"alg": "RS256", "kid": "kubernetes-key"})),
+        b64(
+            json!({"iss": "https://kubernetes.default.svc", "sub": format!("system:serviceaccount:team-a:{name}"), "exp": exp})
+        )
+    )
+}
+
+const KEYS: &str = r#"
+apiVersion: tokenmint.dev/v1alpha1
+kind: ServiceKey
+metadata: {name: analytics, namespace: team-a, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  principal: {id: "1", email: jcw@example.com, name: jcw, orgName: Main Org.}
+  dataSources: [Data_3_E]
+  workspaces: [w1]
+  serviceAccounts: [report-api, shared]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: analytics-service-key, namespace: team-a}
+stringData: {key: tmk_analytics}
+---
+apiVersion: tokenmint.dev/v1alpha1
+kind: ServiceKey
+metadata: {name: later, namespace: team-a, creationTimestamp: "2026-06-01T00:00:00Z"}
+spec:
+  principal: {id: "2", email: l@example.com, name: later}
+  dataSources: ["*"]
+  serviceAccounts: [shared, own]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: later-service-key, namespace: team-a}
+stringData: {key: tmk_later}
+---
+apiVersion: tokenmint.dev/v1alpha1
+kind: ServiceKey
+metadata: {name: other, namespace: team-b, creationTimestamp: "2025-01-01T00:00:00Z"}
+spec:
+  principal: {id: "3", email: o@example.com, name: other}
+  dataSources: ["*"]
+  serviceAccounts: [report-api]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: other-service-key, namespace: team-b}
+stringData: {key: tmk_other}
+"#;
+
+fn index() -> KeyIndex {
+    let mut m = Manifests::default();
+    m.add_yaml(std::path::Path::new("keys.yaml"), KEYS).unwrap();
+    KeyIndex::build(&m.service_keys, &m.secrets)
+}
+
+/// The routes with keyless callers checked against `fake`.
+fn app(fake: &Fake) -> (axum::Router, Arc<Keyring>) {
+    let ring = Keyring::generate(Algorithm::HS256, jiff::Timestamp::now()).unwrap();
+    let store = Arc::new(SharedKeyStore::fixed(index(), ring));
+    let keyring = tokenmint::http::keys::KeyStore::keyring(store.as_ref()).unwrap();
+    let denylist = Arc::new(Denylist::default());
+    let state = AppState::from_config(Config {
+        store,
+        issuer: ISSUER.into(),
+        revoker: Revoker::Memory(denylist.clone()),
+        denylist,
+        watch_restarts: Default::default(),
+        reviewer: Some(Arc::new(Reviewer::new(
+            kube::Api::all(fake.client()),
+            vec!["tokenmint".into()],
+        ))),
+    });
+    (tokenmint::http::router(state), keyring)
+}
+
+const ACCESS: &str = "/api/admin/v1/api_token/get_access_token";
+const DATASOURCE: &str = "/api/admin/v1/get_datasource_token";
+
+#[tokio::test]
+async fn a_service_account_token_acts_as_the_key_that_lists_it() {
+    let fake = Fake::default();
+    let token = sa_token("report-api", 600);
+    fake.service_account_token(
+        &token,
+        "system:serviceaccount:team-a:report-api",
+        &["tokenmint"],
+    );
+    let (router, keyring) = app(&fake);
+    // Every token-issuing route, as if team-a/analytics's key had been presented.
+    let r = call(&router, "POST", ACCESS, Some(&bearer(&token)), "").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let c = verify(&keyring, r.json["access_token"].as_str().unwrap(), true);
+    assert_eq!(c["service_key"], "team-a/analytics");
+    let r = call(
+        &router,
+        "POST",
+        DATASOURCE,
+        Some(&bearer(&token)),
+        r#"{"data_source": "Data_3_E"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Its permissions, exactly: 403 for what the key may not grant.
+    call(
+        &router,
+        "POST",
+        DATASOURCE,
+        Some(&bearer(&token)),
+        r#"{"data_source": "Payroll"}"#,
+    )
+    .await
+    .assert_error(403, "FORBIDDEN");
+    let r = call(
+        &router,
+        "POST",
+        "/api/v1/guest-token/create",
+        Some(&bearer(&token)),
+        json!({"workspaceName": "w1", "clientId": "c"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // `/token` takes it in place of `Basic <key>`; the Datasentinel routes in place of name:key.
+    let r = call(&router, "POST", "/token", Some(&bearer(&token)), "").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["user"]["api_key"], "team-a/analytics");
+    let r = call(
+        &router,
+        "POST",
+        "/ds-api/user-token",
+        Some(&bearer(&token)),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // Warm: one TokenReview for all of the above.
+    assert_eq!(fake.count("create", "tokenreviews"), 1);
+}
+
+#[tokio::test]
+async fn refused_tokens_are_401_and_an_api_error_is_503() {
+    let fake = Fake::default();
+    let other_audience = sa_token("report-api", 600);
+    fake.service_account_token(
+        &other_audience,
+        "system:serviceaccount:team-a:report-api",
+        &["https://kubernetes.default.svc"],
+    );
+    let unlisted = sa_token("nobody", 600);
+    fake.service_account_token(
+        &unlisted,
+        "system:serviceaccount:team-a:nobody",
+        &["tokenmint"],
+    );
+    let not_a_service_account = sa_token("x", 600);
+    fake.service_account_token(&not_a_service_account, "jcw", &["tokenmint"]);
+    let unknown = sa_token("expired-or-forged", 600);
+    let (router, _) = app(&fake);
+    for (token, why) in [
+        (&other_audience, "audience"),
+        (&unlisted, "not listed"),
+        (&not_a_service_account, "not a ServiceAccount"),
+        (&unknown, "not accepted"),
+    ] {
+        let r = call(&router, "POST", ACCESS, Some(&bearer(token)), "").await;
+        r.assert_error(401, "UNAUTHORIZED");
+        assert!(
+            r.text.contains(why) || why == "audience" && r.text.contains("not accepted"),
+            "{why}: {}",
+            r.text
+        );
+        assert!(
+            !r.text.contains(token.as_str()),
+            "the token is never echoed"
+        );
+    }
+    // The API server is down: 503, not a 401 that would make a healthy client give up.
+    let fresh = sa_token("report-api", 599);
+    fake.service_account_token(
+        &fresh,
+        "system:serviceaccount:team-a:report-api",
+        &["tokenmint"],
+    );
+    fake.set_down(true);
+    let r = call(&router, "POST", ACCESS, Some(&bearer(&fresh)), "").await;
+    r.assert_error(503, "SERVICE_UNAVAILABLE");
+    // Not cached: it works once the API server is back.
+    fake.set_down(false);
+    let r = call(&router, "POST", ACCESS, Some(&bearer(&fresh)), "").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+#[tokio::test(start_paused = true)]
+async fn answers_are_cached_for_at_most_60_seconds_and_never_past_the_tokens_exp() {
+    let fake = Fake::default();
+    let token = sa_token("report-api", 3_600);
+    fake.service_account_token(
+        &token,
+        "system:serviceaccount:team-a:report-api",
+        &["tokenmint"],
+    );
+    let (router, _) = app(&fake);
+    let auth = bearer(&token);
+    let access = || call(&router, "POST", ACCESS, Some(&auth), "");
+    assert_eq!(access().await.status, 200);
+    tokio::time::advance(Duration::from_secs(59)).await;
+    assert_eq!(access().await.status, 200);
+    assert_eq!(fake.count("create", "tokenreviews"), 1, "a cache hit");
+    // The ServiceAccount is deleted: within 60 s its token stops working.
+    fake.revoke_service_account_token(&token);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    access().await.assert_error(401, "UNAUTHORIZED");
+    assert_eq!(fake.count("create", "tokenreviews"), 2);
+    // A negative answer is cached briefly too.
+    access().await.assert_error(401, "UNAUTHORIZED");
+    assert_eq!(fake.count("create", "tokenreviews"), 2);
+
+    // A token expiring in 10 s is not trusted for 60.
+    let short = sa_token("report-api", 10);
+    fake.service_account_token(
+        &short,
+        "system:serviceaccount:team-a:report-api",
+        &["tokenmint"],
+    );
+    let short_auth = bearer(&short);
+    let short_access = || call(&router, "POST", ACCESS, Some(&short_auth), "");
+    assert_eq!(short_access().await.status, 200);
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert_eq!(short_access().await.status, 200);
+    assert_eq!(
+        fake.count("create", "tokenreviews"),
+        4,
+        "re-reviewed after its exp"
+    );
+}
+
+#[tokio::test]
+async fn a_service_account_listed_twice_belongs_to_the_oldest_service_key() {
+    let fake = Fake::default();
+    let shared = sa_token("shared", 600);
+    fake.service_account_token(
+        &shared,
+        "system:serviceaccount:team-a:shared",
+        &["tokenmint"],
+    );
+    let own = sa_token("own", 600);
+    fake.service_account_token(&own, "system:serviceaccount:team-a:own", &["tokenmint"]);
+    // team-b lists a ServiceAccount of the same name: a different ServiceAccount.
+    let b = sa_token("report-api", 600);
+    fake.service_account_token(
+        &b,
+        "system:serviceaccount:team-b:report-api",
+        &["tokenmint"],
+    );
+    let (router, keyring) = app(&fake);
+    for (token, key) in [
+        (&shared, "team-a/analytics"),
+        (&own, "team-a/later"),
+        (&b, "team-b/other"),
+    ] {
+        let r = call(&router, "POST", ACCESS, Some(&bearer(token)), "").await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let c = verify(&keyring, r.json["access_token"].as_str().unwrap(), true);
+        assert_eq!(c["service_key"], key);
+    }
+}
+
+#[tokio::test]
+async fn without_a_cluster_a_service_account_token_is_refused_with_the_reason() {
+    let t = app_with(Algorithm::HS256);
+    let r = call(
+        &t.router,
+        "POST",
+        ACCESS,
+        Some(&bearer(&sa_token("report-api", 600))),
+        "",
+    )
+    .await;
+    r.assert_error(401, "UNAUTHORIZED");
+    assert!(r.text.contains("cluster"), "{}", r.text);
+}
