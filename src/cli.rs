@@ -86,10 +86,19 @@ pub struct ServeArgs {
     /// REST listen address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Serve without a cluster: read ServiceKeys, their key Secrets and optionally a keyring
-    /// Secret from the YAML manifests in DIR.
+    /// Serve without a cluster: read ServiceKeys, their key Secrets, DatasourceGrants,
+    /// GuestTokenRequests and optionally a keyring Secret from the YAML manifests in DIR (edits
+    /// take effect live), and keep the grants' tokens in files under --tokens-dir.
     #[arg(long, value_name = "DIR")]
     pub manifests: Option<PathBuf>,
+    /// With --manifests: where the token files are kept, as a pod sees its token Secret:
+    /// DIR/<namespace>/<secretName>/token and expires-at.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_TOKENS_DIR)]
+    pub tokens_dir: PathBuf,
+    /// With --manifests: where the keyring persists across restarts. Default
+    /// <tokens-dir>/.tokenmint.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Most client connections served at once; further clients wait until one closes.
     #[arg(long, default_value_t = crate::http::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: std::num::NonZeroUsize,
@@ -106,6 +115,9 @@ pub struct ServeArgs {
     #[arg(long = "token-audience", value_name = "AUD", default_values_t = [DEFAULT_TOKEN_AUDIENCE.to_owned()])]
     pub token_audiences: Vec<String>,
 }
+
+/// Default of `--tokens-dir`: `tokens` in the working directory, printed in the log.
+pub const DEFAULT_TOKENS_DIR: &str = "tokens";
 
 /// Default of `--token-audience`.
 pub const DEFAULT_TOKEN_AUDIENCE: &str = "tokenmint";

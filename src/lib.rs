@@ -5,7 +5,9 @@
 //! - [`token`]: pure token logic: claim layouts, durations, renewal arithmetic, filter validation.
 //! - [`keyring`]: signing keys, JWT signing/verification and the JWKS.
 
+pub mod agent;
 pub mod cli;
+pub mod clock;
 pub mod crd;
 pub mod desired;
 pub mod http;

@@ -1,5 +1,6 @@
-//! `tokenmint serve --manifests DIR`: ServiceKeys, their key Secrets and optionally the keyring
-//! Secret, read from the YAML files in DIR instead of a cluster.
+//! `tokenmint serve --manifests DIR`: ServiceKeys, their key Secrets, DatasourceGrants,
+//! GuestTokenRequests and optionally the keyring Secret, read from the YAML files in DIR
+//! instead of a cluster.
 //!
 //! Every `*.yaml`/`*.yml` file directly in DIR is read (in name order), each possibly holding
 //! several documents. ServiceKeys and Secrets are kept; other kinds (a Deployment beside them,
@@ -7,7 +8,7 @@
 //! `data` (base64) or `stringData` (plain text), as kubectl accepts. Objects without
 //! `metadata.namespace` are in `default`, as `kubectl apply` would place them.
 
-use crate::crd::ServiceKey;
+use crate::crd::{DatasourceGrant, GuestTokenRequest, ServiceKey};
 use crate::keyring::{self, Keyring};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -46,10 +47,12 @@ pub enum ManifestError {
 }
 
 /// The objects read from a manifests directory.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Manifests {
     pub service_keys: Vec<ServiceKey>,
     pub secrets: Vec<Secret>,
+    pub datasource_grants: Vec<DatasourceGrant>,
+    pub guest_token_requests: Vec<GuestTokenRequest>,
     /// The file each Secret came from, for error messages (same order as `secrets`).
     secret_files: Vec<PathBuf>,
     pub files: Vec<PathBuf>,
@@ -58,32 +61,35 @@ pub struct Manifests {
 impl Manifests {
     /// Reads every YAML file in `dir`.
     pub fn load_dir(dir: &Path) -> Result<Self, ManifestError> {
-        let dir_err = |source| ManifestError::Dir {
-            dir: dir.to_owned(),
-            source,
-        };
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(dir_err)?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<Result<_, _>>()
-            .map_err(dir_err)?;
-        files.retain(|p| {
-            p.is_file()
-                && p.extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| e == "yaml" || e == "yml")
-        });
-        files.sort();
+        let files = yaml_files(dir)?;
         let mut manifests = Manifests::default();
         for file in &files {
-            let text = std::fs::read_to_string(file).map_err(|e| ManifestError::File {
-                file: file.clone(),
-                message: e.to_string(),
-            })?;
-            manifests.add_yaml(file, &text)?;
+            manifests.extend(Manifests::load_file(file)?);
         }
         manifests.files = files;
         Ok(manifests)
+    }
+
+    /// Reads one YAML file.
+    pub fn load_file(file: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ManifestError::File {
+            file: file.to_owned(),
+            message: e.to_string(),
+        })?;
+        let mut manifests = Manifests::default();
+        manifests.add_yaml(file, &text)?;
+        manifests.files = vec![file.to_owned()];
+        Ok(manifests)
+    }
+
+    /// Adds the objects of `other`.
+    pub fn extend(&mut self, other: Manifests) {
+        self.service_keys.extend(other.service_keys);
+        self.secrets.extend(other.secrets);
+        self.secret_files.extend(other.secret_files);
+        self.datasource_grants.extend(other.datasource_grants);
+        self.guest_token_requests.extend(other.guest_token_requests);
+        self.files.extend(other.files);
     }
 
     /// Adds the objects of one multi-document YAML text; `file` names it in errors.
@@ -137,6 +143,16 @@ impl Manifests {
                     default_namespace(&mut sk.metadata);
                     self.service_keys.push(sk);
                 }
+                (crate::crd::GROUP, "DatasourceGrant") => {
+                    let mut grant: DatasourceGrant = typed(doc).map_err(|e| err(what, e))?;
+                    default_namespace(&mut grant.metadata);
+                    self.datasource_grants.push(grant);
+                }
+                (crate::crd::GROUP, "GuestTokenRequest") => {
+                    let mut request: GuestTokenRequest = typed(doc).map_err(|e| err(what, e))?;
+                    default_namespace(&mut request.metadata);
+                    self.guest_token_requests.push(request);
+                }
                 ("", "Secret") => {
                     let mut secret: Secret = typed(doc).map_err(|e| err(what, e))?;
                     default_namespace(&mut secret.metadata);
@@ -170,6 +186,62 @@ impl Manifests {
         Keyring::from_json(&bytes)
             .map(Some)
             .map_err(|e| err(e.to_string()))
+    }
+}
+
+/// The `*.yaml`/`*.yml` files directly in `dir`, in name order.
+pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
+    let dir_err = |source| ManifestError::Dir {
+        dir: dir.to_owned(),
+        source,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(dir_err)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(dir_err)?;
+    files.retain(|p| {
+        p.is_file()
+            && p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| e == "yaml" || e == "yml")
+    });
+    files.sort();
+    Ok(files)
+}
+
+/// The manifests of a directory, file by file, re-read on change: a file that fails to parse
+/// keeps the objects of its last good version (and the error is reported).
+#[derive(Debug, Default)]
+pub struct LiveManifests {
+    by_file: std::collections::BTreeMap<PathBuf, Manifests>,
+}
+
+impl LiveManifests {
+    /// Re-reads every file of `dir`; returns the errors of the files that kept their last good
+    /// version (or were skipped, never having parsed).
+    pub fn reload(&mut self, dir: &Path) -> Result<Vec<ManifestError>, ManifestError> {
+        let files = yaml_files(dir)?;
+        self.by_file.retain(|path, _| files.contains(path));
+        let mut errors = Vec::new();
+        for file in files {
+            match Manifests::load_file(&file) {
+                Ok(parsed) => {
+                    self.by_file.insert(file, parsed);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        Ok(errors)
+    }
+
+    /// Every object, all files together.
+    pub fn merged(&self) -> Manifests {
+        let mut all = Manifests::default();
+        for parsed in self.by_file.values() {
+            all.extend(parsed.clone());
+        }
+        all
     }
 }
 

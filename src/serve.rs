@@ -1,11 +1,11 @@
 //! `tokenmint serve`: the REST sidecar. Builds the key store (cluster watch caches, or the
 //! manifests of `--manifests DIR`) and serves [`crate::http::router`] until SIGTERM/Ctrl-C.
 
+use crate::agent::{self, Agent};
 use crate::cli::ServeArgs;
 use crate::http::keys::{KeyIndex, SharedKeyStore};
 use crate::http::{AppState, Config, ServeOptions, router, serve_with, shutdown_signal};
-use crate::keyring::Keyring;
-use crate::manifests::Manifests;
+use crate::manifests::LiveManifests;
 use crate::revocation::{Denylist, Revoker};
 use crate::tokenreview::Reviewer;
 use crate::watch::RestartCounter;
@@ -15,16 +15,28 @@ use std::sync::Arc;
 pub async fn run(args: ServeArgs) -> Result<(), crate::BoxError> {
     let denylist = Arc::new(Denylist::new(args.max_revocations));
     let restarts = RestartCounter::default();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let mut agent = None;
     let config = match &args.manifests {
-        Some(dir) => Config {
-            store: Arc::new(from_manifests(dir, &args)?),
-            issuer: args.common.issuer.clone(),
-            revoker: Revoker::Memory(denylist.clone()),
-            denylist,
-            watch_restarts: restarts,
-            // Keyless callers need the TokenReview API: refused with a clear 401.
-            reviewer: None,
-        },
+        Some(dir) => {
+            let revoker = Revoker::Memory(denylist.clone());
+            let started = start_agent(dir, &args, revoker.clone()).await?;
+            let config = Config {
+                store: started.store.clone(),
+                issuer: args.common.issuer.clone(),
+                revoker,
+                denylist,
+                watch_restarts: restarts,
+                // Keyless callers need the TokenReview API: refused with a clear 401.
+                reviewer: None,
+            };
+            agent = Some(started);
+            config
+        }
         None => {
             let client = kube::Client::try_default()
                 .await
@@ -47,6 +59,18 @@ pub async fn run(args: ServeArgs) -> Result<(), crate::BoxError> {
             }
         }
     };
+    let state = AppState::from_config(config);
+    if let Some(started) = agent {
+        state.metrics.token_files(&started.first);
+        tokio::spawn(agent::run(
+            started.agent,
+            started.live,
+            started.store,
+            state.metrics.clone(),
+            started.first.next_renewal,
+            stop_rx.clone(),
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -55,12 +79,6 @@ pub async fn run(args: ServeArgs) -> Result<(), crate::BoxError> {
         max_connections = args.max_connections.get(),
         "serving the REST routes"
     );
-    let state = AppState::from_config(config);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -97,40 +115,81 @@ pub async fn run(args: ServeArgs) -> Result<(), crate::BoxError> {
     Ok(())
 }
 
-/// The fixed store of `--manifests DIR`; any problem with the files is a startup error.
-pub fn from_manifests(dir: &Path, args: &ServeArgs) -> Result<SharedKeyStore, crate::BoxError> {
-    let manifests = Manifests::load_dir(dir)?;
-    let common = &args.common;
-    let keyring = match manifests.keyring(&common.namespace, &common.keyring_secret)? {
-        Some(ring) => {
-            tracing::info!(active_kid = %ring.active_kid(), "keyring loaded from the manifests");
-            ring
-        }
-        None => {
-            tracing::warn!(
-                algorithm = %common.algorithm,
-                "no keyring Secret {}/{} among the manifests: using an ephemeral keyring; \
-                 tokens issued now will not verify after a restart",
-                common.namespace,
-                common.keyring_secret
-            );
-            Keyring::generate(common.algorithm, jiff::Timestamp::now())?
-        }
-    };
-    let index = KeyIndex::build(&manifests.service_keys, &manifests.secrets);
-    if index.len() < manifests.service_keys.len() {
-        tracing::warn!(
-            "{} of {} ServiceKeys have no usable key Secret (data or stringData key \"key\" in \
-             the Secret named by secretName, default <name>-service-key, same namespace)",
-            manifests.service_keys.len() - index.len(),
-            manifests.service_keys.len()
-        );
+/// The key store of `--manifests DIR` after the agent's first pass (token files written), with
+/// revocations in memory; the agent itself is not kept running.
+pub async fn from_manifests(
+    dir: &Path,
+    args: &ServeArgs,
+) -> Result<Arc<SharedKeyStore>, crate::BoxError> {
+    let revoker = Revoker::Memory(Arc::new(Denylist::new(args.max_revocations)));
+    Ok(start_agent(dir, args, revoker).await?.store)
+}
+
+/// The agent of `--manifests DIR`, after its first pass.
+struct StartedAgent {
+    store: Arc<SharedKeyStore>,
+    agent: Agent,
+    live: LiveManifests,
+    first: agent::Pass,
+}
+
+/// Reads the manifests (any problem with them is a startup error), loads or creates the
+/// keyring, and makes the first pass: the token files are in place before the routes answer.
+async fn start_agent(
+    dir: &Path,
+    args: &ServeArgs,
+    revoker: Revoker,
+) -> Result<StartedAgent, crate::BoxError> {
+    let mut live = LiveManifests::default();
+    if let Some(e) = live.reload(dir)?.into_iter().next() {
+        return Err(e.into());
     }
+    let manifests = live.merged();
+    let tokens = std::path::absolute(&args.tokens_dir)
+        .map_err(|e| format!("--tokens-dir {}: {e}", args.tokens_dir.display()))?;
+    let state = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| tokens.join(".tokenmint"));
+    let paths = agent::Paths {
+        manifests: dir.to_owned(),
+        tokens: tokens.clone(),
+        state,
+    };
+    let common = &args.common;
+    let (ring, from) = agent::keyring(
+        &manifests,
+        &paths,
+        &common.namespace,
+        &common.keyring_secret,
+        common.algorithm,
+    )?;
+    tracing::info!(active_kid = %ring.active_kid(), source = %from, "keyring loaded");
+    let store = Arc::new(SharedKeyStore::fixed(KeyIndex::default(), ring));
+    let keyring =
+        crate::http::keys::KeyStore::keyring(store.as_ref()).ok_or("the keyring did not load")?;
+    let mut agent = Agent::new(
+        paths,
+        common.issuer.clone(),
+        keyring,
+        crate::clock::Clock::system(),
+        revoker,
+    );
+    let (index, first) = agent.pass(&manifests).await;
     tracing::info!(
         dir = %dir.display(),
         files = manifests.files.len(),
         service_keys = index.len(),
-        "manifests loaded"
+        tokens = first.kept + first.minted.len(),
+        tokens_dir = %tokens.display(),
+        "manifests loaded; token files are kept under {}",
+        tokens.display()
     );
-    Ok(SharedKeyStore::fixed(index, keyring))
+    store.set_keys(index);
+    Ok(StartedAgent {
+        store,
+        agent,
+        live,
+        first,
+    })
 }

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -28,6 +29,11 @@ pub enum TokenKind {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenLabels {
     pub kind: TokenKind,
 }
@@ -40,6 +46,9 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily,
     tokens: Family<TokenLabels, Counter>,
+    /// `--manifests`: the token files the agent keeps.
+    file_tokens_minted: Family<KindLabel, Counter>,
+    earliest_expiry: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -84,6 +93,18 @@ impl Metrics {
             "Tokens issued by the REST routes, by kind",
             tokens.clone(),
         );
+        let file_tokens_minted = Family::<KindLabel, Counter>::default();
+        let earliest_expiry = Gauge::default();
+        registry.register(
+            "tokenmint_tokens_minted",
+            "Tokens (and generated keys) written into files by serve --manifests, by kind",
+            file_tokens_minted.clone(),
+        );
+        registry.register(
+            "tokenmint_token_earliest_expiry_timestamp_seconds",
+            "Earliest expiry (Unix seconds) among the token files serve --manifests keeps; 0 when none expires",
+            earliest_expiry.clone(),
+        );
         crate::watch::register_restarts(&mut registry, &watch_restarts);
         denylist.register(&mut registry);
         if let Some(reviewer) = reviewer {
@@ -94,6 +115,8 @@ impl Metrics {
             requests,
             latency,
             tokens,
+            file_tokens_minted,
+            earliest_expiry,
         }
     }
 
@@ -107,6 +130,22 @@ impl Metrics {
         };
         self.requests.get_or_create(&labels).inc();
         self.latency.get_or_create(&labels).observe(seconds);
+    }
+
+    /// Records a pass of the token-file agent.
+    pub fn token_files(&self, pass: &crate::agent::Pass) {
+        for owner in &pass.minted {
+            // `Kind namespace/name`: the kind is a fixed set of words.
+            let kind = ["DatasourceGrant", "GuestTokenRequest", "ServiceKey"]
+                .into_iter()
+                .find(|k| owner.split(' ').next() == Some(*k))
+                .unwrap_or("other");
+            self.file_tokens_minted
+                .get_or_create(&KindLabel { kind })
+                .inc();
+        }
+        self.earliest_expiry
+            .set(pass.earliest_expiry.map_or(0, |t| t.as_second()));
     }
 
     pub fn token_issued(&self, kind: TokenKind) {

@@ -27,6 +27,7 @@ pub mod status;
 pub mod token_secret;
 pub mod verified;
 
+pub use crate::clock::Clock;
 use crate::crd::ServiceKey;
 pub use crate::desired::{Failure, Reason};
 use crate::keyring::{Keyring, KeyringError};
@@ -80,39 +81,6 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
 /// The signing keyring shared by the reconcilers and the keyring watcher, which replaces it on
 /// rotation. Held only in synchronous sections (never across an `.await`).
 pub type SharedKeyring = Arc<RwLock<Keyring>>;
-
-/// Where "now" comes from: the system clock, or a fixed time tests move by hand so they can
-/// assert exact renew times.
-#[derive(Clone, Debug, Default)]
-pub struct Clock(Option<Arc<Mutex<Timestamp>>>);
-
-impl Clock {
-    pub fn system() -> Self {
-        Clock(None)
-    }
-
-    pub fn fixed(at: Timestamp) -> Self {
-        Clock(Some(Arc::new(Mutex::new(at))))
-    }
-
-    pub fn now(&self) -> Timestamp {
-        match &self.0 {
-            None => Timestamp::now(),
-            Some(t) => *t.lock().expect("clock lock"),
-        }
-    }
-
-    /// Moves a fixed clock (no effect on the system clock).
-    pub fn set(&self, at: Timestamp) {
-        if let Some(t) = &self.0 {
-            *t.lock().expect("clock lock") = at;
-        }
-    }
-
-    pub fn advance(&self, by: SignedDuration) {
-        self.set(self.now() + by);
-    }
-}
 
 /// Transient failures: the error policy retries them with backoff. Permanent problems of an
 /// object (bad spec, forbidden, conflicts) are not errors: they are reported in its status and

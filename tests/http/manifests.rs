@@ -27,8 +27,8 @@ spec:
   dataSources: ["*"]
 "#;
 
-#[test]
-fn multi_document_files_with_data_and_string_data() {
+#[tokio::test]
+async fn multi_document_files_with_data_and_string_data() {
     let keyring = Keyring::generate(Algorithm::EdDSA, jiff::Timestamp::now()).unwrap();
     let keyring_yaml = format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: tokenmint-keyring, namespace: tokenmint-system}}\nstringData:\n  keyring.json: '{}'\n",
@@ -72,7 +72,7 @@ fn multi_document_files_with_data_and_string_data() {
 
     // And `serve`'s loader uses it, so tokens verify with the manifest's keyring.
     let args = serve_args(&dir);
-    let store = tokenmint::serve::from_manifests(&dir, &args).unwrap();
+    let store = tokenmint::serve::from_manifests(&dir, &args).await.unwrap();
     assert_eq!(store.keyring().unwrap().active_kid(), keyring.active_kid());
     assert!(store.readiness().is_ok());
 }
@@ -86,6 +86,8 @@ fn serve_args(dir: &Path) -> tokenmint::cli::ServeArgs {
         "tokenmint-system",
         "--manifests",
         dir.to_str().unwrap(),
+        "--tokens-dir",
+        dir.join("tokens").to_str().unwrap(),
     ])
     .unwrap();
     match cli.command {
@@ -94,16 +96,28 @@ fn serve_args(dir: &Path) -> tokenmint::cli::ServeArgs {
     }
 }
 
-#[test]
-fn without_a_keyring_secret_the_keyring_is_ephemeral() {
-    let dir = dir_with("ephemeral", &[("a.yaml", SK)]);
-    let store = tokenmint::serve::from_manifests(&dir, &serve_args(&dir)).unwrap();
-    assert!(store.keyring().is_some());
-    assert_eq!(store.keys().len(), 0, "no key Secret, no usable key");
+#[tokio::test]
+async fn without_a_keyring_secret_the_keyring_persists_in_the_state_directory() {
+    let dir = dir_with("persist", &[("a.yaml", SK)]);
+    let store = tokenmint::serve::from_manifests(&dir, &serve_args(&dir))
+        .await
+        .unwrap();
+    let kid = store.keyring().unwrap().active_kid().to_owned();
+    // No key Secret: a key is generated (once) into the tokens directory.
+    assert_eq!(store.keys().len(), 1);
+    let key = std::fs::read(dir.join("tokens/default/one-service-key/key")).unwrap();
+    assert!(store.keys().by_key(&key).is_some());
+    // A restart finds the same keyring and the same key.
+    let again = tokenmint::serve::from_manifests(&dir, &serve_args(&dir))
+        .await
+        .unwrap();
+    assert_eq!(again.keyring().unwrap().active_kid(), kid);
+    assert!(again.keys().by_key(&key).is_some());
+    assert!(dir.join("tokens/.tokenmint/keyring.json").exists());
 }
 
-#[test]
-fn bad_manifests_are_startup_errors_naming_the_file() {
+#[tokio::test]
+async fn bad_manifests_are_startup_errors_naming_the_file() {
     for (case, content, needle) in [
         ("yaml", "kind: [unclosed", "not valid YAML"),
         ("scalar", "just a string", "not a Kubernetes object"),
@@ -138,6 +152,7 @@ fn bad_manifests_are_startup_errors_naming_the_file() {
             &[("ok.yaml", SK), ("broken.yaml", content)],
         );
         let err = tokenmint::serve::from_manifests(&dir, &serve_args(&dir))
+            .await
             .err()
             .unwrap_or_else(|| panic!("{case}: accepted"))
             .to_string();
@@ -152,12 +167,26 @@ fn bad_manifests_are_startup_errors_naming_the_file() {
 #[tokio::test]
 async fn the_quickstart_example_works() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart");
-    let store = tokenmint::serve::from_manifests(&dir, &serve_args(&dir)).unwrap();
+    let tokens = dir_with("quickstart-tokens", &[]);
+    let mut args = serve_args(&dir);
+    args.tokens_dir = tokens.clone();
+    let store = tokenmint::serve::from_manifests(&dir, &args).await.unwrap();
     assert_eq!(store.keys().len(), 1);
-    let router = tokenmint::http::router(tokenmint::http::AppState::new(
-        std::sync::Arc::new(store),
-        "tokenmint",
-    ));
+    // The quick start's grant is in a file, as a pod would see its Secret.
+    let token = std::fs::read_to_string(tokens.join("default/dashboards-token/token")).unwrap();
+    assert!(!store.keyring().unwrap().kids().next().unwrap().is_empty());
+    store
+        .keyring()
+        .unwrap()
+        .verify::<serde_json::Value>(
+            &token,
+            tokenmint::keyring::Expect {
+                issuer: "tokenmint",
+                require_exp: true,
+            },
+        )
+        .unwrap();
+    let router = tokenmint::http::router(tokenmint::http::AppState::new(store, "tokenmint"));
     let key = "tmk_demo_PUBLIC_DEMO_KEY_do_not_use_in_production";
     let r = call(
         &router,

@@ -1,0 +1,339 @@
+//! The token-file agent of `serve --manifests`: tokens kept in files as a pod sees its token
+//! Secret, rotated at the renew time (a test clock), left alone across restarts, generated keys
+//! persisted and never rewritten, live edits of the manifests, broken manifests, foreign files.
+
+use jiff::{SignedDuration, Timestamp};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokenmint::agent::{self, Agent, Paths};
+use tokenmint::clock::Clock;
+use tokenmint::http::keys::{KeyStore, SharedKeyStore};
+use tokenmint::keyring::{Algorithm, Expect, Keyring};
+use tokenmint::manifests::LiveManifests;
+use tokenmint::revocation::{Denylist, Revoker};
+
+const KEY_NO_SECRET: &str = r#"
+apiVersion: tokenmint.dev/v1alpha1
+kind: ServiceKey
+metadata: {name: analytics, namespace: default}
+spec:
+  principal: {id: "1", email: jcw@example.com, name: jcw, orgId: "1", orgName: Main Org.}
+  dataSources: [Data_3_E, Other]
+  workspaces: [w1]
+  sessionToken: {secretName: analytics-session, ttl: 1h}
+"#;
+
+fn grant(data_source: &str, expiration: i64) -> String {
+    format!(
+        r#"
+apiVersion: tokenmint.dev/v1alpha1
+kind: DatasourceGrant
+metadata: {{name: dashboards, namespace: default}}
+spec:
+  serviceKeyRef: {{name: analytics}}
+  dataSource: {data_source}
+  expiration: {expiration}
+  renewBefore: 20m
+"#
+    )
+}
+
+struct Setup {
+    root: PathBuf,
+    paths: Paths,
+}
+
+impl Setup {
+    fn new(name: &str) -> Self {
+        let root = std::env::temp_dir().join(format!(
+            "tokenmint-agent-{name}-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let paths = Paths {
+            manifests: root.join("manifests"),
+            tokens: root.join("tokens"),
+            state: root.join("tokens/.tokenmint"),
+        };
+        std::fs::create_dir_all(&paths.manifests).unwrap();
+        Setup { root, paths }
+    }
+
+    fn manifest(&self, file: &str, text: &str) {
+        std::fs::write(self.paths.manifests.join(file), text).unwrap();
+    }
+
+    fn live(&self) -> LiveManifests {
+        let mut live = LiveManifests::default();
+        assert!(live.reload(&self.paths.manifests).unwrap().is_empty());
+        live
+    }
+
+    /// An agent as `serve --manifests` builds one: the keyring from the state directory.
+    fn agent(&self, clock: Clock) -> Agent {
+        let manifests = self.live().merged();
+        let (ring, _) = agent::keyring(
+            &manifests,
+            &self.paths,
+            "tokenmint-system",
+            "tokenmint-keyring",
+            Algorithm::HS256,
+        )
+        .unwrap();
+        Agent::new(
+            self.paths.clone(),
+            "tokenmint".into(),
+            Arc::new(ring),
+            clock,
+            Revoker::Memory(Arc::new(Denylist::default())),
+        )
+    }
+
+    fn dir(&self, secret: &str) -> PathBuf {
+        self.paths.tokens.join("default").join(secret)
+    }
+
+    fn token(&self, secret: &str) -> String {
+        std::fs::read_to_string(self.dir(secret).join("token")).unwrap()
+    }
+
+    /// The version directory `..data` points at: changes with every write.
+    fn version(&self, secret: &str) -> PathBuf {
+        std::fs::read_link(self.dir(secret).join("..data")).unwrap()
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn claims(ring: &Keyring, token: &str) -> Value {
+    ring.verify(
+        token,
+        Expect {
+            issuer: "tokenmint",
+            require_exp: true,
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn tokens_are_kept_rotated_at_their_renew_time_and_left_alone_across_restarts() {
+    let s = Setup::new("rotate");
+    s.manifest("key.yaml", KEY_NO_SECRET);
+    s.manifest("grant.yaml", &grant("Data_3_E", 3600));
+    // The keyring checks exp/nbf against the system clock: start 45 minutes in the past so
+    // the renew time (exp - 20m - jitter) is still before the real now.
+    let start = Timestamp::from_second(Timestamp::now().as_second()).unwrap()
+        - SignedDuration::from_mins(45);
+    let clock = Clock::fixed(start);
+    let mut agent = s.agent(clock.clone());
+    let (_, first) = agent.pass(&s.live().merged()).await;
+    assert_eq!(
+        first.minted,
+        [
+            "ServiceKey default/analytics",
+            "DatasourceGrant default/dashboards",
+            "ServiceKey default/analytics session"
+        ]
+    );
+    let token = s.token("dashboards-token");
+    let c = claims(&agent.keyring, &token);
+    assert_eq!(c["identity"]["source_role"]["ds"], "Data_3_E");
+    assert_eq!(c["service_key"], "default/analytics");
+    assert_eq!(
+        std::fs::read_to_string(s.dir("dashboards-token").join("expires-at")).unwrap(),
+        Timestamp::from_second(start.as_second() + 3600)
+            .unwrap()
+            .to_string()
+    );
+    let renew_at = first.next_renewal.unwrap();
+    assert!(renew_at <= start + SignedDuration::from_mins(40));
+
+    // Before the renew time: nothing written.
+    let version = s.version("dashboards-token");
+    clock.set(renew_at - SignedDuration::from_secs(1));
+    let (_, quiet) = agent.pass(&s.live().merged()).await;
+    assert!(quiet.minted.is_empty(), "{quiet:?}");
+    assert_eq!(s.version("dashboards-token"), version);
+
+    // A restart (a new agent, the keyring from the state directory): nothing re-minted.
+    let mut restarted = s.agent(clock.clone());
+    assert_eq!(restarted.keyring.to_json(), agent.keyring.to_json());
+    let (_, after_restart) = restarted.pass(&s.live().merged()).await;
+    assert!(after_restart.minted.is_empty(), "{after_restart:?}");
+    assert_eq!(s.version("dashboards-token"), version);
+    // The token from before the restart still verifies.
+    claims(&restarted.keyring, &token);
+
+    // At the renew time: a new token, the old one still valid until it expires.
+    clock.set(renew_at);
+    let (_, rotated) = restarted.pass(&s.live().merged()).await;
+    assert_eq!(rotated.minted, ["DatasourceGrant default/dashboards"]);
+    let new = s.token("dashboards-token");
+    assert_ne!(claims(&restarted.keyring, &new)["jti"], c["jti"]);
+    claims(&restarted.keyring, &token);
+}
+
+#[tokio::test]
+async fn a_generated_key_is_persisted_never_rewritten_and_accepted_by_the_routes() {
+    let s = Setup::new("key");
+    s.manifest("key.yaml", KEY_NO_SECRET);
+    let mut agent = s.agent(Clock::system());
+    let (index, _) = agent.pass(&s.live().merged()).await;
+    let key_dir = s.dir("analytics-service-key");
+    let key = std::fs::read_to_string(key_dir.join("key")).unwrap();
+    assert!(key.starts_with("tmk_") && key.len() > 40);
+    assert_eq!(
+        std::fs::read_to_string(key_dir.join("username")).unwrap(),
+        "jcw"
+    );
+    assert_eq!(
+        index.by_key(key.as_bytes()).unwrap().reference(),
+        "default/analytics"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(key_dir.join("key"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Restarted, and with a new user name: the same key, the new name.
+    s.manifest(
+        "key.yaml",
+        &KEY_NO_SECRET.replace("name: jcw", "name: jeff"),
+    );
+    let mut restarted = s.agent(Clock::system());
+    let (index, _) = restarted.pass(&s.live().merged()).await;
+    assert_eq!(std::fs::read_to_string(key_dir.join("key")).unwrap(), key);
+    assert_eq!(
+        std::fs::read_to_string(key_dir.join("username")).unwrap(),
+        "jeff"
+    );
+    assert!(index.by_key(key.as_bytes()).is_some());
+
+    // The routes accept it.
+    let store = Arc::new(SharedKeyStore::fixed(
+        index,
+        Keyring::from_json(&restarted.keyring.to_json()).unwrap(),
+    ));
+    assert!(store.readiness().is_ok());
+    let app = tokenmint::http::router(tokenmint::http::AppState::new(store, "tokenmint"));
+    let response = tower::ServiceExt::oneshot(
+        app,
+        axum::http::Request::post("/api/admin/v1/api_token/get_access_token")
+            .header("authorization", format!("Bearer {key}"))
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_file_tree_not_written_by_tokenmint_is_never_overwritten() {
+    let s = Setup::new("foreign");
+    s.manifest("key.yaml", KEY_NO_SECRET);
+    s.manifest("grant.yaml", &grant("Data_3_E", 3600));
+    let theirs = s.dir("dashboards-token");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::write(theirs.join("token"), "someone else's").unwrap();
+    let mut agent = s.agent(Clock::system());
+    let (_, pass) = agent.pass(&s.live().merged()).await;
+    assert!(
+        pass.failed
+            .contains(&"DatasourceGrant default/dashboards".to_owned())
+    );
+    assert_eq!(
+        std::fs::read_to_string(theirs.join("token")).unwrap(),
+        "someone else's"
+    );
+    // Deleting the grant does not remove their files either.
+    std::fs::remove_file(s.paths.manifests.join("grant.yaml")).unwrap();
+    agent.pass(&s.live().merged()).await;
+    assert!(theirs.join("token").exists());
+}
+
+#[tokio::test]
+async fn a_broken_manifest_keeps_the_last_good_state_and_names_the_problem() {
+    let s = Setup::new("broken");
+    s.manifest("key.yaml", KEY_NO_SECRET);
+    s.manifest("grant.yaml", &grant("Data_3_E", 3600));
+    let mut live = s.live();
+    assert_eq!(live.merged().datasource_grants.len(), 1);
+    s.manifest(
+        "grant.yaml",
+        &grant("Data_3_E", 3600).replace("expiration: 3600", "expiration: soon"),
+    );
+    let errors = live.reload(&s.paths.manifests).unwrap();
+    assert_eq!(errors.len(), 1);
+    let message = errors[0].to_string();
+    assert!(
+        message.contains("grant.yaml")
+            && message.contains("document 1")
+            && message.contains("expiration"),
+        "{message}"
+    );
+    // The grant as it was last read.
+    let kept = live.merged();
+    assert_eq!(kept.datasource_grants.len(), 1);
+    assert_eq!(kept.datasource_grants[0].spec.expiration, 3600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_in_the_manifests_take_effect_within_two_seconds() {
+    let s = Setup::new("live");
+    s.manifest("key.yaml", KEY_NO_SECRET);
+    s.manifest("grant.yaml", &grant("Data_3_E", 3600));
+    let live = s.live();
+    let mut agent = s.agent(Clock::system());
+    let ring = Keyring::from_json(&agent.keyring.to_json()).unwrap();
+    let (index, first) = agent.pass(&live.merged()).await;
+    let store = Arc::new(SharedKeyStore::fixed(
+        index,
+        Keyring::from_json(&ring.to_json()).unwrap(),
+    ));
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(agent::run(
+        agent,
+        live,
+        store,
+        Arc::new(tokenmint::http::metrics::Metrics::default()),
+        first.next_renewal,
+        stop_rx,
+    ));
+    let within = |what: &'static str, check: Box<dyn Fn() -> bool + Send>| async move {
+        let started = tokio::time::Instant::now();
+        while !check() {
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "not within 2 s: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    };
+    // A new data source: a new token.
+    s.manifest("grant.yaml", &grant("Other", 3600));
+    let dir = s.dir("dashboards-token");
+    let ring2 = Keyring::from_json(&ring.to_json()).unwrap();
+    within(
+        "the edited grant",
+        Box::new(move || {
+            std::fs::read_to_string(dir.join("token"))
+                .is_ok_and(|t| claims(&ring2, &t)["identity"]["source_role"]["ds"] == "Other")
+        }),
+    )
+    .await;
+    // Deleted: its directory goes.
+    std::fs::remove_file(s.paths.manifests.join("grant.yaml")).unwrap();
+    let dir = s.dir("dashboards-token");
+    within("the deleted grant's files", Box::new(move || !dir.exists())).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
