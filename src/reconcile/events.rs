@@ -25,6 +25,8 @@ pub enum Events {
     /// Events kept in memory (tests), so API request assertions see only the writes that
     /// matter.
     Memory(Arc<Mutex<Vec<Published>>>),
+    /// Events dropped (benchmarks).
+    Discard,
 }
 
 impl Events {
@@ -35,7 +37,7 @@ impl Events {
     /// What was published so far (empty for the Kubernetes recorder).
     pub fn published(&self) -> Vec<Published> {
         match self {
-            Events::Kube(_) => Vec::new(),
+            Events::Kube(_) | Events::Discard => Vec::new(),
             Events::Memory(list) => list.lock().expect("events lock").clone(),
         }
     }
@@ -91,6 +93,7 @@ impl Events {
                     );
                 }
             }
+            Events::Discard => {}
             Events::Memory(list) => list.lock().expect("events lock").push(Published {
                 object: format!(
                     "{}/{}",

@@ -422,7 +422,7 @@ impl Fake {
             .flatten()
     }
 
-    fn handle(&self, parts: &axum::http::request::Parts, body: &[u8]) -> Response<Body> {
+    pub fn handle(&self, parts: &axum::http::request::Parts, body: &[u8]) -> Response<Body> {
         let method = parts.method.clone();
         let path = parts.uri.path().to_owned();
         let query = parts.uri.query().unwrap_or_default().to_owned();
@@ -606,21 +606,36 @@ impl Fake {
                 None => status(StatusCode::NOT_FOUND, "NotFound"),
             },
             "list" => {
-                let items: Vec<Value> = state
-                    .objects
-                    .iter()
-                    .filter(|((g, r, n, _), o)| {
-                        *g == p.group
-                            && *r == p.resource
-                            && (p.namespace.is_none() || *n == ns)
-                            && selected(o, &params)
-                    })
+                // Pages of `limit`, as the API server serves them; `continue` is the offset.
+                let offset: usize = params
+                    .get("continue")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                let limit: usize = params
+                    .get("limit")
+                    .and_then(|l| l.parse().ok())
+                    .filter(|l| *l > 0)
+                    .unwrap_or(usize::MAX);
+                let matching = state.objects.iter().filter(|((g, r, n, _), o)| {
+                    *g == p.group
+                        && *r == p.resource
+                        && (p.namespace.is_none() || *n == ns)
+                        && selected(o, &params)
+                });
+                let mut items: Vec<Value> = matching
+                    .skip(offset)
+                    .take(limit.saturating_add(1))
                     .map(|(_, o)| o.clone())
                     .collect();
+                let more = items.len() > limit;
+                items.truncate(limit);
+                let mut metadata = json!({"resourceVersion": state.rv.to_string()});
+                if more {
+                    metadata["continue"] = json!((offset + limit).to_string());
+                }
                 respond(
                     StatusCode::OK,
-                    &json!({"apiVersion": "v1", "kind": "List",
-                            "metadata": {"resourceVersion": state.rv.to_string()}, "items": items}),
+                    &json!({"apiVersion": "v1", "kind": "List", "metadata": metadata, "items": items}),
                 )
             }
             "create" => {
