@@ -264,6 +264,10 @@ async fn datasource_token_errors() {
             "expiration must be a whole number",
         ),
         (
+            r#"{"data_source":"Data_3_E","expiration":"3600"}"#,
+            "expiration must be a whole number, got a string",
+        ),
+        (
             r#"{"data_source":"Data_3_E","filter":[1]}"#,
             "filter must be a string",
         ),
@@ -485,6 +489,12 @@ async fn guest_token_errors_use_databrain_codes() {
         ),
         (
             r#"{"workspaceName":"w1","clientId":"a","expiryTime":"x"}"#,
+            400,
+            "INVALID_REQUEST_BODY",
+        ),
+        // Digits in a string are no number: the route takes what its schema says.
+        (
+            r#"{"workspaceName":"w1","clientId":"a","expiryTime":"3600000"}"#,
             400,
             "INVALID_REQUEST_BODY",
         ),
