@@ -173,3 +173,30 @@ async fn refusals_are_documented_with_their_codes_and_challenges() {
         assert_eq!(challenge, expected, "{label}");
     }
 }
+
+#[test]
+fn published_keys_have_the_documented_shape() {
+    let doc: serde_json::Value = serde_json::from_str(tokenmint::http::openapi::json()).unwrap();
+    let jwk = &doc["components"]["schemas"]["Jwk"];
+    let properties = jwk["properties"].as_object().unwrap();
+    for alg in Algorithm::ALL {
+        let ring = Keyring::generate(alg, jiff::Timestamp::now()).unwrap();
+        let set = serde_json::to_value(ring.jwks()).unwrap();
+        let keys = set["keys"].as_array().unwrap();
+        assert_eq!(keys.len(), usize::from(alg != Algorithm::HS256), "{alg:?}");
+        for key in keys {
+            for required in jwk["required"].as_array().unwrap() {
+                assert!(key.get(required.as_str().unwrap()).is_some(), "{key}");
+            }
+            for (name, value) in key.as_object().unwrap() {
+                let schema = properties
+                    .get(name)
+                    .unwrap_or_else(|| panic!("{alg:?}: {name} is not documented"));
+                assert!(value.is_string(), "{alg:?}: {name}");
+                if let Some(allowed) = schema["enum"].as_array() {
+                    assert!(allowed.contains(value), "{alg:?}: {name}={value}");
+                }
+            }
+        }
+    }
+}

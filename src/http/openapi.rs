@@ -134,26 +134,33 @@ impl Errors {
     }
 
     fn add(mut self, status: StatusCode, description: impl Into<String>) -> Self {
-        let mut response = json_response(
+        let response = json_response(
             &description.into(),
             schema_ref(&error_schema_name(self.flavor, status)),
         );
-        if status == StatusCode::UNAUTHORIZED {
-            // Every 401 comes from `ApiError::unauthorized`, which always sets a challenge.
-            response["headers"] =
-                json!({"WWW-Authenticate": {"$ref": "#/components/headers/WWW-Authenticate"}});
-        }
         self.responses.insert(status.as_u16().to_string(), response);
         self
     }
 
-    /// The answers every token route shares: credentials (401, and 400 for two Authorization
-    /// headers), the body limit and the timeout, failures and readiness.
-    fn token_route(self, auth: Auth, unauthorized: &str, bad_request: &str) -> Self {
-        let challenge = match auth {
-            Auth::Bearer => "Bearer",
-            Auth::Basic => "Basic",
+    /// The 401, with the challenge of the route's scheme: every 401 comes from
+    /// `ApiError::unauthorized`, which always sets one.
+    fn unauthorized(mut self, auth: Auth, description: &str) -> Self {
+        let (scheme, header) = match auth {
+            Auth::Bearer => ("Bearer", "BearerChallenge"),
+            Auth::Basic => ("Basic", "BasicChallenge"),
         };
+        self = self.add(
+            StatusCode::UNAUTHORIZED,
+            format!("{description} Carries a {scheme} challenge in WWW-Authenticate."),
+        );
+        self.responses["401"]["headers"] =
+            json!({"WWW-Authenticate": {"$ref": format!("#/components/headers/{header}")}});
+        self
+    }
+
+    /// The answers every token route shares: credentials (401, and 400 for two Authorization
+    /// headers), the body limit and the timeout, and readiness.
+    fn token_route(self, auth: Auth, unauthorized: &str, bad_request: &str) -> Self {
         let common = "more than one Authorization header, or a request body that cannot be read";
         let bad_request = if bad_request.is_empty() {
             format!("Bad request: {common}.")
@@ -161,7 +168,7 @@ impl Errors {
             format!("{bad_request} Also: {common}.")
         };
         self.add(StatusCode::BAD_REQUEST, bad_request)
-            .add(StatusCode::UNAUTHORIZED, format!("{unauthorized} Carries a {challenge} challenge in WWW-Authenticate."))
+            .unauthorized(auth, unauthorized)
             .add(StatusCode::REQUEST_TIMEOUT, timeout_description())
             .add(StatusCode::PAYLOAD_TOO_LARGE, too_large_description())
             .add(StatusCode::SERVICE_UNAVAILABLE, "Not ready: the ServiceKey caches are not synced or there is no signing keyring yet.")
@@ -181,9 +188,12 @@ impl Errors {
         self.add(StatusCode::PAYLOAD_TOO_LARGE, too_large_description())
     }
 
+    /// The success answers and the errors, ordered by status.
     fn with(self, mut success: Map<String, Value>) -> Value {
         success.extend(self.responses);
-        Value::Object(success)
+        let mut all: Vec<(String, Value)> = success.into_iter().collect();
+        all.sort_by(|(a, _), (b, _)| a.cmp(b));
+        Value::Object(all.into_iter().collect())
     }
 }
 
@@ -256,7 +266,7 @@ pub fn document() -> Value {
         "info": {
             "title": "tokenmint REST routes",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "The vendors' documented token routes served by `tokenmint serve`, plus RFC 7009 revocation and RFC 7662 introspection. Every error answer is {\"error\": {\"code\", \"message\"}} with Content-Type application/json; the guest-token route uses DataBrain's codes, the others a code named after the HTTP status. Each operation lists every status it can answer with. Besides those: a path that is not routed answers 404 NOT_FOUND, and a method a path does not serve answers 405 METHOD_NOT_ALLOWED with an Allow header (a GET route also answers HEAD). A 401 always carries a WWW-Authenticate challenge.",
+            "description": "The vendors' documented token routes served by `tokenmint serve`, plus RFC 7009 revocation and RFC 7662 introspection. Every error answer is {\"error\": {\"code\", \"message\"}} with Content-Type application/json; the guest-token route uses DataBrain's codes, the others a code named after the HTTP status. Each operation lists every status it can answer with. Besides those: a path that is not routed answers 404 NOT_FOUND, and a method a path does not serve answers 405 with an Allow header, code METHOD_NOT_ALLOWED (INVALID_REQUEST_BODY on the guest-token path, which speaks DataBrain's codes); a GET route also answers HEAD. A 401 always carries a WWW-Authenticate challenge.",
         },
         "paths": {
             paths::ACCESS_TOKEN: {"post": access_token_op("getAccessToken", "Get a user access token (Nibi)")},
@@ -348,7 +358,7 @@ pub fn document() -> Value {
                         "operationId": "userTokenInfo",
                         "tags": ["Datasentinel"],
                         "summary": "What a user-token says (Datasentinel)",
-                        "description": "The user-token goes in the query parameter token (the vendor's example) or user-token (the vendor's table); at least one is required, and the first of them in the query string is used. Only a user-token minted with the caller's own key is described; any other token, valid or not, is answered 401.",
+                        "description": "The user-token goes in the query parameter token (the vendor's example) or user-token (the vendor's table): at least one is required, none may be empty, and the first of them in the query string is used. Only a user-token minted with the caller's own key is described; any other token, valid or not, is answered 401.",
                         "security": [{"nameAndKey": []}],
                         "parameters": [{
                             "name": "user-token",
@@ -361,8 +371,8 @@ pub fn document() -> Value {
                         }],
                     }),
                     Errors::new(Flavor::Generic)
-                        .add(StatusCode::BAD_REQUEST, "Neither token nor user-token given, or the first of them is empty; or more than one Authorization header.")
-                        .add(StatusCode::UNAUTHORIZED, "Missing or malformed credentials, a wrong user name or key, or a user-token that is invalid, expired, revoked or not minted with this key. Carries a Basic challenge in WWW-Authenticate.")
+                        .add(StatusCode::BAD_REQUEST, "Neither token nor user-token given, or one of them empty; or more than one Authorization header.")
+                        .unauthorized(Auth::Basic, "Missing or malformed credentials, a wrong user name or key, or a user-token that is invalid, expired, revoked or not minted with this key.")
                         .add(StatusCode::PAYLOAD_TOO_LARGE, too_large_description())
                         .add(StatusCode::SERVICE_UNAVAILABLE, "Not ready: the ServiceKey caches are not synced or there is no signing keyring yet.")
                         .with(ok(StatusCode::OK, json_response("The token's content.", schema_ref("UserTokenInfo")))),
@@ -442,10 +452,15 @@ pub fn document() -> Value {
                 "nameAndKey": {"type": "http", "scheme": "basic", "description": "The principal's name as user, the service key as password."},
             },
             "headers": {
-                "WWW-Authenticate": {
-                    "description": "The challenge of the route's scheme.",
+                "BearerChallenge": {
+                    "description": "The challenge of a route authenticated with Bearer.",
                     "required": true,
-                    "schema": {"type": "string", "enum": [BEARER_CHALLENGE, BASIC_CHALLENGE]},
+                    "schema": {"type": "string", "enum": [BEARER_CHALLENGE]},
+                },
+                "BasicChallenge": {
+                    "description": "The challenge of a route authenticated with Basic.",
+                    "required": true,
+                    "schema": {"type": "string", "enum": [BASIC_CHALLENGE]},
                 },
             },
             "schemas": schemas(),
@@ -489,7 +504,7 @@ fn schemas() -> Value {
         "DatasourceTokenRequest": {
             "type": "object",
             "required": ["data_source"],
-            "description": "Other fields are ignored. null is the same as an absent field.",
+            "description": "Other fields are ignored. null is the same as an absent field. A body nested 128 levels deep or more is refused as malformed (400).",
             "properties": {
                 "data_source": {"type": "string", "minLength": 1, "description": "The data source; it must be in the ServiceKey's dataSources (else 403)."},
                 "expiration": whole_number(MIN_REQUEST_EXPIRATION, MAX_EXPIRATION, &format!("Lifetime in seconds, a whole number: an integer or a float without fraction (20.0). Strings are refused. Default {DEFAULT_EXPIRATION}.")),
@@ -519,7 +534,7 @@ fn schemas() -> Value {
         "GuestTokenRequest": {
             "type": "object",
             "required": ["workspaceName", "clientId"],
-            "description": "Other fields are ignored. null is the same as an absent field.",
+            "description": "Other fields are ignored. null is the same as an absent field. A body nested 128 levels deep or more is refused as malformed (400 INVALID_REQUEST_BODY).",
             "properties": {
                 "workspaceName": {"type": "string", "minLength": 1, "description": "Must be in the ServiceKey's workspaces (else 403 WORKSPACE_ID_ERROR)."},
                 "clientId": {"type": "string", "minLength": 1, "description": "The tenant; \"None\" when the data source has no tenancy."},
