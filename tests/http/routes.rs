@@ -264,6 +264,10 @@ async fn datasource_token_errors() {
             "expiration must be a whole number",
         ),
         (
+            r#"{"data_source":"Data_3_E","expiration":"3600"}"#,
+            "expiration must be a whole number, got a string",
+        ),
+        (
             r#"{"data_source":"Data_3_E","filter":[1]}"#,
             "filter must be a string",
         ),
@@ -485,6 +489,12 @@ async fn guest_token_errors_use_databrain_codes() {
         ),
         (
             r#"{"workspaceName":"w1","clientId":"a","expiryTime":"x"}"#,
+            400,
+            "INVALID_REQUEST_BODY",
+        ),
+        // Digits in a string are no number: the route takes what its schema says.
+        (
+            r#"{"workspaceName":"w1","clientId":"a","expiryTime":"3600000"}"#,
             400,
             "INVALID_REQUEST_BODY",
         ),
@@ -880,14 +890,31 @@ async fn user_token_info() {
             ["email", "expire_time", "organization_name", "user"]
         );
     }
-    for uri in [
-        "/ds-api/user-token",
-        "/ds-api/user-token?token=",
-        "/ds-api/user-token?other=1",
+    // The first of the two is used; a second one is no reason to refuse...
+    let r = call(
+        &t.router,
+        "GET",
+        &format!("/ds-api/user-token?token={token}&user-token=other"),
+        Some(&auth),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // ...unless it is empty: every one given must be a token.
+    let empty_second = format!("/ds-api/user-token?token={token}&user-token=");
+    for (uri, needle) in [
+        ("/ds-api/user-token", "is required"),
+        ("/ds-api/user-token?other=1", "is required"),
+        ("/ds-api/user-token?token=", "must not be empty"),
+        (
+            "/ds-api/user-token?user-token=&token=x",
+            "must not be empty",
+        ),
+        (empty_second.as_str(), "must not be empty"),
     ] {
-        call(&t.router, "GET", uri, Some(&auth), "")
-            .await
-            .assert_error(400, "BAD_REQUEST");
+        let r = call(&t.router, "GET", uri, Some(&auth), "").await;
+        r.assert_error(400, "BAD_REQUEST");
+        assert!(r.text.contains(needle), "{uri}: {}", r.text);
     }
     let expired = t
         .keyring

@@ -55,9 +55,10 @@ async fn caller(
     }
 }
 
-/// The token is read from `token` (the seed's example) or `user-token` (the seed's table). Only
-/// a user-token minted with the caller's own key (the same ServiceKey, the same key material)
-/// is reported; any other token, valid or not, is 401.
+/// The token is read from `token` (the seed's example) or `user-token` (the seed's table), the
+/// first of them in the query string; none of them may be empty (the OpenAPI document can then
+/// say exactly what is accepted). Only a user-token minted with the caller's own key (the same
+/// ServiceKey, the same key material) is reported; any other token, valid or not, is 401.
 pub async fn info(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -68,17 +69,22 @@ pub async fn info(
     let Query(query) = query.map_err(|e| {
         ApiError::bad_request(FLAVOR, format!("malformed query string: {}", e.body_text()))
     })?;
-    let token = query
+    let mut given = query
         .iter()
-        .find(|(k, _)| k == "token" || k == "user-token")
-        .map(|(_, v)| v.as_str())
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                FLAVOR,
-                "the query parameter token (or user-token) is required",
-            )
-        })?;
+        .filter(|(k, _)| k == "token" || k == "user-token")
+        .map(|(_, v)| v.as_str());
+    let token = given.next().ok_or_else(|| {
+        ApiError::bad_request(
+            FLAVOR,
+            "the query parameter token (or user-token) is required",
+        )
+    })?;
+    if token.is_empty() || given.any(str::is_empty) {
+        return Err(ApiError::bad_request(
+            FLAVOR,
+            "the query parameters token and user-token must not be empty",
+        ));
+    }
     // One answer for every refusal: a caller learns nothing about a token that is not theirs,
     // not even whether it is valid.
     let refused = || ApiError::unauthorized(FLAVOR, Challenge::Basic, "invalid user-token");
