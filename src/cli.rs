@@ -100,7 +100,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Most client connections served at once; further clients wait until one closes.
-    #[arg(long, default_value_t = crate::http::DEFAULT_MAX_CONNECTIONS)]
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: std::num::NonZeroUsize,
     /// Also serve /healthz and /readyz on this address, with connections of their own, so
     /// that no load on --listen can starve the probes (the chart points its probes here).
@@ -108,7 +108,7 @@ pub struct ServeArgs {
     pub probe_listen: Option<SocketAddr>,
     /// Most revoked tokens this replica holds in its denylist; past it, revocations are
     /// refused (503) rather than forgotten.
-    #[arg(long, default_value_t = crate::revocation::DEFAULT_CAPACITY)]
+    #[arg(long, default_value_t = DEFAULT_MAX_REVOCATIONS)]
     pub max_revocations: usize,
     /// Audience a projected ServiceAccount token must carry to act as a ServiceKey that lists
     /// its ServiceAccount; repeatable.
@@ -121,6 +121,13 @@ pub const DEFAULT_TOKENS_DIR: &str = "tokens";
 
 /// Default of `--token-audience`.
 pub const DEFAULT_TOKEN_AUDIENCE: &str = "tokenmint";
+
+/// Default of `--max-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: std::num::NonZeroUsize =
+    std::num::NonZeroUsize::new(1024).unwrap();
+
+/// Default of `--max-revocations`.
+pub const DEFAULT_MAX_REVOCATIONS: usize = 100_000;
 
 fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
     s.parse()

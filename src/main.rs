@@ -1,6 +1,11 @@
 use clap::Parser;
 use std::process::ExitCode;
-use tokenmint::cli::{Cli, Command};
+use tokenmint::cli::{Cli, Command, CrdArgs};
+use tokenmint::crd;
+
+// See Cargo.toml: RSS at scale, and the allocation-heavy REST routes.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -10,7 +15,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Operator(args) => tokenmint::operator::run(args).await,
         Command::Serve(args) => tokenmint::serve::run(args).await,
-        Command::Crd(args) => tokenmint::crd::run(args),
+        Command::Crd(args) => write_crds(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -19,4 +24,22 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `tokenmint crd`: prints the CRDs, or writes one file per CRD into each of `--output-dir`.
+fn write_crds(args: CrdArgs) -> Result<(), tokenmint::BoxError> {
+    if args.output_dir.is_empty() {
+        print!("{}", crd::render_yaml()?);
+        return Ok(());
+    }
+    for dir in &args.output_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        for one in crd::all() {
+            let path = dir.join(crd::file_name(&one));
+            std::fs::write(&path, crd::render_one(&one)?)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+    }
+    Ok(())
 }

@@ -36,8 +36,6 @@ pub fn selector() -> String {
         crate::reconcile::ROLE_LABEL
     )
 }
-/// Default of `--max-revocations`.
-pub const DEFAULT_CAPACITY: usize = 100_000;
 /// Slack on expiry before an entry is dropped (the verifiers' clock-skew leeway).
 const EXPIRY_SLACK_SECS: i64 = crate::keyring::LEEWAY_SECS as i64 + 30;
 
@@ -95,7 +93,7 @@ pub struct Denylist {
 
 impl Default for Denylist {
     fn default() -> Self {
-        Denylist::new(DEFAULT_CAPACITY)
+        Denylist::new(crate::cli::DEFAULT_MAX_REVOCATIONS)
     }
 }
 

@@ -21,6 +21,7 @@ use tokenmint::crd::{
     ServiceKey, ServiceKeySpec, SessionTokenSpec, TokenStatus,
 };
 use tokenmint::keyring::{Algorithm, Expect, Keyring, SECRET_KEY};
+use tokenmint::reconcile::cached_secret::CachedSecret;
 use tokenmint::reconcile::events::Events;
 use tokenmint::reconcile::metrics::Metrics;
 use tokenmint::reconcile::{
@@ -39,7 +40,7 @@ type MockHandle = Handle<Request<Body>, Response<Body>>;
 struct Harness {
     ctx: Arc<Context>,
     handle: MockHandle,
-    secrets: Writer<PartialObjectMeta<Secret>>,
+    secrets: Writer<CachedSecret>,
     keys: Writer<ServiceKey>,
     clock: Clock,
     ring: SharedKeyring,
@@ -63,7 +64,7 @@ impl Harness {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let (key_store, mut keys) = reflector::store::<ServiceKey>();
-        let (secret_store, mut secrets) = reflector::store::<PartialObjectMeta<Secret>>();
+        let (secret_store, mut secrets) = reflector::store::<CachedSecret>();
         // Both caches have had their first (empty) list.
         for writer_events in [watcher::Event::Init, watcher::Event::InitDone] {
             keys.apply_watcher_event(&writer_events);
@@ -108,9 +109,10 @@ impl Harness {
 
     /// Puts a Secret's metadata into the Secret watch cache, as the watch would after a write.
     fn cache_secret(&mut self, secret: &Secret) {
-        self.secrets.apply_watcher_event(&watcher::Event::Apply(
-            secret.metadata.clone().into_response_partial(),
-        ));
+        self.secrets
+            .apply_watcher_event(&watcher::Event::Apply(CachedSecret::from_meta(
+                &secret.metadata,
+            )));
     }
 
     /// Removes a Secret from the cache, as the watch does after a delete (which also drops
@@ -119,7 +121,7 @@ impl Harness {
         let meta: PartialObjectMeta<Secret> = secret.metadata.clone().into_response_partial();
         self.ctx.verified.forget_object(&meta);
         self.secrets
-            .apply_watcher_event(&watcher::Event::Delete(meta));
+            .apply_watcher_event(&watcher::Event::Delete(CachedSecret::from(&meta)));
     }
 
     fn cache_key(&mut self, key: &ServiceKey) {

@@ -114,24 +114,6 @@ pub fn file_name(crd: &Crd) -> String {
     format!("{}.yaml", crd.spec.names.plural)
 }
 
-/// `tokenmint crd`: prints the CRDs, or writes one file per CRD into each of `dirs`.
-pub fn run(args: crate::cli::CrdArgs) -> Result<(), crate::BoxError> {
-    if args.output_dir.is_empty() {
-        print!("{}", render_yaml()?);
-        return Ok(());
-    }
-    for dir in &args.output_dir {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        for crd in all() {
-            let path = dir.join(file_name(&crd));
-            std::fs::write(&path, render_one(&crd)?)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        }
-    }
-    Ok(())
-}
-
 /// The three CRDs as one multi-document YAML stream: the output of `tokenmint crd`.
 pub fn render_yaml() -> Result<String, serde_saphyr::SerializeError> {
     all().iter().map(render_one).collect()

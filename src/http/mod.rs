@@ -20,9 +20,7 @@ pub mod presented;
 pub mod routes;
 pub mod server;
 
-pub use server::{
-    DEFAULT_MAX_CONNECTIONS, REQUEST_TIMEOUT, ServeOptions, serve, serve_with, shutdown_signal,
-};
+pub use server::{REQUEST_TIMEOUT, ServeOptions, serve, serve_with, shutdown_signal};
 
 use crate::revocation::{Denylist, Revoker};
 use crate::tokenreview::Reviewer;

@@ -171,7 +171,7 @@ impl Errors {
             .unauthorized(auth, unauthorized)
             .add(StatusCode::REQUEST_TIMEOUT, timeout_description())
             .add(StatusCode::PAYLOAD_TOO_LARGE, too_large_description())
-            .add(StatusCode::SERVICE_UNAVAILABLE, "Not ready: the ServiceKey caches are not synced or there is no signing keyring yet.")
+            .add(StatusCode::SERVICE_UNAVAILABLE, "Not ready: the ServiceKey caches are not synced or there is no signing keyring yet; or (keyless) TokenReview cannot answer right now.")
     }
 
     /// A failure of ours, e.g. signing (the cause is in the server log, not the answer).
@@ -240,7 +240,7 @@ pub fn document() -> Value {
                 "tags": ["Nibi"],
                 "summary": summary,
                 "description": "A user access token for the principal of the service key, living the ServiceKey's accessTokenTTL (default 24 h), bound to that ServiceKey and its current key. Claims: iat nbf jti exp identity{id} fresh type service_key key_fingerprint iss. Any request body is read (up to the size limit) and ignored; no Content-Type is required.",
-                "security": [{"serviceKeyBearer": []}],
+                "security": [{"serviceKeyBearer": []}, {"serviceAccountBearer": []}],
             }),
             Errors::new(Flavor::Generic)
                 .token_route(
@@ -277,7 +277,7 @@ pub fn document() -> Value {
                     "tags": ["Nibi"],
                     "summary": "Get a read token for one data source (Nibi)",
                     "description": "Authenticated with the service key, or with a user access token from get_access_token, which carries exactly the permissions its ServiceKey has now (a deleted ServiceKey or a replaced key voids it). The body is parsed as JSON whatever its Content-Type (the vendor's PHP client sends JSON as application/x-www-form-urlencoded). Checks, in order: credentials (401), the body's fields (400), the data source (403), then expiration and filter (400).",
-                    "security": [{"serviceKeyBearer": []}, {"accessTokenBearer": []}],
+                    "security": [{"serviceKeyBearer": []}, {"accessTokenBearer": []}, {"serviceAccountBearer": []}],
                     "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("DatasourceTokenRequest")}}},
                 }),
                 Errors::new(Flavor::Generic)
@@ -296,7 +296,7 @@ pub fn document() -> Value {
                     "tags": ["DataBrain"],
                     "summary": "Create an embed guest token (DataBrain)",
                     "description": "Errors carry DataBrain's codes: AUTHENTICATION_ERROR (401); INVALID_REQUEST_BODY (400 malformed body, wrong types, expiryTime out of range; also 408 and 413); WORKSPACE_ID_ERROR (400 missing workspaceName, 403 workspace not allowed); CLIENT_ID_ERROR (400 missing clientId); DASHBOARD_PARAM_ERROR, APP_FILTER_PARAM_ERROR, RLS_SETTINGS_PARAM_ERROR (400: params.dashboardAppFilters, params.appFilters, params.rlsSettings not a list of objects); DATASOURCE_ERROR (403, tokenmint's own: datasourceName not allowed by the key's dataSources); INTERNAL_SERVER_ERROR (500, 503). The body is parsed as JSON whatever its Content-Type.",
-                    "security": [{"serviceKeyBearer": []}],
+                    "security": [{"serviceKeyBearer": []}, {"serviceAccountBearer": []}],
                     "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("GuestTokenRequest")}}},
                 }),
                 Errors::new(Flavor::DataBrain)
@@ -315,7 +315,7 @@ pub fn document() -> Value {
                     "tags": ["Nexla"],
                     "summary": "Obtain a session token with a service key (Nexla)",
                     "description": "Authorization: Basic <service key> (Nexla's form: the key itself), or Basic with base64 of the key, or of user:key as any HTTP client sends it (a user name, when given, must be the key's principal name). expires_in is the ServiceKey's sessionToken.ttl (default 3600). api_key names the ServiceKey (namespace/name), never the key. Any request body is read (up to the size limit) and ignored.",
-                    "security": [{"serviceKeyBasic": []}, {"nameAndKey": []}],
+                    "security": [{"serviceKeyBasic": []}, {"nameAndKey": []}, {"serviceAccountBearer": []}],
                 }),
                 Errors::new(Flavor::Generic)
                     .token_route(Auth::Basic, "Missing or malformed credentials, an unknown service key, or a user name that is not the key's principal.", "")
@@ -346,7 +346,7 @@ pub fn document() -> Value {
                         "tags": ["Datasentinel"],
                         "summary": "Create a 24 h user-token (Datasentinel)",
                         "description": "Any request body is read (up to the size limit) and ignored.",
-                        "security": [{"nameAndKey": []}],
+                        "security": [{"nameAndKey": []}, {"serviceAccountBearer": []}],
                     }),
                     Errors::new(Flavor::Generic)
                         .token_route(Auth::Basic, "Missing or malformed credentials, or a wrong user name or key (one answer for both).", "")
@@ -359,7 +359,7 @@ pub fn document() -> Value {
                         "tags": ["Datasentinel"],
                         "summary": "What a user-token says (Datasentinel)",
                         "description": "The user-token goes in the query parameter token (the vendor's example) or user-token (the vendor's table): at least one is required, none may be empty, and the first of them in the query string is used. Only a user-token minted with the caller's own key is described; any other token, valid or not, is answered 401.",
-                        "security": [{"nameAndKey": []}],
+                        "security": [{"nameAndKey": []}, {"serviceAccountBearer": []}],
                         "parameters": [{
                             "name": "user-token",
                             "in": "query",
@@ -374,7 +374,7 @@ pub fn document() -> Value {
                         .add(StatusCode::BAD_REQUEST, "Neither token nor user-token given, or one of them empty; or more than one Authorization header.")
                         .unauthorized(Auth::Basic, "Missing or malformed credentials, a wrong user name or key, or a user-token that is invalid, expired, revoked or not minted with this key.")
                         .add(StatusCode::PAYLOAD_TOO_LARGE, too_large_description())
-                        .add(StatusCode::SERVICE_UNAVAILABLE, "Not ready: the ServiceKey caches are not synced or there is no signing keyring yet.")
+                        .add(StatusCode::SERVICE_UNAVAILABLE, "Not ready: the ServiceKey caches are not synced or there is no signing keyring yet; or (keyless) TokenReview cannot answer right now.")
                         .with(ok(StatusCode::OK, json_response("The token's content.", schema_ref("UserTokenInfo")))),
                 ),
             },
@@ -384,7 +384,7 @@ pub fn document() -> Value {
                     "tags": ["OAuth"],
                     "summary": "Revoke a token (RFC 7009)",
                     "description": "Revokes a token minted with the caller's own key (the same ServiceKey and key): every route then refuses it, until it would have expired anyway. The answer is 200 {} whatever the token is (unknown, another key's, expired, already revoked), so that it reveals nothing. token_type_hint is accepted and ignored: the kind is read from the token.",
-                    "security": [{"serviceKeyBearer": []}],
+                    "security": [{"serviceKeyBearer": []}, {"serviceAccountBearer": []}],
                     "requestBody": token_form(),
                 }),
                 Errors::new(Flavor::Generic)
@@ -400,7 +400,7 @@ pub fn document() -> Value {
                     "tags": ["OAuth"],
                     "summary": "Whether a token is active, and its claims (RFC 7662)",
                     "description": "Active means: minted by tokenmint with a key of the keyring, unexpired (no leeway), not revoked, of a ServiceKey in the caller's namespace that still exists with the key the token is bound to. Any other token is {\"active\": false} and nothing else. token_type_hint is accepted and ignored.",
-                    "security": [{"serviceKeyBearer": []}],
+                    "security": [{"serviceKeyBearer": []}, {"serviceAccountBearer": []}],
                     "requestBody": token_form(),
                 }),
                 Errors::new(Flavor::Generic)
@@ -450,6 +450,7 @@ pub fn document() -> Value {
                 "sessionBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": "A session token from /token or /token/refresh."},
                 "serviceKeyBasic": {"type": "apiKey", "in": "header", "name": "Authorization", "description": "`Basic <service key>` (Nexla's form: the key itself, not base64); `Basic <base64 of the key>` is accepted too."},
                 "nameAndKey": {"type": "http", "scheme": "basic", "description": "The principal's name as user, the service key as password."},
+                "serviceAccountBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": "Keyless: a projected ServiceAccount token (audience: one of serve's --token-audience) of a ServiceAccount listed in a ServiceKey's spec.serviceAccounts; the caller acts as that ServiceKey. Checked with TokenReview, so only when serve runs in a cluster; 503 while TokenReview cannot answer."},
             },
             "headers": {
                 "BearerChallenge": {

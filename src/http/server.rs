@@ -29,9 +29,6 @@ use tokio::time::Sleep;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a response write may stall before the connection is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default of [`ServeOptions::max_connections`] (`--max-connections`).
-pub const DEFAULT_MAX_CONNECTIONS: std::num::NonZeroUsize =
-    std::num::NonZeroUsize::new(1024).unwrap();
 /// Connections of the probe listener (the kubelet needs one or two).
 pub const PROBE_CONNECTIONS: usize = 64;
 /// Most request headers hyper accepts (then 431).
@@ -62,7 +59,7 @@ impl Default for ServeOptions {
             write_timeout: WRITE_TIMEOUT,
             // Longer than the request timeout, so every in-flight request can finish.
             drain_timeout: REQUEST_TIMEOUT + Duration::from_secs(5),
-            max_connections: DEFAULT_MAX_CONNECTIONS.get(),
+            max_connections: crate::cli::DEFAULT_MAX_CONNECTIONS.get(),
         }
     }
 }

@@ -20,14 +20,15 @@
 //! A deleted DatasourceGrant or GuestTokenRequest has its token revoked from here, as the
 //! watch reports the deletion.
 
+use super::cached_secret::CachedSecret;
 use super::events::Events;
 use super::metrics::Metrics;
 use super::restart::{self, Restarter};
-use super::token_secret::{ROLE_SESSION, ROLE_TOKEN, revocation_of};
+use super::token_secret::{ROLE_SESSION, ROLE_TOKEN};
 use super::verified::Verified;
 use super::{
-    Clock, Context, Error, MANAGED_SELECTOR, ROLE_LABEL, SharedKeyring, error_policy,
-    is_controlled_by, reconcile_datasource_grant, reconcile_guest_token, reconcile_service_key,
+    Clock, Context, Error, MANAGED_SELECTOR, SharedKeyring, error_policy,
+    reconcile_datasource_grant, reconcile_guest_token, reconcile_service_key,
 };
 use crate::crd::{DatasourceGrant, GuestTokenRequest, ServiceKey};
 use crate::operator::lease::Fence;
@@ -185,21 +186,29 @@ impl<K: Clone + Send + 'static> Fanout<K> {
     }
 }
 
-/// Feeds one cache from `events`: the store first, then the subscribed controllers, then
-/// `on_delete` for deleted objects.
-async fn feed<K, F, Fut>(
+/// Feeds one cache from `events`: the store first (of what `cached` keeps of each object),
+/// then the subscribed controllers, then `on_delete` for deleted objects.
+async fn feed<K, C, F, Fut>(
     events: impl Stream<Item = watcher::Event<K>>,
-    mut writer: Writer<K>,
+    mut writer: Writer<C>,
+    cached: fn(&K) -> C,
     fanout: Arc<Fanout<K>>,
     mut on_delete: F,
 ) where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    C: reflector::Lookup<DynamicType = ()> + Clone + 'static,
     F: FnMut(K) -> Fut,
     Fut: Future<Output = ()>,
 {
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
-        writer.apply_watcher_event(&event);
+        writer.apply_watcher_event(&match &event {
+            watcher::Event::Apply(obj) => watcher::Event::Apply(cached(obj)),
+            watcher::Event::InitApply(obj) => watcher::Event::InitApply(cached(obj)),
+            watcher::Event::Delete(obj) => watcher::Event::Delete(cached(obj)),
+            watcher::Event::Init => watcher::Event::Init,
+            watcher::Event::InitDone => watcher::Event::InitDone,
+        });
         match event {
             watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => fanout.send(&obj).await,
             watcher::Event::Delete(obj) => {
@@ -232,7 +241,7 @@ where
 
 /// The token Secrets of `owner_uid` (as the cache knows them) and what revoking them needs.
 fn owned_tokens(
-    secrets: &Store<PartialObjectMeta<Secret>>,
+    secrets: &Store<CachedSecret>,
     owner_uid: &str,
     roles: &[&str],
     reason: &str,
@@ -240,13 +249,8 @@ fn owned_tokens(
     secrets
         .state()
         .iter()
-        .filter(|s| {
-            is_controlled_by(&s.metadata, owner_uid)
-                && s.labels()
-                    .get(ROLE_LABEL)
-                    .is_some_and(|r| roles.contains(&r.as_str()))
-        })
-        .filter_map(|s| revocation_of(&s.metadata, reason))
+        .filter(|s| s.is_controlled_by(owner_uid) && roles.iter().any(|r| s.has_role(r)))
+        .filter_map(|s| s.revocation(reason))
         .collect()
 }
 
@@ -255,7 +259,7 @@ fn owned_tokens(
 async fn revoke_deleted<K: Resource<DynamicType = ()>>(
     obj: &K,
     token_id: Option<&str>,
-    secrets: &Store<PartialObjectMeta<Secret>>,
+    secrets: &Store<CachedSecret>,
     revoker: &Revoker,
     fence: &Fence,
 ) {
@@ -374,7 +378,7 @@ async fn run_scope(
     let (key_store, key_writer) = reflector::store::<ServiceKey>();
     let (grant_store, grant_writer) = reflector::store::<DatasourceGrant>();
     let (guest_store, guest_writer) = reflector::store::<GuestTokenRequest>();
-    let (secret_store, secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    let (secret_store, secret_writer) = reflector::store::<CachedSecret>();
     let key_fanout = Fanout::new();
     let grant_fanout = Fanout::new();
     let guest_fanout = Fanout::new();
@@ -391,6 +395,7 @@ async fn run_scope(
                 probes[0].clone(),
             ),
             key_writer,
+            Clone::clone,
             key_fanout.clone(),
             {
                 let (secrets, revoker, fence) =
@@ -409,6 +414,7 @@ async fn run_scope(
                 probes[1].clone(),
             ),
             grant_writer,
+            Clone::clone,
             grant_fanout.clone(),
             {
                 let (secrets, revoker, fence) =
@@ -431,6 +437,7 @@ async fn run_scope(
                 probes[2].clone(),
             ),
             guest_writer,
+            Clone::clone,
             guest_fanout.clone(),
             {
                 let (secrets, revoker, fence) =
@@ -455,6 +462,7 @@ async fn run_scope(
             feed(
                 events,
                 secret_writer,
+                |meta: &PartialObjectMeta<Secret>| CachedSecret::from(meta),
                 secret_fanout.clone(),
                 move |secret| {
                     verified.forget_object(&secret);

@@ -15,6 +15,7 @@
 //! with server-side apply under one field manager, and only when what it would write differs
 //! from what is there: a resync of an object whose token is in place makes no API request.
 
+pub mod cached_secret;
 pub mod controllers;
 pub mod datasource_grant;
 pub mod events;
@@ -33,10 +34,9 @@ pub use crate::desired::{Failure, Reason};
 use crate::keyring::{Keyring, KeyringError};
 use crate::revocation::Revoker;
 use crate::token::assess::rfc3339 as rfc3339_seconds;
+use cached_secret::CachedSecret;
 use events::Events;
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::Secret;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
@@ -140,8 +140,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// ServiceKeys, for the grants and guest tokens referencing them.
     pub service_keys: Store<ServiceKey>,
-    /// The Secrets labelled `app.kubernetes.io/managed-by=tokenmint`, metadata only.
-    pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// The Secrets labelled `app.kubernetes.io/managed-by=tokenmint`, what reconciles read of
+    /// their metadata.
+    pub secrets: Store<CachedSecret>,
     /// What this replica verified of each Secret's content, by resourceVersion.
     pub verified: Arc<verified::Verified>,
     /// Objects this replica wrote, newer than the watch caches may yet be (see [`recent`]).
@@ -168,7 +169,7 @@ impl Context {
         events: Events,
         metrics: Arc<Metrics>,
         service_keys: Store<ServiceKey>,
-        secrets: Store<PartialObjectMeta<Secret>>,
+        secrets: Store<CachedSecret>,
     ) -> Self {
         Context {
             client,

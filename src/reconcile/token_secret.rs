@@ -236,7 +236,7 @@ pub fn managed_labels(owner: &Owner, role: &str) -> BTreeMap<String, String> {
 pub(crate) fn cached_version(ctx: &Context, namespace: &str, name: &str) -> Option<Option<String>> {
     ctx.secrets
         .get(&ObjectRef::new(name).within(namespace))
-        .map(|meta| meta.resource_version())
+        .map(|cached| cached.resource_version.clone())
 }
 
 /// Fetches the Secret `name` (absent: `None`).
@@ -302,17 +302,6 @@ pub async fn write_secret(
     Ok(written)
 }
 
-/// The revocation of the token a Secret holds, from its metadata.
-pub fn revocation_of(meta: &ObjectMeta, reason: &str) -> Option<Revocation> {
-    let jti = annotation(meta, TOKEN_ID_ANNOTATION)?;
-    Some(Revocation {
-        jti: jti.to_owned(),
-        expires_at: annotation(meta, EXPIRES_AT_ANNOTATION).and_then(|t| t.parse().ok()),
-        kid: annotation(meta, KID_ANNOTATION).map(str::to_owned),
-        reason: reason.to_owned(),
-    })
-}
-
 /// Deletes the Secrets of `role` controlled by `owner` (all, or all but `keep`), as the watch
 /// cache knows them, revoking their tokens first when `revoke` gives a reason. Returns the
 /// names deleted.
@@ -328,19 +317,19 @@ pub async fn delete_owned(
         .state()
         .into_iter()
         .filter(|s| {
-            s.namespace().as_deref() == Some(owner.namespace.as_str())
-                && is_controlled_by(&s.metadata, &owner.uid)
-                && s.labels().get(ROLE_LABEL).map(String::as_str) == Some(role)
-                && Some(s.name_any().as_str()) != keep
+            s.namespace == owner.namespace
+                && s.is_controlled_by(&owner.uid)
+                && s.has_role(role)
+                && Some(s.name.as_str()) != keep
         })
         .collect();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let mut deleted = Vec::new();
     for secret in doomed {
-        let name = secret.name_any();
+        let name = secret.name.clone();
         // Revoked first: a crash in between leaves a revoked token behind, never a live one.
         if let Some(reason) = revoke
-            && let Some(revocation) = revocation_of(&secret.metadata, reason)
+            && let Some(revocation) = secret.revocation(reason)
         {
             ctx.revoker.revoke(&revocation).await?;
         }
@@ -348,7 +337,7 @@ pub async fn delete_owned(
         // The uid precondition: never delete a Secret that replaced ours in the meantime.
         let params = DeleteParams {
             preconditions: Some(Preconditions {
-                uid: secret.uid(),
+                uid: secret.uid.clone(),
                 resource_version: None,
             }),
             ..DeleteParams::default()

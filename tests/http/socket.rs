@@ -258,7 +258,7 @@ fn max_connections_flag() {
     };
     assert_eq!(
         parse(&[]).unwrap(),
-        tokenmint::http::DEFAULT_MAX_CONNECTIONS.get()
+        tokenmint::cli::DEFAULT_MAX_CONNECTIONS.get()
     );
     assert_eq!(parse(&["--max-connections", "16"]).unwrap(), 16);
     assert!(parse(&["--max-connections", "0"]).is_err());
