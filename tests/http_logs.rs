@@ -1,4 +1,5 @@
-//! One access-log line per request, without keys, tokens, headers or query strings.
+//! One access-log line per request (successes at debug, refusals at info), without keys,
+//! tokens, headers or query strings.
 //!
 //! Its own test binary: tracing caches per-callsite interest process-wide, so a scoped
 //! subscriber only reliably sees events when no other test runs concurrently.
@@ -94,6 +95,12 @@ async fn access_log_has_one_line_per_request_and_no_secrets() {
         "{log}"
     );
     assert!(access[3].contains("status=401"), "{log}");
+    // Successes at debug (not logged at the default level), refusals at info.
+    assert!(
+        access[0].contains("DEBUG") && access[2].contains("DEBUG"),
+        "{log}"
+    );
+    assert!(access[3].contains(" INFO "), "{log}");
     for secret in [
         KEY_A,
         KEY_B,

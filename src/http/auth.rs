@@ -5,7 +5,7 @@ use super::AppState;
 use super::error::{ApiError, Challenge, Flavor};
 use super::keys::{KeyEntry, KeyIndex};
 use crate::keyring::Keyring;
-use crate::tokenreview::ReviewError;
+use crate::tokenreview::{ReviewError, ServiceAccount};
 use axum::http::{HeaderMap, header};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
@@ -85,6 +85,11 @@ pub async fn calling_key(
     if !is_jwt(credential) {
         return Err(unauthorized("unknown service key".into()));
     }
+    // A warm ServiceAccount token: answered from the review cache, before any parsing.
+    let warm = state.reviewer.as_ref().and_then(|r| r.cached(credential));
+    if let Some(answer) = warm {
+        return service_key_of(index, answer, flavor, challenge);
+    }
     // One of our own tokens is not a key: no API call to find that out.
     let ours = jsonwebtoken::decode_header(credential)
         .ok()
@@ -100,7 +105,19 @@ pub async fn calling_key(
             "ServiceAccount tokens are accepted only when tokenmint serve runs in the cluster (keyless authentication needs the TokenReview API); with --manifests, present a service key".into(),
         ));
     };
-    match reviewer.review(credential).await {
+    let answer = reviewer.review(credential).await;
+    service_key_of(index, answer, flavor, challenge)
+}
+
+/// The ServiceKey listing the ServiceAccount a review found.
+fn service_key_of(
+    index: &KeyIndex,
+    review: Result<ServiceAccount, ReviewError>,
+    flavor: Flavor,
+    challenge: Challenge,
+) -> Result<Arc<KeyEntry>, ApiError> {
+    let unauthorized = |m: String| ApiError::unauthorized(flavor, challenge, m);
+    match review {
         Ok(account) => index
             .by_service_account(&account.namespace, &account.name)
             .ok_or_else(|| {
