@@ -187,21 +187,28 @@ impl<S> Guarded<S> {
             replacement: None,
         }
     }
+}
 
-    /// Fails the write once it has been stalled for the write timeout.
-    fn check_stall(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        let timeout = self.write_timeout;
-        let sleep = self
-            .stalled
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        if sleep.as_mut().poll(cx).is_ready() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client stopped reading its responses",
-            ));
-        }
-        Ok(())
+/// Passes a write or flush through, failing it once it has been pending (the client reads
+/// nothing) for `timeout`; `stalled` holds the timer while it is.
+fn watch_stall<T>(
+    stalled: &mut Option<Pin<Box<Sleep>>>,
+    timeout: Duration,
+    cx: &mut Context<'_>,
+    polled: Poll<io::Result<T>>,
+) -> Poll<io::Result<T>> {
+    if polled.is_ready() {
+        *stalled = None;
+        return polled;
     }
+    let sleep = stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+    if sleep.as_mut().poll(cx).is_ready() {
+        return Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client stopped reading its responses",
+        )));
+    }
+    Poll::Pending
 }
 
 /// The JSON answer standing for an answer hyper wrote itself (a bare status line, no body, no
@@ -287,8 +294,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {
-                        this.check_stall(cx)?;
-                        return Poll::Pending;
+                        return watch_stall(
+                            &mut this.stalled,
+                            this.write_timeout,
+                            cx,
+                            Poll::Pending,
+                        );
                     }
                 }
             }
@@ -296,30 +307,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
             this.replacement = None;
             return Poll::Ready(Ok(stands_for));
         }
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Pending => {
-                this.check_stall(cx)?;
-                Poll::Pending
-            }
-            ready => {
-                this.stalled = None;
-                ready
-            }
-        }
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        watch_stall(&mut this.stalled, this.write_timeout, cx, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_flush(cx) {
-            Poll::Pending => {
-                this.check_stall(cx)?;
-                Poll::Pending
-            }
-            ready => {
-                this.stalled = None;
-                ready
-            }
-        }
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        watch_stall(&mut this.stalled, this.write_timeout, cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

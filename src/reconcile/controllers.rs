@@ -239,6 +239,43 @@ where
     )
 }
 
+/// Runs the controller of a kind holding a token of a ServiceKey (grants, guest tokens) until
+/// shutdown: triggered by its objects, the Secrets they own, the ServiceKeys they name, and
+/// every keyring change (`signals`: the keyring's change counter and the shutdown flag).
+#[allow(clippy::too_many_arguments)]
+async fn run_token_controller<K, R, Fut>(
+    kind: &'static str,
+    (objects, store): (&Fanout<K>, Store<K>),
+    secrets: &Fanout<PartialObjectMeta<Secret>>,
+    keys: &Fanout<ServiceKey>,
+    key_name: fn(&K) -> &str,
+    reconcile: R,
+    config: controller::Config,
+    (keyring_changed, shutdown): (watch::Receiver<u64>, watch::Receiver<bool>),
+    ctx: Arc<Context>,
+) where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    R: Fn(Arc<K>, Arc<Context>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    let results = Controller::for_stream(objects.subscribe(), store.clone())
+        .with_config(config)
+        .owns_stream(secrets.subscribe())
+        .watches_stream(keys.subscribe(), move |key| {
+            referrers(&store, &key, key_name)
+        })
+        .reconcile_all_on(now_and_on_change(keyring_changed))
+        .graceful_shutdown_on(signalled(shutdown))
+        .run(
+            move |obj, ctx: Arc<Context>| {
+                timed(kind, obj.clone(), ctx.clone(), reconcile(obj, ctx))
+            },
+            error_policy,
+            ctx,
+        );
+    log_results(kind, results).await;
+}
+
 /// The token Secrets of `owner_uid` (as the cache knows them) and what revoking them needs.
 fn owned_tokens(
     secrets: &Store<CachedSecret>,
@@ -537,62 +574,29 @@ async fn run_scope(
                 error_policy,
                 ctx.clone(),
             );
-        let grants = Controller::for_stream(grant_fanout.subscribe(), grant_store.clone())
-            .with_config(config.clone())
-            .owns_stream(secret_fanout.subscribe())
-            .watches_stream(key_fanout.subscribe(), {
-                let store = grant_store.clone();
-                move |key| {
-                    referrers(&store, &key, |g: &DatasourceGrant| {
-                        &g.spec.service_key_ref.name
-                    })
-                }
-            })
-            .reconcile_all_on(now_and_on_change(shared.keyring_changed.clone()))
-            .graceful_shutdown_on(signalled(shutdown.clone()))
-            .run(
-                |obj, ctx: Arc<Context>| {
-                    timed(
-                        "DatasourceGrant",
-                        obj.clone(),
-                        ctx.clone(),
-                        reconcile_datasource_grant(obj, ctx),
-                    )
-                },
-                error_policy,
-                ctx.clone(),
-            );
-        let guests = Controller::for_stream(guest_fanout.subscribe(), guest_store.clone())
-            .with_config(config)
-            .owns_stream(secret_fanout.subscribe())
-            .watches_stream(key_fanout.subscribe(), {
-                let store = guest_store.clone();
-                move |key| {
-                    referrers(&store, &key, |g: &GuestTokenRequest| {
-                        &g.spec.service_key_ref.name
-                    })
-                }
-            })
-            .reconcile_all_on(now_and_on_change(shared.keyring_changed.clone()))
-            .graceful_shutdown_on(signalled(shutdown.clone()))
-            .run(
-                |obj, ctx: Arc<Context>| {
-                    timed(
-                        "GuestTokenRequest",
-                        obj.clone(),
-                        ctx.clone(),
-                        reconcile_guest_token(obj, ctx),
-                    )
-                },
-                error_policy,
-                ctx,
-            );
-        futures::future::join3(
-            log_results("ServiceKey", keys),
-            log_results("DatasourceGrant", grants),
-            log_results("GuestTokenRequest", guests),
-        )
-        .await;
+        let grants = run_token_controller(
+            "DatasourceGrant",
+            (&grant_fanout, grant_store.clone()),
+            &secret_fanout,
+            &key_fanout,
+            |g: &DatasourceGrant| &g.spec.service_key_ref.name,
+            reconcile_datasource_grant,
+            config.clone(),
+            (shared.keyring_changed.clone(), shutdown.clone()),
+            ctx.clone(),
+        );
+        let guests = run_token_controller(
+            "GuestTokenRequest",
+            (&guest_fanout, guest_store.clone()),
+            &secret_fanout,
+            &key_fanout,
+            |g: &GuestTokenRequest| &g.spec.service_key_ref.name,
+            reconcile_guest_token,
+            config,
+            (shared.keyring_changed.clone(), shutdown.clone()),
+            ctx,
+        );
+        futures::future::join3(log_results("ServiceKey", keys), grants, guests).await;
     };
     tokio::select! {
         _ = start => {}

@@ -6,7 +6,9 @@
 use crate::http::AppState;
 use crate::http::auth;
 use crate::http::error::{ApiError, Flavor};
+use crate::http::keys::{KeyEntry, KeyIndex};
 use crate::http::presented::{self, Expiry, Presented};
+use crate::keyring::Keyring;
 use crate::revocation::{Revocation, RevocationError};
 use axum::Json;
 use axum::extract::Form;
@@ -15,6 +17,7 @@ use axum::extract::rejection::FormRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 
 const FLAVOR: Flavor = Flavor::Generic;
 
@@ -41,6 +44,31 @@ fn token_parameter(
         .ok_or_else(|| ApiError::bad_request(FLAVOR, "the form parameter token is required"))
 }
 
+/// An OAuth call: who calls, about which token, with what the server knows.
+struct Call {
+    caller: Arc<KeyEntry>,
+    token: String,
+    index: Arc<KeyIndex>,
+    keyring: Arc<Keyring>,
+}
+
+/// The calling ServiceKey (401 unless a key or keyless caller) and the form's `token`.
+async fn call(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Call, ApiError> {
+    let (index, keyring) = state.ready(FLAVOR)?;
+    let caller = auth::bearer_key(state, &index, &keyring, headers, FLAVOR).await?;
+    let token = token_parameter(form)?;
+    Ok(Call {
+        caller,
+        token,
+        index,
+        keyring,
+    })
+}
+
 /// `POST /oauth/revoke`: revokes a token minted with the caller's key. 200 whatever the token
 /// was (unknown, foreign, expired, already revoked); 401 for a bad key.
 pub async fn revoke(
@@ -48,9 +76,12 @@ pub async fn revoke(
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Result<Response, ApiError> {
-    let (index, keyring) = state.ready(FLAVOR)?;
-    let caller = auth::bearer_key(&state, &index, &keyring, &headers, FLAVOR).await?;
-    let token = token_parameter(form)?;
+    let Call {
+        caller,
+        token,
+        keyring,
+        ..
+    } = call(&state, &headers, form).await?;
     let verified = presented::verify(
         &token,
         &keyring,
@@ -91,9 +122,12 @@ pub async fn introspect(
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Result<Response, ApiError> {
-    let (index, keyring) = state.ready(FLAVOR)?;
-    let caller = auth::bearer_key(&state, &index, &keyring, &headers, FLAVOR).await?;
-    let token = token_parameter(form)?;
+    let Call {
+        caller,
+        token,
+        index,
+        keyring,
+    } = call(&state, &headers, form).await?;
     let active = presented::verify(
         &token,
         &keyring,
