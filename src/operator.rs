@@ -29,8 +29,6 @@ use tokio::sync::watch;
 /// How long the controllers get to finish in-flight reconciles after SIGTERM; the Lease is
 /// released after, within the chart's termination grace period.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(3);
-/// How often the leader drops revocations of tokens that can no longer verify.
-const REVOCATION_SWEEP: Duration = Duration::from_secs(600);
 
 const NO_CLUSTER_HINT: &str = "set KUBECONFIG (or ~/.kube/config) to a reachable cluster, or run in a pod; to serve tokens without a cluster, run `tokenmint serve --manifests DIR`";
 
@@ -204,10 +202,10 @@ async fn handle_pending_rotation(
     }
 }
 
-/// Drops revocations of tokens that can no longer verify, every [`REVOCATION_SWEEP`].
+/// Drops revocations of tokens that can no longer verify, every [`crate::revocation::SWEEP_EVERY`].
 async fn sweep_revocations(api: Api<ConfigMap>, keyring: SharedKeyring, fence: Fence) {
     loop {
-        tokio::time::sleep(REVOCATION_SWEEP).await;
+        tokio::time::sleep(crate::revocation::SWEEP_EVERY).await;
         if !fence.is_valid() {
             continue;
         }

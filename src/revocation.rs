@@ -70,6 +70,15 @@ struct Entry {
     kid: Option<String>,
 }
 
+impl From<&Revocation> for Entry {
+    fn from(revocation: &Revocation) -> Self {
+        Entry {
+            expires_at: revocation.expires_at.map(|t| t.as_second()),
+            kid: revocation.kid.clone(),
+        }
+    }
+}
+
 impl Entry {
     /// Whether the entry can go: its token expired, or (never expiring) its key is no longer
     /// among `kids` (the keyring's).
@@ -81,6 +90,9 @@ impl Entry {
         }
     }
 }
+
+/// How often revocations of tokens that can no longer verify are dropped.
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The revoked token ids a replica knows.
 #[derive(Debug)]
@@ -162,13 +174,7 @@ impl Denylist {
                 capacity: self.capacity,
             });
         }
-        entries.insert(
-            revocation.jti.clone(),
-            Entry {
-                expires_at: revocation.expires_at.map(|t| t.as_second()),
-                kid: revocation.kid.clone(),
-            },
-        );
+        entries.insert(revocation.jti.clone(), Entry::from(revocation));
         self.size.set(entries.len() as i64);
         Ok(())
     }
@@ -338,17 +344,7 @@ pub async fn follow(api: Api<ConfigMap>, denylist: Arc<Denylist>, probe: crate::
     let mut events = std::pin::pin!(events);
     let mut relist: Option<HashMap<String, Entry>> = None;
     while let Some(event) = events.next().await {
-        let entry = |cm: &ConfigMap| {
-            parse(cm).map(|r| {
-                (
-                    r.jti.clone(),
-                    Entry {
-                        expires_at: r.expires_at.map(|t| t.as_second()),
-                        kid: r.kid,
-                    },
-                )
-            })
-        };
+        let entry = |cm: &ConfigMap| parse(cm).map(|r| (r.jti.clone(), Entry::from(&r)));
         match event {
             watcher::Event::Init => relist = Some(HashMap::new()),
             watcher::Event::InitApply(cm) => {
@@ -391,10 +387,7 @@ pub async fn sweep(
         let Some(revocation) = parse(&cm) else {
             continue;
         };
-        let entry = Entry {
-            expires_at: revocation.expires_at.map(|t| t.as_second()),
-            kid: revocation.kid,
-        };
+        let entry = Entry::from(&revocation);
         if !entry.obsolete(now.as_second(), Some(kids)) || !may_write() {
             continue;
         }

@@ -62,6 +62,10 @@ pub async fn run(args: ServeArgs) -> Result<(), crate::BoxError> {
     let state = AppState::from_config(config);
     if let Some(started) = agent {
         state.metrics.token_files(&started.first);
+        tokio::spawn(sweep_denylist(
+            state.denylist.clone(),
+            started.store.clone(),
+        ));
         tokio::spawn(agent::run(
             started.agent,
             started.live,
@@ -192,4 +196,21 @@ async fn start_agent(
         live,
         first,
     })
+}
+
+/// Drops in-memory revocations of tokens that can no longer verify, every
+/// [`crate::revocation::SWEEP_EVERY`], so `--max-revocations` bounds live entries only.
+async fn sweep_denylist(denylist: Arc<Denylist>, store: Arc<SharedKeyStore>) {
+    use crate::http::keys::KeyStore;
+    loop {
+        tokio::time::sleep(crate::revocation::SWEEP_EVERY).await;
+        let keyring = store.keyring();
+        let gone = denylist.sweep(jiff::Timestamp::now(), keyring.as_deref());
+        if !gone.is_empty() {
+            tracing::info!(
+                count = gone.len(),
+                "dropped revocations of tokens that can no longer verify"
+            );
+        }
+    }
 }

@@ -8,8 +8,6 @@
 //! cache holds at most [`CACHE_CAPACITY`] answers. A warm token costs a hash and a map lookup,
 //! no API call. A deleted ServiceAccount's tokens stop working within the positive TTL.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -55,15 +53,18 @@ enum Answer {
 
 #[derive(Default)]
 struct Cache {
-    answers: HashMap<[u8; 32], (Answer, Instant)>,
-    /// Insertion order, for eviction when full.
-    order: VecDeque<[u8; 32]>,
+    /// Answer, valid until, and the insertion number its `order` entry carries.
+    answers: HashMap<[u8; 32], (Answer, Instant, u64)>,
+    /// Insertion order, for eviction when full. An entry whose number no longer matches
+    /// the answer's was superseded by a later insertion of the same token and is skipped.
+    order: VecDeque<([u8; 32], u64)>,
+    inserted: u64,
 }
 
 impl Cache {
     fn get(&mut self, key: &[u8; 32], now: Instant) -> Option<Answer> {
         match self.answers.get(key) {
-            Some((answer, until)) if now < *until => Some(answer.clone()),
+            Some((answer, until, _)) if now < *until => Some(answer.clone()),
             Some(_) => {
                 self.answers.remove(key);
                 None
@@ -74,17 +75,26 @@ impl Cache {
 
     fn put(&mut self, key: [u8; 32], answer: Answer, until: Instant) {
         while self.answers.len() >= CACHE_CAPACITY {
-            let Some(oldest) = self.order.pop_front() else {
+            let Some((oldest, number)) = self.order.pop_front() else {
                 break;
             };
-            self.answers.remove(&oldest);
+            if self
+                .answers
+                .get(&oldest)
+                .is_some_and(|(_, _, n)| *n == number)
+            {
+                self.answers.remove(&oldest);
+            }
         }
         // Drop the order entries of answers already gone (expired, replaced).
         if self.order.len() > 2 * CACHE_CAPACITY {
-            self.order.retain(|k| self.answers.contains_key(k));
+            let answers = &self.answers;
+            self.order
+                .retain(|(k, number)| answers.get(k).is_some_and(|(_, _, n)| n == number));
         }
-        self.answers.insert(key, (answer, until));
-        self.order.push_back(key);
+        self.inserted += 1;
+        self.answers.insert(key, (answer, until, self.inserted));
+        self.order.push_back((key, self.inserted));
     }
 }
 
@@ -108,10 +118,9 @@ pub struct Reviewer {
 /// The `exp` of a JWT, read without verifying it (only to bound the cache: the review itself
 /// vouches for the token).
 fn unverified_exp(token: &str) -> Option<i64> {
-    let payload = token.split('.').nth(1)?;
-    let claims: serde_json::Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-    claims.get("exp")?.as_i64()
+    crate::token::claims::unverified(token)?
+        .get("exp")?
+        .as_i64()
 }
 
 /// The ServiceAccount a TokenReview username names.
@@ -282,5 +291,31 @@ mod tests {
         newest[..8].copy_from_slice(&((CACHE_CAPACITY + 9) as u64).to_le_bytes());
         assert!(cache.get(&newest, now).is_some());
         assert!(cache.get(&newest, now + Duration::from_secs(5)).is_none());
+    }
+
+    #[test]
+    fn a_refreshed_answer_is_not_evicted_by_its_older_insertion() {
+        let now = Instant::now();
+        let mut cache = Cache::default();
+        let key_of = |i: usize| {
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            key
+        };
+        let answer = Answer::Refused("x".into());
+        let later = now + Duration::from_secs(5);
+        cache.put(key_of(0), answer.clone(), later);
+        cache.put(key_of(1), answer.clone(), later);
+        // Expired, then answered again: key 0 is now newer than key 1.
+        cache.get(&key_of(0), later);
+        cache.put(key_of(0), answer.clone(), later + Duration::from_secs(5));
+        for i in 2..CACHE_CAPACITY {
+            cache.put(key_of(i), answer.clone(), later);
+        }
+        // Full: the next insertion evicts key 1 (the oldest live answer), not key 0.
+        cache.put(key_of(CACHE_CAPACITY), answer.clone(), later);
+        assert_eq!(cache.answers.len(), CACHE_CAPACITY);
+        assert!(cache.get(&key_of(0), now).is_some());
+        assert!(cache.get(&key_of(1), now).is_none());
     }
 }

@@ -41,13 +41,15 @@ pub struct KeyEntry {
     /// [`key_fingerprint`] of the key: derived tokens carry it, so a replaced key voids them.
     pub fingerprint: String,
     key_digest: KeyDigest,
+    /// `namespace/name`, built once: every request that mints names it.
+    reference: String,
 }
 
 impl KeyEntry {
     /// `namespace/name`: the `service_key` claim of session tokens and the non-secret
     /// `api_key` the Nexla routes report.
-    pub fn reference(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+    pub fn reference(&self) -> &str {
+        &self.reference
     }
 
     pub fn principal(&self) -> &Principal {
@@ -55,9 +57,9 @@ impl KeyEntry {
     }
 
     /// What tokens minted with this key carry to name it.
-    pub fn issuing<'a>(&'a self, reference: &'a str) -> Issuing<'a> {
+    pub fn issuing(&self) -> Issuing<'_> {
         Issuing {
-            service_key: reference,
+            service_key: &self.reference,
             key_fingerprint: &self.fingerprint,
         }
     }
@@ -130,15 +132,17 @@ impl KeyIndex {
             if key.is_empty() {
                 continue;
             }
+            let name = sk.name_any();
             let entry = KeyEntry {
+                reference: format!("{namespace}/{name}"),
                 namespace,
-                name: sk.name_any(),
+                name,
                 spec: sk.spec.clone(),
                 created: sk.metadata.creation_timestamp.as_ref().map(|t| t.0),
                 fingerprint: key_fingerprint(&key),
                 key_digest: digest(&key),
             };
-            entries.insert(entry.reference(), entry);
+            entries.insert(entry.reference.clone(), entry);
         }
         let mut count: HashMap<KeyDigest, usize> = HashMap::new();
         for e in entries.values() {

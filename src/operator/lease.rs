@@ -134,10 +134,6 @@ impl Elector {
         self.fence.clone()
     }
 
-    pub fn identity(&self) -> &str {
-        &self.identity
-    }
-
     /// One round: takes or renews the Lease when possible. Returns whether this candidate leads.
     pub async fn try_acquire_or_renew(&mut self) -> Result<bool, LeaseError> {
         let started = Instant::now();

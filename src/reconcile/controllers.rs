@@ -149,9 +149,8 @@ where
     let namespace = key.namespace();
     let name = key.name_any();
     store
-        .state()
+        .state_filter(|o| o.namespace() == namespace && key_ref(o) == name)
         .iter()
-        .filter(|o| o.namespace() == namespace && key_ref(o) == name)
         .map(|o| ObjectRef::from_obj(&**o))
         .collect()
 }
@@ -267,9 +266,7 @@ async fn run_token_controller<K, R, Fut>(
         .reconcile_all_on(now_and_on_change(keyring_changed))
         .graceful_shutdown_on(signalled(shutdown))
         .run(
-            move |obj, ctx: Arc<Context>| {
-                timed(kind, obj.clone(), ctx.clone(), reconcile(obj, ctx))
-            },
+            move |obj, ctx: Arc<Context>| timed(kind, ctx.clone(), reconcile(obj, ctx)),
             error_policy,
             ctx,
         );
@@ -284,9 +281,8 @@ fn owned_tokens(
     reason: &str,
 ) -> Vec<Revocation> {
     secrets
-        .state()
+        .state_filter(|s| s.is_controlled_by(owner_uid) && roles.iter().any(|r| s.has_role(r)))
         .iter()
-        .filter(|s| s.is_controlled_by(owner_uid) && roles.iter().any(|r| s.has_role(r)))
         .filter_map(|s| s.revocation(reason))
         .collect()
 }
@@ -379,16 +375,14 @@ pub async fn run(
 }
 
 /// Times a reconcile into the duration histogram.
-async fn timed<K>(
+async fn timed(
     kind: &'static str,
-    obj: Arc<K>,
     ctx: Arc<Context>,
     reconcile: impl Future<Output = Result<Action, Error>>,
 ) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile.await;
     ctx.metrics.reconciled(kind, started.elapsed());
-    drop(obj);
     result
 }
 
@@ -549,13 +543,12 @@ async fn run_scope(
                 // Another ServiceKey of the namespace may now conflict, or no longer.
                 move |changed: ServiceKey| {
                     store
-                        .state()
-                        .iter()
-                        .filter(|k| {
+                        .state_filter(|k| {
                             k.namespace() == changed.namespace()
                                 && k.uid() != changed.uid()
                                 && !k.spec.service_accounts.is_empty()
                         })
+                        .iter()
                         .map(|k| ObjectRef::from_obj(&**k))
                         .collect::<Vec<_>>()
                 }
@@ -564,12 +557,7 @@ async fn run_scope(
             .graceful_shutdown_on(signalled(shutdown.clone()))
             .run(
                 |obj, ctx: Arc<Context>| {
-                    timed(
-                        "ServiceKey",
-                        obj.clone(),
-                        ctx.clone(),
-                        reconcile_service_key(obj, ctx),
-                    )
+                    timed("ServiceKey", ctx.clone(), reconcile_service_key(obj, ctx))
                 },
                 error_policy,
                 ctx.clone(),

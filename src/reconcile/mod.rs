@@ -33,7 +33,7 @@ use crate::crd::ServiceKey;
 pub use crate::desired::{Failure, Reason};
 use crate::keyring::{Keyring, KeyringError};
 use crate::revocation::Revoker;
-use crate::token::assess::rfc3339 as rfc3339_seconds;
+pub use crate::token::assess::rfc3339;
 use cached_secret::CachedSecret;
 use events::Events;
 use jiff::{SignedDuration, Timestamp};
@@ -309,11 +309,6 @@ pub fn is_controlled_by(
         .iter()
         .flatten()
         .any(|r| r.controller == Some(true) && r.uid == owner_uid)
-}
-
-/// RFC 3339 UTC with seconds precision, e.g. `2026-11-22T12:00:00Z`.
-pub fn rfc3339(t: Timestamp) -> String {
-    rfc3339_seconds(t)
 }
 
 /// Recently written objects, so a reconcile triggered by our own write does not act on a watch

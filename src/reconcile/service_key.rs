@@ -73,14 +73,9 @@ fn service_account_conflict(ctx: &Context, key: &ServiceKey) -> Option<Failure> 
         )
     };
     let mine = rank(key);
-    let older: Vec<Arc<ServiceKey>> = ctx
-        .service_keys
-        .state()
-        .into_iter()
-        .filter(|other| {
-            other.namespace() == namespace && other.uid() != key.uid() && rank(other) < mine
-        })
-        .collect();
+    let older: Vec<Arc<ServiceKey>> = ctx.service_keys.state_filter(|other| {
+        other.namespace() == namespace && other.uid() != key.uid() && rank(other) < mine
+    });
     key.spec.service_accounts.iter().find_map(|account| {
         let first = older
             .iter()

@@ -312,17 +312,12 @@ pub async fn delete_owned(
     keep: Option<&str>,
     revoke: Option<&str>,
 ) -> Result<Vec<String>, Error> {
-    let doomed: Vec<_> = ctx
-        .secrets
-        .state()
-        .into_iter()
-        .filter(|s| {
-            s.namespace == owner.namespace
-                && s.is_controlled_by(&owner.uid)
-                && s.has_role(role)
-                && Some(s.name.as_str()) != keep
-        })
-        .collect();
+    let doomed = ctx.secrets.state_filter(|s| {
+        s.namespace == owner.namespace
+            && s.is_controlled_by(&owner.uid)
+            && s.has_role(role)
+            && Some(s.name.as_str()) != keep
+    });
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let mut deleted = Vec::new();
     for secret in doomed {
@@ -331,6 +326,7 @@ pub async fn delete_owned(
         if let Some(reason) = revoke
             && let Some(revocation) = secret.revocation(reason)
         {
+            ctx.may_write()?;
             ctx.revoker.revoke(&revocation).await?;
         }
         ctx.may_write()?;
@@ -657,6 +653,7 @@ pub async fn ensure_token(
             && let Some(held) = &previous
         {
             // Revoked before it is replaced: a crash in between revokes twice, never not at all.
+            ctx.may_write()?;
             ctx.revoker
                 .revoke(&Revocation {
                     jti: held.jti.clone(),

@@ -12,8 +12,6 @@
 
 use super::renew::Schedule;
 use crate::keyring::{Expect, Keyring, VerifyError};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jiff::Timestamp;
 use serde_json::Value;
 use std::time::Duration;
@@ -125,12 +123,6 @@ fn edited(what: &str) -> MintReason {
     MintReason::Edited(what.to_owned())
 }
 
-/// The claims of a JWT without verifying it (for our own fresh token).
-fn payload(token: &str) -> Option<Value> {
-    let part = token.split('.').nth(1)?;
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).ok()?).ok()
-}
-
 /// Splits claims into their time-independent part and (iat, exp, jti).
 fn split_claims(mut claims: Value) -> Option<(Value, i64, Option<i64>, String)> {
     let map = claims.as_object_mut()?;
@@ -165,7 +157,7 @@ pub fn inspect(
         .ok_or_else(|| edited("no kid"))?;
     let (Some((have, iat, exp, jti)), Some((want, want_iat, want_exp, _))) = (
         split_claims(claims),
-        payload(reference).and_then(split_claims),
+        super::claims::unverified(reference).and_then(split_claims),
     ) else {
         return Err(edited("claims"));
     };

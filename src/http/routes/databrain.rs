@@ -79,7 +79,7 @@ pub async fn guest_token(
     let minted = minter(&keyring, &state.issuer)
         .guest_token(
             entry.principal().subject(),
-            &entry.reference(),
+            entry.reference(),
             &request,
             jiff::Timestamp::now(),
         )

@@ -26,11 +26,10 @@ pub async fn create(
     body::bytes(body, FLAVOR)?;
     let (index, keyring) = state.ready(FLAVOR)?;
     let entry = caller(&state, &index, &keyring, &headers).await?;
-    let reference = entry.reference();
     let minted = minter(&keyring, &state.issuer)
         .user_token(
             entry.principal().subject(),
-            entry.issuing(&reference),
+            entry.issuing(),
             jiff::Timestamp::now(),
         )
         .map_err(|e| signing_failed(FLAVOR, e))?;

@@ -35,11 +35,10 @@ pub async fn session_token(
         Some(keyless) => keyless?,
         None => auth::nexla_basic(&index, &headers)?,
     };
-    let reference = entry.reference();
     let (minted, claims) = minter(&keyring, &state.issuer)
         .session_token(
             entry.principal().subject(),
-            entry.issuing(&reference),
+            entry.issuing(),
             entry.session_ttl(),
             Timestamp::now(),
         )

@@ -38,11 +38,10 @@ pub async fn access_token(
     let (index, keyring) = state.ready(FLAVOR)?;
     let entry = auth::bearer_key(&state, &index, &keyring, &headers, FLAVOR).await?;
     let ttl = entry.access_ttl();
-    let reference = entry.reference();
     let minted = minter(&keyring, &state.issuer)
         .access_token(
             entry.principal().subject(),
-            entry.issuing(&reference),
+            entry.issuing(),
             ttl,
             jiff::Timestamp::now(),
         )
@@ -96,7 +95,7 @@ pub async fn datasource_token(
     let minted = minter(&keyring, &state.issuer)
         .datasource_token(
             entry.principal().subject(),
-            &entry.reference(),
+            entry.reference(),
             &request,
             jiff::Timestamp::now(),
         )
