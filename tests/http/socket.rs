@@ -167,6 +167,16 @@ async fn slow_headers_and_idle_connections_do_not_hold_the_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_limit_wait_for_a_free_slot() {
+    connection_limit(0).await;
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_wait_for_a_free_slot_on_worker_threads() {
+    // The limit holds across the workers: the slots are taken before the hand-off.
+    connection_limit(2).await;
+}
+
+async fn connection_limit(workers: usize) {
     use std::time::Duration;
     let t = app();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -174,6 +184,7 @@ async fn connections_past_the_limit_wait_for_a_free_slot() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let options = tokenmint::http::ServeOptions {
         max_connections: 2,
+        workers,
         ..Default::default()
     };
     let server = tokio::spawn(tokenmint::http::serve_with(
@@ -243,6 +254,72 @@ async fn connections_past_the_limit_wait_for_a_free_slot() {
         .unwrap()
         .unwrap();
     drop(open);
+}
+
+#[tokio::test]
+async fn worker_threads_serve_every_connection_and_finish_in_flight_requests_on_shutdown() {
+    use std::time::Duration;
+    let t = app();
+    let options = tokenmint::http::ServeOptions {
+        workers: 2,
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tokenmint::http::serve_with(
+        listener,
+        t.router.clone(),
+        async {
+            let _ = stopped.await;
+        },
+        options,
+    ));
+    // Connections go to the workers in turn: every one of them is answered, with a token.
+    for _ in 0..6 {
+        let (status, _, body) = exchange(
+            addr,
+            format!(
+                "POST /token HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {KEY_A}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(body["access_token"].is_string(), "{body}");
+    }
+    // A request in flight when the shutdown signal comes (half its body sent) still gets
+    // its answer, and the server stops after it.
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let json = r#"{"workspaceName":"w1","clientId":"acme"}"#;
+    let (first, rest) = json.split_at(10);
+    write!(
+        stream,
+        "POST /api/v1/guest-token/create HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY_A}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{first}",
+        json.len()
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!server.is_finished(), "stopped with a request in flight");
+    let answer = tokio::task::spawn_blocking(move || {
+        stream.write_all(rest.as_bytes()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw);
+        String::from_utf8(raw).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"token\""), "{answer}");
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server stops once the in-flight request is answered")
+        .unwrap()
+        .unwrap();
 }
 
 #[test]
