@@ -102,6 +102,10 @@ pub struct ServeArgs {
     /// Most client connections served at once; further clients wait until one closes.
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: std::num::NonZeroUsize,
+    /// Threads serving the REST connections, one single-threaded runtime each. Default: the
+    /// CPUs this process may use (its cgroup CPU limit, rounded up).
+    #[arg(long, value_name = "N")]
+    pub http_workers: Option<std::num::NonZeroUsize>,
     /// Also serve /healthz and /readyz on this address, with connections of their own, so
     /// that no load on --listen can starve the probes (the chart points its probes here).
     #[arg(long, value_name = "ADDR")]

@@ -110,7 +110,10 @@ pub async fn run(args: ServeArgs) -> Result<(), crate::BoxError> {
     };
     let options = ServeOptions {
         max_connections: args.max_connections.get(),
-        workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        workers: args
+            .http_workers
+            .or_else(|| std::thread::available_parallelism().ok())
+            .map_or(1, |n| n.get()),
         ..ServeOptions::default()
     };
     serve_with(listener, router(state), stopped(), options).await?;

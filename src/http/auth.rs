@@ -79,14 +79,16 @@ pub async fn calling_key(
     challenge: Challenge,
 ) -> Result<Arc<KeyEntry>, ApiError> {
     let unauthorized = |m: String| ApiError::unauthorized(flavor, challenge, m);
-    if let Some(entry) = index.by_key(credential.as_bytes()) {
+    // One hash serves both lookups: keys and the review cache are indexed by SHA-256.
+    let presented = super::keys::digest(credential.as_bytes());
+    if let Some(entry) = index.by_digest(&presented) {
         return Ok(entry);
     }
     if !is_jwt(credential) {
         return Err(unauthorized("unknown service key".into()));
     }
     // A warm ServiceAccount token: answered from the review cache, before any parsing.
-    let warm = state.reviewer.as_ref().and_then(|r| r.cached(credential));
+    let warm = state.reviewer.as_ref().and_then(|r| r.cached(&presented));
     if let Some(answer) = warm {
         return service_key_of(index, answer, flavor, challenge);
     }

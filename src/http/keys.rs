@@ -167,9 +167,13 @@ impl KeyIndex {
 
     /// The entry whose key is `key`.
     pub fn by_key(&self, key: &[u8]) -> Option<Arc<KeyEntry>> {
-        let presented = digest(key);
-        let entry = self.by_digest.get(&presented)?;
-        bool::from(entry.key_digest.ct_eq(&presented)).then(|| entry.clone())
+        self.by_digest(&digest(key))
+    }
+
+    /// The entry whose key's [`digest`] is `presented`.
+    pub fn by_digest(&self, presented: &KeyDigest) -> Option<Arc<KeyEntry>> {
+        let entry = self.by_digest.get(presented)?;
+        bool::from(entry.key_digest.ct_eq(presented)).then(|| entry.clone())
     }
 
     /// The ServiceKey that `namespace/name` (a ServiceAccount) may act as.

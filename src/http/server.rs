@@ -14,8 +14,9 @@
 //!   large headers) get the same JSON envelope as every other error ([`Guarded`]).
 //!
 //! `serve` hands accepted connections round-robin to one single-threaded runtime per core
-//! ([`ServeOptions::workers`]): on a loaded machine that did about a fifth more requests per
-//! core than the multi-threaded runtime, which steals work and wakes threads per request.
+//! ([`ServeOptions::workers`]), so a connection's requests never move between threads. On the
+//! 2-core bench machine that served 3–12% more requests per second than the work-stealing
+//! runtime, at about the same cost per request (README, "Throughput").
 
 use super::error::Flavor;
 use axum::Router;
@@ -186,8 +187,7 @@ impl Handler {
 type Lane = tokio::sync::mpsc::UnboundedSender<Accepted<std::net::TcpStream>>;
 
 /// Where accepted connections are served. On worker threads each connection stays on one
-/// single-threaded runtime: no work stealing and no cross-thread wakeup per request, which
-/// the multi-threaded runtime pays for on every request of a busy small machine.
+/// single-threaded runtime: no work stealing, no cross-thread wakeup per request.
 enum Lanes {
     Here,
     Workers {

@@ -323,22 +323,27 @@ async fn worker_threads_serve_every_connection_and_finish_in_flight_requests_on_
 }
 
 #[test]
-fn max_connections_flag() {
+fn connection_flags() {
     use clap::Parser;
     let parse = |extra: &[&str]| {
         let args = [&["tokenmint", "serve"][..], extra].concat();
         match tokenmint::cli::Cli::try_parse_from(args).map(|c| c.command) {
-            Ok(tokenmint::cli::Command::Serve(a)) => Ok(a.max_connections.get()),
+            Ok(tokenmint::cli::Command::Serve(a)) => Ok(a),
             Ok(_) => unreachable!(),
             Err(e) => Err(e),
         }
     };
+    let defaults = parse(&[]).unwrap();
     assert_eq!(
-        parse(&[]).unwrap(),
-        tokenmint::cli::DEFAULT_MAX_CONNECTIONS.get()
+        defaults.max_connections,
+        tokenmint::cli::DEFAULT_MAX_CONNECTIONS
     );
-    assert_eq!(parse(&["--max-connections", "16"]).unwrap(), 16);
+    assert_eq!(defaults.http_workers, None);
+    let set = parse(&["--max-connections", "16", "--http-workers", "3"]).unwrap();
+    assert_eq!(set.max_connections.get(), 16);
+    assert_eq!(set.http_workers.map(|n| n.get()), Some(3));
     assert!(parse(&["--max-connections", "0"]).is_err());
+    assert!(parse(&["--http-workers", "0"]).is_err());
 }
 
 /// Starts `router` with `options` on a fresh port; returns the address and a stop handle.
