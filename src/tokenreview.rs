@@ -15,7 +15,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -113,6 +113,31 @@ pub struct Reviewer {
     reviews: Family<OutcomeLabel, Counter>,
     /// The `cached` series, resolved once: it is counted on every keyless request.
     cached: Counter,
+    /// Reviews under way, by token digest: concurrent first requests with one token (a pod
+    /// starting) wait for one review instead of each sending their own.
+    in_flight: Mutex<HashMap<[u8; 32], Flight>>,
+}
+
+type Flight = Arc<tokio::sync::OnceCell<Result<ServiceAccount, ReviewError>>>;
+
+/// A caller's seat on a flight; the flight leaves the table when a seat is dropped (answered,
+/// or the caller gone), so abandoned flights cannot pile up.
+struct Seat<'a> {
+    table: &'a Mutex<HashMap<[u8; 32], Flight>>,
+    key: [u8; 32],
+    flight: Flight,
+}
+
+impl Drop for Seat<'_> {
+    fn drop(&mut self) {
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if table
+            .get(&self.key)
+            .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+        {
+            table.remove(&self.key);
+        }
+    }
 }
 
 /// The `exp` of a JWT, read without verifying it (only to bound the cache: the review itself
@@ -145,6 +170,7 @@ impl Reviewer {
             cache: Mutex::default(),
             reviews,
             cached,
+            in_flight: Mutex::default(),
         }
     }
 
@@ -183,6 +209,26 @@ impl Reviewer {
         if let Some(answer) = self.cached(&key) {
             return answer;
         }
+        let flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default()
+            .clone();
+        let seat = Seat {
+            table: &self.in_flight,
+            key,
+            flight,
+        };
+        seat.flight
+            .get_or_init(|| self.ask(token, key))
+            .await
+            .clone()
+    }
+
+    /// One TokenReview, its answer cached.
+    async fn ask(&self, token: &str, key: [u8; 32]) -> Result<ServiceAccount, ReviewError> {
         let now = Instant::now();
         let review = TokenReview {
             spec: TokenReviewSpec {
@@ -317,5 +363,22 @@ mod tests {
         assert_eq!(cache.answers.len(), CACHE_CAPACITY);
         assert!(cache.get(&key_of(0), now).is_some());
         assert!(cache.get(&key_of(1), now).is_none());
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_review_leaves_no_flight_behind() {
+        use axum::http::{Request, Response};
+        use kube::client::Body;
+        // An API server that never answers.
+        let (service, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let reviewer = Reviewer::new(Api::all(client), vec!["tokenmint".into()]);
+        let mut review = Box::pin(reviewer.review("a.b.c"));
+        // Under way: the flight is in the table.
+        assert!(futures::poll!(review.as_mut()).is_pending());
+        assert_eq!(reviewer.in_flight.lock().unwrap().len(), 1);
+        // The client gives up: its flight goes with it.
+        drop(review);
+        assert!(reviewer.in_flight.lock().unwrap().is_empty());
     }
 }

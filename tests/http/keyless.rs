@@ -261,6 +261,33 @@ async fn answers_are_cached_for_at_most_60_seconds_and_never_past_the_tokens_exp
 }
 
 #[tokio::test]
+async fn concurrent_first_requests_with_one_token_share_one_review() {
+    let fake = Fake::default();
+    let token = sa_token("report-api", 600);
+    fake.service_account_token(
+        &token,
+        "system:serviceaccount:team-a:report-api",
+        &["tokenmint"],
+    );
+    let (router, _) = app(&fake);
+    let auth = bearer(&token);
+    // A pod starting with many requests at once: all in flight before any review answers.
+    let answers =
+        futures::future::join_all((0..8).map(|_| call(&router, "POST", ACCESS, Some(&auth), "")))
+            .await;
+    for r in &answers {
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    assert_eq!(fake.count("create", "tokenreviews"), 1);
+    // Another token is reviewed on its own.
+    let other = sa_token("own", 600);
+    fake.service_account_token(&other, "system:serviceaccount:team-a:own", &["tokenmint"]);
+    let r = call(&router, "POST", ACCESS, Some(&bearer(&other)), "").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(fake.count("create", "tokenreviews"), 2);
+}
+
+#[tokio::test]
 async fn a_service_account_listed_twice_belongs_to_the_oldest_service_key() {
     let fake = Fake::default();
     let shared = sa_token("shared", 600);
