@@ -190,7 +190,7 @@ async fn operator(n: usize) -> (Duration, f64, f64) {
         metrics: metrics.clone(),
         clock: tokenmint::clock::Clock::system(),
         revoker: tokenmint::revocation::Revoker::disabled(),
-        fence: tokenmint::operator::lease::Fence::always(),
+        fence: tokenmint::fence::Fence::always(),
     };
     // Events kept in memory would grow with N: publish none for the measurement.
     let shared = Shared {

@@ -3,7 +3,7 @@
 //! Start-up: connect (a clear error when no cluster is reachable), load or create the keyring,
 //! serve the admin port, then campaign for the leader Lease. Every replica is ready as a
 //! follower; only the leader runs the controllers (and so writes), and only while its Lease is
-//! fresh ([`lease::Fence`]). A leader that loses the Lease stops its controllers and exits
+//! fresh ([`Fence`]). A leader that loses the Lease stops its controllers and exits
 //! non-zero: the pod restarts as a follower with fresh caches, which is simpler and safer than
 //! resuming with state from the previous term. SIGTERM stops everything within
 //! [`SHUTDOWN_DEADLINE`] and releases the Lease, so a standby takes over at once.
@@ -12,6 +12,7 @@ pub mod admin;
 pub mod lease;
 
 use crate::cli::OperatorArgs;
+use crate::fence::Fence;
 use crate::reconcile::controllers::{self, Readiness, Shared};
 use crate::reconcile::events::Events;
 use crate::reconcile::metrics::Metrics;
@@ -21,7 +22,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
-use lease::{Elector, Fence, LeaseTiming};
+use lease::{Elector, LeaseTiming};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;

@@ -32,8 +32,8 @@ pub const ROLE_REVOCATION: &str = "revocation";
 pub fn selector() -> String {
     format!(
         "{},{}={ROLE_REVOCATION}",
-        crate::reconcile::MANAGED_SELECTOR,
-        crate::reconcile::ROLE_LABEL
+        crate::labels::MANAGED_SELECTOR,
+        crate::labels::ROLE_LABEL
     )
 }
 /// Slack on expiry before an entry is dropped (the verifiers' clock-skew leeway).
@@ -250,11 +250,11 @@ pub fn config_map(namespace: &str, revocation: &Revocation) -> ConfigMap {
             namespace: Some(namespace.to_owned()),
             labels: Some(BTreeMap::from([
                 (
-                    crate::reconcile::MANAGED_BY_LABEL.to_owned(),
-                    crate::reconcile::MANAGED_BY_VALUE.to_owned(),
+                    crate::labels::MANAGED_BY_LABEL.to_owned(),
+                    crate::labels::MANAGED_BY_VALUE.to_owned(),
                 ),
                 (
-                    crate::reconcile::ROLE_LABEL.to_owned(),
+                    crate::labels::ROLE_LABEL.to_owned(),
                     ROLE_REVOCATION.to_owned(),
                 ),
             ])),
@@ -314,7 +314,7 @@ impl Revoker {
                 }
                 let namespace = api.namespace().unwrap_or_default().to_owned();
                 let params = PostParams {
-                    field_manager: Some(crate::reconcile::FIELD_MANAGER.into()),
+                    field_manager: Some(crate::labels::FIELD_MANAGER.into()),
                     ..PostParams::default()
                 };
                 match api

@@ -61,7 +61,9 @@ pub async fn run(args: ServeArgs) -> Result<(), crate::BoxError> {
     };
     let state = AppState::from_config(config);
     if let Some(started) = agent {
-        state.metrics.token_files(&started.first);
+        state
+            .metrics
+            .token_files(started.first.minted_kinds(), started.first.earliest_expiry);
         tokio::spawn(sweep_denylist(
             state.denylist.clone(),
             started.store.clone(),

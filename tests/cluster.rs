@@ -118,7 +118,7 @@ impl Cluster {
                 api: Api::namespaced(client.clone(), &namespace),
                 local: None,
             },
-            fence: tokenmint::operator::lease::Fence::always(),
+            fence: tokenmint::fence::Fence::always(),
         };
         let scope = vec![namespace.clone()];
         let controllers = tokio::spawn(async move {

@@ -45,13 +45,14 @@ use support::fake_api::{self, Call, Fake, Origin, custom, owner_ref};
 use tokenmint::cli::CommonArgs;
 use tokenmint::crd::{WorkloadKind, WorkloadRef};
 use tokenmint::keyring::Algorithm;
+use tokenmint::labels::MANAGED_BY_LABEL;
 use tokenmint::operator::lease::{Elector, LeaseTiming};
+use tokenmint::reconcile::Clock;
 use tokenmint::reconcile::controllers::{self, Readiness, Shared};
 use tokenmint::reconcile::events::Events;
 use tokenmint::reconcile::keyring::{self, ROTATE_ANNOTATION};
 use tokenmint::reconcile::metrics::Metrics;
 use tokenmint::reconcile::restart::{self, Restarter};
-use tokenmint::reconcile::{Clock, MANAGED_BY_LABEL};
 use tokenmint::revocation::{Denylist, Revoker};
 use tokio::sync::watch;
 
@@ -552,7 +553,7 @@ async fn code_uses_exactly_the_rbac_table() {
         recorder(&client),
         metrics.clone(),
         Duration::from_millis(50),
-        tokenmint::operator::lease::Fence::always(),
+        tokenmint::fence::Fence::always(),
         stop2_rx,
     );
     let regarding = ObjectReference {
@@ -677,7 +678,7 @@ async fn code_uses_exactly_the_rbac_table() {
             api: Api::namespaced(client.clone(), RELEASE_NS),
             local: None,
         },
-        fence: tokenmint::operator::lease::Fence::always(),
+        fence: tokenmint::fence::Fence::always(),
     };
     let running = tokio::spawn({
         let readiness = readiness.clone();

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use tokenmint::crd::{WorkloadKind, WorkloadRef};
-use tokenmint::operator::lease::Fence;
+use tokenmint::fence::Fence;
 use tokenmint::reconcile::events::Events;
 use tokenmint::reconcile::metrics::Metrics;
 use tokenmint::reconcile::restart::{

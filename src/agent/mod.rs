@@ -110,6 +110,15 @@ pub struct Pass {
     kept_dirs: BTreeSet<PathBuf>,
 }
 
+impl Pass {
+    /// The kind of each object a token was minted for (`minted` holds `Kind namespace/name`).
+    pub fn minted_kinds(&self) -> impl Iterator<Item = &str> {
+        self.minted
+            .iter()
+            .map(|owner| owner.split(' ').next().unwrap_or_default())
+    }
+}
+
 /// Keeps the token files of the objects in the manifests.
 pub struct Agent {
     pub paths: Paths,
@@ -607,7 +616,7 @@ pub async fn run(
         let manifests = live.merged();
         let (index, pass) = agent.pass(&manifests).await;
         store.set_keys(index);
-        metrics.token_files(&pass);
+        metrics.token_files(pass.minted_kinds(), pass.earliest_expiry);
         next = pass.next_renewal;
     }
 }

@@ -132,20 +132,25 @@ impl Metrics {
         self.latency.get_or_create(&labels).observe(seconds);
     }
 
-    /// Records a pass of the token-file agent.
-    pub fn token_files(&self, pass: &crate::agent::Pass) {
-        for owner in &pass.minted {
-            // `Kind namespace/name`: the kind is a fixed set of words.
+    /// Records a pass of the token-file agent: the kinds of the objects it minted for, and the
+    /// earliest expiry among the tokens it keeps.
+    pub fn token_files<'a>(
+        &self,
+        minted_kinds: impl IntoIterator<Item = &'a str>,
+        earliest_expiry: Option<jiff::Timestamp>,
+    ) {
+        for minted in minted_kinds {
+            // A label from a fixed set of words, whatever comes in.
             let kind = ["DatasourceGrant", "GuestTokenRequest", "ServiceKey"]
                 .into_iter()
-                .find(|k| owner.split(' ').next() == Some(*k))
+                .find(|k| *k == minted)
                 .unwrap_or("other");
             self.file_tokens_minted
                 .get_or_create(&KindLabel { kind })
                 .inc();
         }
         self.earliest_expiry
-            .set(pass.earliest_expiry.map_or(0, |t| t.as_second()));
+            .set(earliest_expiry.map_or(0, |t| t.as_second()));
     }
 
     pub fn token_issued(&self, kind: TokenKind) {
@@ -233,5 +238,25 @@ mod tests {
             "{before} -> {} bytes",
             text.len()
         );
+    }
+
+    #[test]
+    fn token_file_passes_count_minted_kinds_and_set_the_earliest_expiry() {
+        let metrics = Metrics::default();
+        let expiry = jiff::Timestamp::from_second(1_900_000_000).unwrap();
+        metrics.token_files(
+            ["DatasourceGrant", "DatasourceGrant", "ServiceKey", "Bogus"],
+            Some(expiry),
+        );
+        let text = metrics.encode().unwrap();
+        for line in [
+            "tokenmint_tokens_minted_total{kind=\"DatasourceGrant\"} 2",
+            "tokenmint_tokens_minted_total{kind=\"ServiceKey\"} 1",
+            "tokenmint_tokens_minted_total{kind=\"other\"} 1",
+            "tokenmint_token_earliest_expiry_timestamp_seconds 1900000000",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(!text.contains("Bogus"));
     }
 }

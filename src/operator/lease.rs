@@ -17,10 +17,11 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+use crate::fence::Fence;
 
 /// Field manager of the Lease writes.
 const FIELD_MANAGER: &str = "tokenmint-leader-election";
@@ -43,44 +44,6 @@ impl Default for LeaseTiming {
             duration: Duration::from_secs(15),
             renew_deadline: Duration::from_secs(10),
             retry: Duration::from_secs(2),
-        }
-    }
-}
-
-/// Whether this replica may still write. Cloned into every writer; checked before each write.
-#[derive(Clone, Debug)]
-pub struct Fence(Option<Arc<Mutex<Option<Instant>>>>);
-
-impl Fence {
-    /// A fence that is always open (tests and single-writer tools).
-    pub fn always() -> Self {
-        Fence(None)
-    }
-
-    /// A closed fence, opened by [`Fence::extend`].
-    pub fn closed() -> Self {
-        Fence(Some(Arc::new(Mutex::new(None))))
-    }
-
-    pub fn is_valid(&self) -> bool {
-        match &self.0 {
-            None => true,
-            Some(until) => until
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_some_and(|until| Instant::now() < until),
-        }
-    }
-
-    fn extend(&self, until: Instant) {
-        if let Some(slot) = &self.0 {
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
-        }
-    }
-
-    fn close(&self) {
-        if let Some(slot) = &self.0 {
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
     }
 }

@@ -24,14 +24,15 @@ use super::cached_secret::CachedSecret;
 use super::events::Events;
 use super::metrics::Metrics;
 use super::restart::{self, Restarter};
-use super::token_secret::{ROLE_SESSION, ROLE_TOKEN};
 use super::verified::Verified;
 use super::{
-    Clock, Context, Error, MANAGED_SELECTOR, SharedKeyring, error_policy,
-    reconcile_datasource_grant, reconcile_guest_token, reconcile_service_key,
+    Clock, Context, Error, SharedKeyring, error_policy, reconcile_datasource_grant,
+    reconcile_guest_token, reconcile_service_key,
 };
 use crate::crd::{DatasourceGrant, GuestTokenRequest, ServiceKey};
-use crate::operator::lease::Fence;
+use crate::fence::Fence;
+use crate::labels::MANAGED_SELECTOR;
+use crate::labels::{ROLE_SESSION, ROLE_TOKEN};
 use crate::revocation::{Revocation, Revoker};
 use crate::watch::{Health, Probe};
 use futures::stream::BoxStream;

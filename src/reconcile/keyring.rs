@@ -12,10 +12,11 @@
 //! The keyring is read-modify-written with a resourceVersion precondition (a PUT, not an
 //! apply): a stale writer gets a conflict instead of overwriting keys.
 
+use super::SharedKeyring;
 use super::metrics::Metrics;
-use super::{FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SharedKeyring};
+use crate::fence::Fence;
 use crate::keyring::{Algorithm, Keyring, KeyringError, SECRET_KEY};
-use crate::operator::lease::Fence;
+use crate::labels::{FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::ByteString;

@@ -49,20 +49,6 @@ pub use datasource_grant::reconcile_datasource_grant;
 pub use guest_token::reconcile_guest_token;
 pub use service_key::reconcile_service_key;
 
-/// The one server-side-apply field manager of every write.
-pub const FIELD_MANAGER: &str = "tokenmint";
-/// Label on every Secret tokenmint manages; the operator watches only Secrets carrying it.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY_VALUE: &str = "tokenmint";
-/// `app.kubernetes.io/managed-by=tokenmint`: the Secret watch's label selector.
-pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=tokenmint";
-/// Kind of the resource owning a Secret.
-pub const OWNER_KIND_LABEL: &str = "tokenmint.dev/owner-kind";
-/// What a Secret holds: `token`, `session-token` or `service-key`.
-pub const ROLE_LABEL: &str = "tokenmint.dev/secret-role";
-/// Name of the ServiceKey a key Secret belongs to.
-pub const SERVICE_KEY_LABEL: &str = "tokenmint.dev/service-key";
-
 /// Requeue of objects without a token that expires (keys, never-expiring guest tokens): a
 /// safety-net resync; watches trigger everything else.
 pub const IDLE_RESYNC: Duration = Duration::from_secs(3600);
@@ -156,7 +142,7 @@ pub struct Context {
     /// Where revoked tokens are recorded; disabled unless wired.
     pub revoker: Revoker,
     /// Whether this replica may still write (the leader Lease is fresh); always in tests.
-    pub fence: crate::operator::lease::Fence,
+    pub fence: crate::fence::Fence,
 }
 
 impl Context {
@@ -186,7 +172,7 @@ impl Context {
             last_mint: Mutex::default(),
             restarts: restart::Restarter::disabled(),
             revoker: Revoker::disabled(),
-            fence: crate::operator::lease::Fence::always(),
+            fence: crate::fence::Fence::always(),
         }
     }
 
@@ -201,7 +187,7 @@ impl Context {
         self
     }
 
-    pub fn with_fence(mut self, fence: crate::operator::lease::Fence) -> Self {
+    pub fn with_fence(mut self, fence: crate::fence::Fence) -> Self {
         self.fence = fence;
         self
     }

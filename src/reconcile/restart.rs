@@ -15,7 +15,7 @@
 use super::events::Events;
 use super::metrics::Metrics;
 use crate::crd::{WorkloadKind, WorkloadRef};
-use crate::operator::lease::Fence;
+use crate::fence::Fence;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};

@@ -2,13 +2,13 @@
 
 use super::status::{self, KEY_READY, Outcome, TOKEN_READY};
 use super::token_secret::{
-    self, Owner, ROLE_KEY, ROLE_SESSION, Stored, TokenTarget, cached_version, data_str,
-    fetch_secret, managed_labels,
+    self, Owner, Stored, TokenTarget, cached_version, data_str, fetch_secret, managed_labels,
 };
 use super::verified::Content;
-use super::{Context, Error, Failure, Reason, SERVICE_KEY_LABEL, is_controlled_by};
+use super::{Context, Error, Failure, Reason, is_controlled_by};
 use crate::crd::ServiceKey;
 use crate::desired;
+use crate::labels::{ROLE_KEY, ROLE_SESSION, SERVICE_KEY_LABEL};
 use crate::token::claims::key_fingerprint;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

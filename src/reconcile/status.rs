@@ -6,11 +6,9 @@
 //! when a token is minted.
 
 use super::token_secret::Owner;
-use super::{
-    CONFLICT_RECHECK, Context, Error, FIELD_MANAGER, Failure, IDLE_RESYNC, MIN_REQUEUE, Reason,
-    rfc3339,
-};
+use super::{CONFLICT_RECHECK, Context, Error, Failure, IDLE_RESYNC, MIN_REQUEUE, Reason, rfc3339};
 use crate::crd::{DatasourceGrant, GuestTokenRequest, ServiceKey, TokenStatus};
+use crate::labels::FIELD_MANAGER;
 use crate::token::assess::TokenInfo;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};

@@ -7,13 +7,13 @@
 use super::restart::{self, RESTARTED_FOR_ANNOTATION};
 use super::status;
 use super::verified::{Content, TokenRecord};
-use super::{
-    Context, Error, FIELD_MANAGER, Failure, MANAGED_BY_LABEL, MANAGED_BY_VALUE, OWNER_KIND_LABEL,
-    ROLE_LABEL, Reason, is_controlled_by, rfc3339,
-};
+use super::{Context, Error, Failure, Reason, is_controlled_by, rfc3339};
 use crate::crd::WorkloadRef;
 use crate::desired::Desired;
 use crate::keyring::Expect;
+use crate::labels::{
+    FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, OWNER_KIND_LABEL, ROLE_LABEL, ROLE_TOKEN,
+};
 use crate::revocation::Revocation;
 use crate::token::assess::{self, Held, MintReason, Record, Renewal, TokenInfo};
 use crate::token::mint::{MintError, Minted, Minter};
@@ -45,10 +45,6 @@ pub const EXPIRES_AT_ANNOTATION: &str = "tokenmint.dev/expires-at";
 pub const REVOKE_ANNOTATION: &str = "tokenmint.dev/revoke";
 /// On a token Secret: the `tokenmint.dev/revoke` value its token was minted after.
 pub const REVOKE_HANDLED_ANNOTATION: &str = "tokenmint.dev/revoke-handled";
-/// Roles of Secrets ([`ROLE_LABEL`]).
-pub const ROLE_TOKEN: &str = "token";
-pub const ROLE_SESSION: &str = "session-token";
-pub const ROLE_KEY: &str = "service-key";
 
 /// The resource a Secret belongs to.
 #[derive(Debug, Clone)]

@@ -283,8 +283,7 @@ async fn a_revocation_reaches_every_replica_through_its_watch() {
 
 #[test]
 fn the_secret_selector_names_the_operators_key_secret_labels() {
-    use tokenmint::reconcile::token_secret::ROLE_KEY;
-    use tokenmint::reconcile::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, ROLE_LABEL};
+    use tokenmint::labels::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, ROLE_KEY, ROLE_LABEL};
     assert_eq!(
         tokenmint::http::cluster::key_secret_selector(),
         format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{ROLE_LABEL}={ROLE_KEY}")
