@@ -32,6 +32,17 @@ fn sa_token(name: &str, exp_in: i64) -> String {
     )
 }
 
+/// A token of the ServiceAccount `team-a/name` that the fake vouches for, for our audience.
+fn vouched(fake: &Fake, name: &str, exp_in: i64) -> String {
+    let token = sa_token(name, exp_in);
+    fake.service_account_token(
+        &token,
+        &format!("system:serviceaccount:team-a:{name}"),
+        &["tokenmint"],
+    );
+    token
+}
+
 const KEYS: &str = r#"
 apiVersion: tokenmint.dev/v1alpha1
 kind: ServiceKey
@@ -106,12 +117,7 @@ const DATASOURCE: &str = "/api/admin/v1/get_datasource_token";
 #[tokio::test]
 async fn a_service_account_token_acts_as_the_key_that_lists_it() {
     let fake = Fake::default();
-    let token = sa_token("report-api", 600);
-    fake.service_account_token(
-        &token,
-        "system:serviceaccount:team-a:report-api",
-        &["tokenmint"],
-    );
+    let token = vouched(&fake, "report-api", 600);
     let (router, keyring) = app(&fake);
     // Every token-issuing route, as if team-a/analytics's key had been presented.
     let r = call(&router, "POST", ACCESS, Some(&bearer(&token)), "").await;
@@ -172,12 +178,7 @@ async fn refused_tokens_are_401_and_an_api_error_is_503() {
         "system:serviceaccount:team-a:report-api",
         &["https://kubernetes.default.svc"],
     );
-    let unlisted = sa_token("nobody", 600);
-    fake.service_account_token(
-        &unlisted,
-        "system:serviceaccount:team-a:nobody",
-        &["tokenmint"],
-    );
+    let unlisted = vouched(&fake, "nobody", 600);
     let not_a_service_account = sa_token("x", 600);
     fake.service_account_token(&not_a_service_account, "jcw", &["tokenmint"]);
     let unknown = sa_token("expired-or-forged", 600);
@@ -201,12 +202,7 @@ async fn refused_tokens_are_401_and_an_api_error_is_503() {
         );
     }
     // The API server is down: 503, not a 401 that would make a healthy client give up.
-    let fresh = sa_token("report-api", 599);
-    fake.service_account_token(
-        &fresh,
-        "system:serviceaccount:team-a:report-api",
-        &["tokenmint"],
-    );
+    let fresh = vouched(&fake, "report-api", 599);
     fake.set_down(true);
     let r = call(&router, "POST", ACCESS, Some(&bearer(&fresh)), "").await;
     r.assert_error(503, "SERVICE_UNAVAILABLE");
@@ -219,12 +215,7 @@ async fn refused_tokens_are_401_and_an_api_error_is_503() {
 #[tokio::test(start_paused = true)]
 async fn answers_are_cached_for_at_most_60_seconds_and_never_past_the_tokens_exp() {
     let fake = Fake::default();
-    let token = sa_token("report-api", 3_600);
-    fake.service_account_token(
-        &token,
-        "system:serviceaccount:team-a:report-api",
-        &["tokenmint"],
-    );
+    let token = vouched(&fake, "report-api", 3_600);
     let (router, _) = app(&fake);
     let auth = bearer(&token);
     let access = || call(&router, "POST", ACCESS, Some(&auth), "");
@@ -242,12 +233,7 @@ async fn answers_are_cached_for_at_most_60_seconds_and_never_past_the_tokens_exp
     assert_eq!(fake.count("create", "tokenreviews"), 2);
 
     // A token expiring in 10 s is not trusted for 60.
-    let short = sa_token("report-api", 10);
-    fake.service_account_token(
-        &short,
-        "system:serviceaccount:team-a:report-api",
-        &["tokenmint"],
-    );
+    let short = vouched(&fake, "report-api", 10);
     let short_auth = bearer(&short);
     let short_access = || call(&router, "POST", ACCESS, Some(&short_auth), "");
     assert_eq!(short_access().await.status, 200);
@@ -263,12 +249,7 @@ async fn answers_are_cached_for_at_most_60_seconds_and_never_past_the_tokens_exp
 #[tokio::test]
 async fn concurrent_first_requests_with_one_token_share_one_review() {
     let fake = Fake::default();
-    let token = sa_token("report-api", 600);
-    fake.service_account_token(
-        &token,
-        "system:serviceaccount:team-a:report-api",
-        &["tokenmint"],
-    );
+    let token = vouched(&fake, "report-api", 600);
     let (router, _) = app(&fake);
     let auth = bearer(&token);
     // A pod starting with many requests at once: all in flight before any review answers.
@@ -280,8 +261,7 @@ async fn concurrent_first_requests_with_one_token_share_one_review() {
     }
     assert_eq!(fake.count("create", "tokenreviews"), 1);
     // Another token is reviewed on its own.
-    let other = sa_token("own", 600);
-    fake.service_account_token(&other, "system:serviceaccount:team-a:own", &["tokenmint"]);
+    let other = vouched(&fake, "own", 600);
     let r = call(&router, "POST", ACCESS, Some(&bearer(&other)), "").await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(fake.count("create", "tokenreviews"), 2);
@@ -290,14 +270,8 @@ async fn concurrent_first_requests_with_one_token_share_one_review() {
 #[tokio::test]
 async fn a_service_account_listed_twice_belongs_to_the_oldest_service_key() {
     let fake = Fake::default();
-    let shared = sa_token("shared", 600);
-    fake.service_account_token(
-        &shared,
-        "system:serviceaccount:team-a:shared",
-        &["tokenmint"],
-    );
-    let own = sa_token("own", 600);
-    fake.service_account_token(&own, "system:serviceaccount:team-a:own", &["tokenmint"]);
+    let shared = vouched(&fake, "shared", 600);
+    let own = vouched(&fake, "own", 600);
     // team-b lists a ServiceAccount of the same name: a different ServiceAccount.
     let b = sa_token("report-api", 600);
     fake.service_account_token(
