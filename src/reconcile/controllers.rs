@@ -288,6 +288,41 @@ fn owned_tokens(
         .collect()
 }
 
+/// What revokes the tokens of deleted resources; each kind's watch calls it on deletions.
+#[derive(Clone)]
+struct DeletionRevoker {
+    secrets: Store<CachedSecret>,
+    revoker: Revoker,
+    fence: Fence,
+}
+
+impl DeletionRevoker {
+    /// The deletion handler of a kind whose status records its token id in `token_id`.
+    fn on_delete<K>(
+        &self,
+        token_id: fn(&K) -> Option<&str>,
+    ) -> impl FnMut(K) -> futures::future::BoxFuture<'static, ()> + use<K>
+    where
+        K: Resource<DynamicType = ()> + Send + Sync + 'static,
+    {
+        let this = self.clone();
+        move |obj: K| {
+            let this = this.clone();
+            Box::pin(async move {
+                let id = token_id(&obj).map(str::to_owned);
+                revoke_deleted(
+                    &obj,
+                    id.as_deref(),
+                    &this.secrets,
+                    &this.revoker,
+                    &this.fence,
+                )
+                .await
+            })
+        }
+    }
+}
+
 /// Revokes the tokens a deleted resource held: from its Secrets (still cached: the garbage
 /// collector deletes them after the owner), else from its status.
 async fn revoke_deleted<K: Resource<DynamicType = ()>>(
@@ -416,8 +451,11 @@ async fn run_scope(
     let guest_fanout = Fanout::new();
     let secret_fanout = Fanout::new();
 
-    let revoker = shared.revoker.clone();
-    let fence = shared.fence.clone();
+    let deletions = DeletionRevoker {
+        secrets: secret_store.clone(),
+        revoker: shared.revoker.clone(),
+        fence: shared.fence.clone(),
+    };
     let caches = {
         let config = watcher::Config::default();
         let keys = feed(
@@ -429,15 +467,7 @@ async fn run_scope(
             key_writer,
             Clone::clone,
             key_fanout.clone(),
-            {
-                let (secrets, revoker, fence) =
-                    (secret_store.clone(), revoker.clone(), fence.clone());
-                move |key: ServiceKey| {
-                    let (secrets, revoker, fence) =
-                        (secrets.clone(), revoker.clone(), fence.clone());
-                    async move { revoke_deleted(&key, None, &secrets, &revoker, &fence).await }
-                }
-            },
+            deletions.on_delete(|_: &ServiceKey| None),
         );
         let grants = feed(
             watch_objects(
@@ -448,19 +478,9 @@ async fn run_scope(
             grant_writer,
             Clone::clone,
             grant_fanout.clone(),
-            {
-                let (secrets, revoker, fence) =
-                    (secret_store.clone(), revoker.clone(), fence.clone());
-                move |grant: DatasourceGrant| {
-                    let (secrets, revoker, fence) =
-                        (secrets.clone(), revoker.clone(), fence.clone());
-                    async move {
-                        let token_id = grant.status.as_ref().and_then(|s| s.token_id.clone());
-                        revoke_deleted(&grant, token_id.as_deref(), &secrets, &revoker, &fence)
-                            .await
-                    }
-                }
-            },
+            deletions.on_delete(|grant: &DatasourceGrant| {
+                grant.status.as_ref().and_then(|s| s.token_id.as_deref())
+            }),
         );
         let guests = feed(
             watch_objects(
@@ -471,19 +491,9 @@ async fn run_scope(
             guest_writer,
             Clone::clone,
             guest_fanout.clone(),
-            {
-                let (secrets, revoker, fence) =
-                    (secret_store.clone(), revoker.clone(), fence.clone());
-                move |request: GuestTokenRequest| {
-                    let (secrets, revoker, fence) =
-                        (secrets.clone(), revoker.clone(), fence.clone());
-                    async move {
-                        let token_id = request.status.as_ref().and_then(|s| s.token_id.clone());
-                        revoke_deleted(&request, token_id.as_deref(), &secrets, &revoker, &fence)
-                            .await
-                    }
-                }
-            },
+            deletions.on_delete(|request: &GuestTokenRequest| {
+                request.status.as_ref().and_then(|s| s.token_id.as_deref())
+            }),
         );
         let secrets = {
             // An Api of PartialObjectMeta lists and watches metadata only.
