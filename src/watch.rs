@@ -228,6 +228,42 @@ where
     })
 }
 
+/// The slimmed objects of `api` ([`slim`]), watched by a [`resilient`] watch.
+pub fn slim_watch<K>(
+    api: kube::Api<K>,
+    config: watcher::Config,
+    probe: Probe,
+) -> impl Stream<Item = watcher::Event<K>> + Send
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    resilient(
+        move || -> BoxStream<'static, watcher::Result<watcher::Event<K>>> {
+            watcher::watcher(api.clone(), config.clone())
+                .map(|e| e.map(|e| e.modify(slim)))
+                .boxed()
+        },
+        probe,
+    )
+}
+
+/// An Api over one namespace, or all of them.
+pub fn scoped<K>(client: &kube::Client, namespace: Option<&str>) -> kube::Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => kube::Api::namespaced(client.clone(), ns),
+        None => kube::Api::all(client.clone()),
+    }
+}
+
 /// Drops what tokenmint never reads from every cached object: `managedFields` and kubectl's
 /// `last-applied-configuration` (a second copy of the whole object). Halves a cache's memory.
 pub fn slim<K: kube::Resource>(obj: &mut K) {

@@ -59,13 +59,8 @@ pub fn start(
     let mut secret_stores = Vec::new();
     let mut probes = Vec::new();
     for scope in &scopes {
-        let (sk_api, secret_api): (Api<ServiceKey>, Api<Secret>) = match scope {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client.clone())),
-        };
+        let sk_api: Api<ServiceKey> = crate::watch::scoped(&client, scope.as_deref());
+        let secret_api: Api<Secret> = crate::watch::scoped(&client, scope.as_deref());
         let probe = health.probe("servicekeys", restarts);
         probes.push(probe.clone());
         key_stores.push(cache(
@@ -116,14 +111,7 @@ where
         + 'static,
 {
     let (reader, mut writer) = reflector::store();
-    let events = crate::watch::resilient(
-        move || {
-            watcher(api.clone(), config.clone())
-                .map(|e| e.map(|e| e.modify(crate::watch::slim)))
-                .boxed()
-        },
-        probe,
-    );
+    let events = crate::watch::slim_watch(api, config, probe);
     tokio::spawn(async move {
         let mut events = std::pin::pin!(events);
         while let Some(event) = events.next().await {

@@ -34,8 +34,7 @@ use crate::fence::Fence;
 use crate::labels::MANAGED_SELECTOR;
 use crate::labels::{ROLE_SESSION, ROLE_TOKEN};
 use crate::revocation::{Revocation, Revoker};
-use crate::watch::{Health, Probe};
-use futures::stream::BoxStream;
+use crate::watch::{Health, Probe, scoped, slim_watch};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -132,16 +131,6 @@ pub async fn signalled(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
 /// The objects of `store` referencing the ServiceKey `key`.
 fn referrers<K>(store: &Store<K>, key: &ServiceKey, key_ref: fn(&K) -> &str) -> Vec<ObjectRef<K>>
 where
@@ -218,25 +207,6 @@ async fn feed<K, C, F, Fut>(
             watcher::Event::Init | watcher::Event::InitDone => {}
         }
     }
-}
-
-/// A self-healing watch of full objects, slimmed.
-fn watch_objects<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    probe: Probe,
-) -> impl Stream<Item = watcher::Event<K>> + Send
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
-{
-    crate::watch::resilient(
-        move || -> BoxStream<'static, watcher::Result<watcher::Event<K>>> {
-            watcher(api.clone(), config.clone())
-                .map(|e| e.map(|e| e.modify(crate::watch::slim)))
-                .boxed()
-        },
-        probe,
-    )
 }
 
 /// Runs the controller of a kind holding a token of a ServiceKey (grants, guest tokens) until
@@ -459,7 +429,7 @@ async fn run_scope(
     let caches = {
         let config = watcher::Config::default();
         let keys = feed(
-            watch_objects(
+            slim_watch(
                 scoped::<ServiceKey>(client, ns),
                 config.clone(),
                 probes[0].clone(),
@@ -470,7 +440,7 @@ async fn run_scope(
             deletions.on_delete(|_: &ServiceKey| None),
         );
         let grants = feed(
-            watch_objects(
+            slim_watch(
                 scoped::<DatasourceGrant>(client, ns),
                 config.clone(),
                 probes[1].clone(),
@@ -483,7 +453,7 @@ async fn run_scope(
             }),
         );
         let guests = feed(
-            watch_objects(
+            slim_watch(
                 scoped::<GuestTokenRequest>(client, ns),
                 config,
                 probes[2].clone(),
@@ -499,7 +469,7 @@ async fn run_scope(
             // An Api of PartialObjectMeta lists and watches metadata only.
             let api: Api<PartialObjectMeta<Secret>> = scoped(client, ns);
             let config = watcher::Config::default().labels(MANAGED_SELECTOR);
-            let events = watch_objects(api, config, probes[3].clone());
+            let events = slim_watch(api, config, probes[3].clone());
             let verified = verified.clone();
             feed(
                 events,

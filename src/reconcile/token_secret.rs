@@ -127,9 +127,6 @@ pub enum Stored {
     },
     Minted {
         info: TokenInfo,
-        reason: MintReason,
-        /// Whether a previous token was replaced (a rotation).
-        replaced: bool,
         restart_pending: bool,
     },
     /// A mint is needed but the resource was minted less than [`super::MIN_MINT_INTERVAL`]
@@ -742,8 +739,6 @@ pub async fn ensure_token(
             .await;
         return Ok(Ok(Stored::Minted {
             info,
-            reason,
-            replaced,
             restart_pending: target.restart_consumers && replaced,
         }));
     }
