@@ -228,21 +228,35 @@ where
     })
 }
 
-/// The slimmed objects of `api` ([`slim`]), watched by a [`resilient`] watch.
-pub fn slim_watch<K>(
-    api: kube::Api<K>,
-    config: watcher::Config,
-    probe: Probe,
-) -> impl Stream<Item = watcher::Event<K>> + Send
-where
+/// What a watch can list, watch and cache.
+pub trait Watchable:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watchable for K where
     K: kube::Resource<DynamicType = ()>
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned
         + Send
         + Sync
-        + 'static,
+        + 'static
 {
+}
+
+/// The slimmed objects of `api` ([`slim`]), watched by a [`resilient`] watch.
+pub fn slim_watch<K: Watchable>(
+    api: kube::Api<K>,
+    config: watcher::Config,
+    probe: Probe,
+) -> impl Stream<Item = watcher::Event<K>> + Send {
     resilient(
         move || -> BoxStream<'static, watcher::Result<watcher::Event<K>>> {
             watcher::watcher(api.clone(), config.clone())

@@ -100,16 +100,12 @@ pub fn start(
 }
 
 /// A cache over `api`, kept by a self-healing watch; every event notifies `changed`.
-fn cache<K>(api: Api<K>, config: watcher::Config, probe: Probe, changed: Arc<Notify>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
+fn cache<K: crate::watch::Watchable>(
+    api: Api<K>,
+    config: watcher::Config,
+    probe: Probe,
+    changed: Arc<Notify>,
+) -> Store<K> {
     let (reader, mut writer) = reflector::store();
     let events = crate::watch::slim_watch(api, config, probe);
     tokio::spawn(async move {
