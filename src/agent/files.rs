@@ -133,7 +133,6 @@ pub fn write(dir: &Path, files: &BTreeMap<String, Vec<u8>>, meta: &Meta) -> io::
     let tmp = dir.join(DATA_TMP);
     let _ = fs::remove_file(&tmp);
     symlink(&stamp, &tmp)?;
-    let previous = fs::read_link(dir.join(DATA)).ok();
     fs::rename(&tmp, dir.join(DATA))?;
     // One link per key; links to keys the new version lacks go.
     for name in files.keys() {
@@ -150,12 +149,8 @@ pub fn write(dir: &Path, files: &BTreeMap<String, Vec<u8>>, meta: &Meta) -> io::
         }
     }
     sync_dir(dir)?;
-    if let Some(previous) = previous
-        && previous != Path::new(&stamp)
-    {
-        let _ = fs::remove_dir_all(dir.join(previous));
-    }
-    // Versions left behind by a crash between writing a version and swapping it in.
+    // Every other version: the one just replaced, and any left behind by a crash between
+    // writing a version and swapping it in.
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();

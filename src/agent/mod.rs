@@ -100,7 +100,6 @@ struct Target<'a> {
 pub struct Pass {
     pub minted: Vec<String>,
     pub kept: usize,
-    pub removed: Vec<String>,
     pub failed: Vec<String>,
     /// The earliest renew time among the tokens kept.
     pub next_renewal: Option<Timestamp>,
@@ -354,7 +353,6 @@ impl Agent {
                 match files::remove(&dir) {
                     Ok(true) => {
                         tracing::info!(dir = %dir.display(), "removed the token files of a deleted object");
-                        pass.removed.push(dir.display().to_string());
                     }
                     Ok(false) => {}
                     Err(e) => {
