@@ -47,20 +47,6 @@ metadata: {name: reports-service-key, namespace: team-a}
 stringData: {key: tmk_bench_key}
 "#;
 
-/// A JWT-shaped ServiceAccount token, valid for an hour (the fake vouches for it by its text).
-fn service_account_token() -> String {
-    use base64::Engine;
-    let b64 = |v: serde_json::Value| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap())
-    };
-    let exp = jiff::Timestamp::now().as_second() + 3600;
-    format!(
-        "{}.{}.sig",
-        b64(serde_json::json!({"alg": "RS256", "kid": "kubernetes-key"})),
-        b64(serde_json::json!({"sub": "system:serviceaccount:team-a:report-api", "exp": exp}))
-    )
-}
-
 async fn round(router: &axum::Router, authorization: &str) -> Duration {
     let started = Instant::now();
     for _ in 0..PER_ROUND {
@@ -82,7 +68,7 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         let fake = fake_api::Fake::default();
-        let token = service_account_token();
+        let token = fake_api::projected_token("report-api", 3600);
         fake.service_account_token(
             &token,
             "system:serviceaccount:team-a:report-api",

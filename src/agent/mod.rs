@@ -17,6 +17,7 @@ pub mod files;
 
 use crate::clock::Clock;
 use crate::crd::ServiceKey;
+use crate::crd::service_key::ServiceKeySpec;
 use crate::desired::{self, Desired, Failure};
 use crate::http::keys::{KeyIndex, SharedKeyStore};
 use crate::keyring::{Algorithm, Expect, Keyring};
@@ -28,7 +29,7 @@ use files::{Found, Meta};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -249,51 +250,70 @@ impl Agent {
         }
     }
 
+    /// The token of the `kind` object `namespace/name`, kept in the directory of `secret`.
+    fn target<'a>(
+        &self,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+        secret: &str,
+        desired: Result<Desired<'a>, Failure>,
+    ) -> Target<'a> {
+        Target {
+            owner: format!("{kind} {namespace}/{name}"),
+            kind,
+            dir: self.dir(namespace, secret),
+            seed: format!("{kind}/{namespace}/{name}"),
+            desired,
+        }
+    }
+
     /// The tokens the manifests ask for.
     fn targets<'a>(
         &self,
         manifests: &'a Manifests,
         fingerprints: &BTreeMap<String, String>,
     ) -> Vec<Target<'a>> {
-        let key_of = |namespace: &str, name: &str| {
-            manifests
-                .service_keys
-                .iter()
-                .find(|k| k.namespace().as_deref() == Some(namespace) && k.name_any() == name)
-                .map(|k| &k.spec)
-        };
+        // One lookup table, not a scan of every ServiceKey per grant.
+        let keys: HashMap<(&str, &str), &ServiceKeySpec> = manifests
+            .service_keys
+            .iter()
+            .filter_map(|k| {
+                let namespace = k.metadata.namespace.as_deref()?;
+                Some(((namespace, k.metadata.name.as_deref()?), &k.spec))
+            })
+            .collect();
+        let key_of = |namespace: &str, name: &str| keys.get(&(namespace, name)).copied();
         let mut targets = Vec::new();
         for grant in &manifests.datasource_grants {
             let namespace = grant.metadata.namespace.as_deref().unwrap_or_default();
-            let name = grant.name_any();
-            targets.push(Target {
-                owner: format!("DatasourceGrant {namespace}/{name}"),
-                kind: "DatasourceGrant",
-                dir: self.dir(namespace, &grant.token_secret_name()),
-                seed: format!("DatasourceGrant/{namespace}/{name}"),
-                desired: desired::datasource_grant(
+            targets.push(self.target(
+                "DatasourceGrant",
+                namespace,
+                &grant.name_any(),
+                &grant.token_secret_name(),
+                desired::datasource_grant(
                     namespace,
                     &grant.spec,
                     key_of(namespace, &grant.spec.service_key_ref.name),
                     &self.issuer,
                 ),
-            });
+            ));
         }
         for request in &manifests.guest_token_requests {
             let namespace = request.metadata.namespace.as_deref().unwrap_or_default();
-            let name = request.name_any();
-            targets.push(Target {
-                owner: format!("GuestTokenRequest {namespace}/{name}"),
-                kind: "GuestTokenRequest",
-                dir: self.dir(namespace, &request.token_secret_name()),
-                seed: format!("GuestTokenRequest/{namespace}/{name}"),
-                desired: desired::guest_token(
+            targets.push(self.target(
+                "GuestTokenRequest",
+                namespace,
+                &request.name_any(),
+                &request.token_secret_name(),
+                desired::guest_token(
                     namespace,
                     &request.spec,
                     key_of(namespace, &request.spec.service_key_ref.name),
                     &self.issuer,
                 ),
-            });
+            ));
         }
         for key in &manifests.service_keys {
             let (Some(session), Some(namespace)) =

@@ -67,6 +67,15 @@ pub fn is_jwt(credential: &str) -> bool {
     credential.split('.').count() == 3
 }
 
+/// Whether a JWT-shaped credential names a key of our keyring (read from its header, not
+/// verified): one of our own tokens, not a ServiceAccount's.
+pub fn minted_here(keyring: &Keyring, credential: &str) -> bool {
+    jsonwebtoken::decode_header(credential)
+        .ok()
+        .and_then(|h| h.kid)
+        .is_some_and(|kid| keyring.kids().any(|k| k == kid))
+}
+
 /// The ServiceKey a caller acts as: the one whose key `credential` is, or — keyless — the one
 /// listing the ServiceAccount whose projected token `credential` is (checked with TokenReview).
 /// 401 otherwise; 503 when a ServiceAccount token cannot be checked right now.
@@ -93,11 +102,7 @@ pub async fn calling_key(
         return service_key_of(index, answer, flavor, challenge);
     }
     // One of our own tokens is not a key: no API call to find that out.
-    let ours = jsonwebtoken::decode_header(credential)
-        .ok()
-        .and_then(|h| h.kid)
-        .is_some_and(|kid| keyring.kids().any(|k| k == kid));
-    if ours {
+    if minted_here(keyring, credential) {
         return Err(unauthorized(
             "a token minted by tokenmint is not a service key; present the key (or a ServiceAccount token)".into(),
         ));

@@ -173,7 +173,6 @@ pub fn token_secret(
     target: &TokenTarget,
     minted: &Minted,
     info: &TokenInfo,
-    kid: &str,
     consumers_current: bool,
 ) -> Secret {
     let mut data = BTreeMap::from([(
@@ -186,7 +185,7 @@ pub fn token_secret(
             target.desired.spec_hash.clone(),
         ),
         (TOKEN_ID_ANNOTATION.to_owned(), minted.jti.clone()),
-        (KID_ANNOTATION.to_owned(), kid.to_owned()),
+        (KID_ANNOTATION.to_owned(), minted.kid.clone()),
     ]);
     if let Some(exp) = minted.expires_at {
         data.insert(EXPIRES_AT_KEY.into(), ByteString(rfc3339(exp).into_bytes()));
@@ -663,10 +662,6 @@ pub async fn ensure_token(
             Some(c) => c,
             None => mint(ctx, target, now)?,
         };
-        let kid = jsonwebtoken::decode_header(&candidate.token)
-            .ok()
-            .and_then(|h| h.kid)
-            .unwrap_or_default();
         let info = TokenInfo::new(
             candidate.jti.clone(),
             candidate.issued_at,
@@ -675,7 +670,7 @@ pub async fn ensure_token(
         );
         let replaced = version.is_some();
         let consumers_current = target.restart_consumers && !replaced;
-        let secret = token_secret(target, &candidate, &info, &kid, consumers_current);
+        let secret = token_secret(target, &candidate, &info, consumers_current);
         let written = match write_secret(ctx, version.clone(), secret).await {
             Ok(written) => written,
             // Created by someone else since we looked (or a Secret without our label): read it
@@ -697,7 +692,7 @@ pub async fn ensure_token(
             Content::Token(TokenRecord {
                 held: Held {
                     jti: candidate.jti.clone(),
-                    kid: kid.clone(),
+                    kid: candidate.kid.clone(),
                     issued_at: candidate.issued_at,
                     expires_at: candidate.expires_at,
                 },
@@ -715,7 +710,7 @@ pub async fn ensure_token(
             name = %owner.name,
             secret = target.secret_name,
             token_id = %info.jti,
-            kid = %kid,
+            kid = %candidate.kid,
             reason = reason.as_str(),
             "minted token"
         );

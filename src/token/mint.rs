@@ -62,6 +62,8 @@ impl Issuing<'_> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Minted {
     pub token: String,
+    /// The key it was signed with (the keyring's active key).
+    pub kid: String,
     pub jti: String,
     pub issued_at: Timestamp,
     pub expires_at: Option<Timestamp>,
@@ -184,6 +186,7 @@ impl Minter<'_> {
     fn minted(&self, token: String, registered: &Registered) -> Minted {
         Minted {
             token,
+            kid: self.keyring.active_kid().to_owned(),
             jti: registered.jti.clone(),
             issued_at: ts(registered.iat),
             expires_at: registered.exp.map(ts),
@@ -324,6 +327,7 @@ impl Minter<'_> {
         };
         Ok(Minted {
             token: self.sign(&claims)?,
+            kid: self.keyring.active_kid().to_owned(),
             jti: claims.jti,
             issued_at: ts(claims.iat),
             expires_at: Some(ts(claims.exp)),

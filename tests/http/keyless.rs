@@ -5,7 +5,7 @@
 //! conflict rule (a ServiceAccount listed by two ServiceKeys belongs to the oldest).
 
 use super::common::*;
-use crate::support::fake_api::Fake;
+use crate::support::fake_api::{Fake, projected_token};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,25 +16,9 @@ use tokenmint::manifests::Manifests;
 use tokenmint::revocation::{Denylist, Revoker};
 use tokenmint::tokenreview::Reviewer;
 
-/// A JWT-shaped token as the kubelet projects them (the fake vouches for it by its text).
-fn sa_token(name: &str, exp_in: i64) -> String {
-    use base64::Engine;
-    let b64 = |v: serde_json::Value| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap())
-    };
-    let exp = jiff::Timestamp::now().as_second() + exp_in;
-    format!(
-        "{}.{}.sig",
-        b64(json!({"alg": "RS256", "kid": "kubernetes-key"})),
-        b64(
-            json!({"iss": "https://kubernetes.default.svc", "sub": format!("system:serviceaccount:team-a:{name}"), "exp": exp})
-        )
-    )
-}
-
 /// A token of the ServiceAccount `team-a/name` that the fake vouches for, for our audience.
 fn vouched(fake: &Fake, name: &str, exp_in: i64) -> String {
-    let token = sa_token(name, exp_in);
+    let token = projected_token(name, exp_in);
     fake.service_account_token(
         &token,
         &format!("system:serviceaccount:team-a:{name}"),
@@ -172,16 +156,16 @@ async fn a_service_account_token_acts_as_the_key_that_lists_it() {
 #[tokio::test]
 async fn refused_tokens_are_401_and_an_api_error_is_503() {
     let fake = Fake::default();
-    let other_audience = sa_token("report-api", 600);
+    let other_audience = projected_token("report-api", 600);
     fake.service_account_token(
         &other_audience,
         "system:serviceaccount:team-a:report-api",
         &["https://kubernetes.default.svc"],
     );
     let unlisted = vouched(&fake, "nobody", 600);
-    let not_a_service_account = sa_token("x", 600);
+    let not_a_service_account = projected_token("x", 600);
     fake.service_account_token(&not_a_service_account, "jcw", &["tokenmint"]);
-    let unknown = sa_token("expired-or-forged", 600);
+    let unknown = projected_token("expired-or-forged", 600);
     let (router, _) = app(&fake);
     for (token, why) in [
         (&other_audience, "audience"),
@@ -273,7 +257,7 @@ async fn a_service_account_listed_twice_belongs_to_the_oldest_service_key() {
     let shared = vouched(&fake, "shared", 600);
     let own = vouched(&fake, "own", 600);
     // team-b lists a ServiceAccount of the same name: a different ServiceAccount.
-    let b = sa_token("report-api", 600);
+    let b = projected_token("report-api", 600);
     fake.service_account_token(
         &b,
         "system:serviceaccount:team-b:report-api",
@@ -299,7 +283,7 @@ async fn without_a_cluster_a_service_account_token_is_refused_with_the_reason() 
         &t.router,
         "POST",
         ACCESS,
-        Some(&bearer(&sa_token("report-api", 600))),
+        Some(&bearer(&projected_token("report-api", 600))),
         "",
     )
     .await;

@@ -809,3 +809,22 @@ pub fn ready_names(fake: &Fake, resource: &str) -> BTreeSet<String> {
         .map(|o| o["metadata"]["name"].as_str().unwrap().to_owned())
         .collect()
 }
+
+/// A JWT-shaped projected token of the ServiceAccount `team-a/name`, expiring in `exp_in`
+/// seconds, as the kubelet writes them (the fake vouches for tokens by their text).
+pub fn projected_token(name: &str, exp_in: i64) -> String {
+    use base64::Engine;
+    let b64 = |v: Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap())
+    };
+    let exp = jiff::Timestamp::now().as_second() + exp_in;
+    format!(
+        "{}.{}.sig",
+        b64(json!({"alg": "RS256", "kid": "kubernetes-key"})),
+        b64(json!({
+            "iss": "https://kubernetes.default.svc",
+            "sub": format!("system:serviceaccount:team-a:{name}"),
+            "exp": exp,
+        }))
+    )
+}

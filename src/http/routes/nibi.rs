@@ -136,11 +136,7 @@ async fn caller(
         return Err(unauthorized("unknown service key".into()));
     }
     // Not one of ours: a ServiceAccount token, perhaps.
-    let ours = jsonwebtoken::decode_header(credential)
-        .ok()
-        .and_then(|h| h.kid)
-        .is_some_and(|kid| keyring.kids().any(|k| k == kid));
-    if !ours {
+    if !auth::minted_here(keyring, credential) {
         return auth::calling_key(state, index, keyring, credential, FLAVOR, Challenge::Bearer)
             .await;
     }
