@@ -337,3 +337,23 @@ async fn edits_in_the_manifests_take_effect_within_two_seconds() {
     stop.send(true).unwrap();
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn reading_the_manifests_is_no_change_but_writing_one_is() {
+    let s = Setup::new("dir-watch");
+    s.manifest("key.yaml", KEY_NO_SECRET);
+    let (_watcher, mut changed) = agent::dir_watch::watch(&s.paths.manifests).unwrap();
+    assert_eq!(changed.recv().await, Some(()), "the signal at start");
+    // What the agent does on every signal: read every file. Were that a change, it would re-read
+    // the directory for ever.
+    s.live();
+    let quiet = tokio::time::timeout(Duration::from_millis(500), changed.recv()).await;
+    assert!(quiet.is_err(), "reading the directory signalled a change");
+    s.manifest("grant.yaml", &grant("Data_3_E", 3600));
+    let signalled = tokio::time::timeout(Duration::from_secs(5), changed.recv()).await;
+    assert_eq!(signalled, Ok(Some(())), "a new file is a change");
+    while changed.try_recv().is_ok() {}
+    std::fs::remove_file(s.paths.manifests.join("grant.yaml")).unwrap();
+    let signalled = tokio::time::timeout(Duration::from_secs(5), changed.recv()).await;
+    assert_eq!(signalled, Ok(Some(())), "a removed file is a change");
+}

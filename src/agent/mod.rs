@@ -13,6 +13,7 @@
 //! Edits in DIR take effect within [`SETTLE`] through a file watch; a file that fails to parse
 //! keeps its last good objects, and the error names the file, the document and the problem.
 
+pub mod dir_watch;
 pub mod files;
 
 use crate::clock::Clock;
@@ -583,27 +584,11 @@ pub async fn run(
     mut next: Option<Timestamp>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let (changed_tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<()>();
-    // An edit made before the watch was in place is picked up by one re-read right after.
-    let _ = changed_tx.send(());
-    let watcher = {
-        use notify::Watcher;
-        let dir = agent.paths.manifests.clone();
-        notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
-                let _ = changed_tx.send(());
-            }
-        })
-        .and_then(|mut w| {
-            w.watch(&dir, notify::RecursiveMode::NonRecursive)
-                .map(|()| w)
-        })
-    };
-    let _watcher = match watcher {
-        Ok(w) => Some(w),
+    let (_watcher, mut changed) = match dir_watch::watch(&agent.paths.manifests) {
+        Ok((watcher, changed)) => (Some(watcher), changed),
         Err(e) => {
             tracing::error!(dir = %agent.paths.manifests.display(), error = %e, "cannot watch the manifests directory; edits need a restart");
-            None
+            (None, dir_watch::signalled_once())
         }
     };
     loop {
