@@ -8,7 +8,7 @@
 //! confusion is refused because the header must match the key).
 
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jiff::{SignedDuration, Timestamp};
 use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
@@ -131,6 +131,9 @@ struct StoredKeyring {
 
 struct Key {
     stored: StoredKey,
+    /// The token header (`typ`, `alg`, `kid`), base64url-encoded once: the same on every token
+    /// this key signs.
+    encoded_header: String,
     encoding: EncodingKey,
     decoding: DecodingKey,
     /// The public JWK; `None` for HMAC keys, which are never published.
@@ -233,7 +236,12 @@ impl Key {
                 (encoding, decoding, Some(jwk))
             }
         };
+        let mut header = Header::new(stored.alg.jwt());
+        header.kid = Some(stored.kid.clone());
+        let header = serde_json::to_vec(&header)
+            .map_err(|e| KeyringError::Malformed(format!("key {}: header: {e}", stored.kid)))?;
         Ok(Key {
+            encoded_header: URL_SAFE_NO_PAD.encode(header),
             stored,
             encoding,
             decoding,
@@ -321,9 +329,17 @@ impl Keyring {
     /// Signs `claims` with the active key; the header carries `typ: JWT` and the `kid`.
     pub fn sign<C: Serialize>(&self, claims: &C) -> Result<String, KeyringError> {
         let key = &self.keys[self.active];
-        let mut header = Header::new(key.stored.alg.jwt());
-        header.kid = Some(key.stored.kid.clone());
-        Ok(jsonwebtoken::encode(&header, claims, &key.encoding)?)
+        let claims = serde_json::to_vec(claims).map_err(jsonwebtoken::errors::Error::from)?;
+        // header.claims.signature, built in one buffer (the header as encoded at load).
+        let mut token = String::with_capacity(key.encoded_header.len() + claims.len() * 4 / 3 + 90);
+        token.push_str(&key.encoded_header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(claims, &mut token);
+        let signature =
+            jsonwebtoken::crypto::sign(token.as_bytes(), &key.encoding, key.stored.alg.jwt())?;
+        token.push('.');
+        token.push_str(&signature);
+        Ok(token)
     }
 
     /// Verifies signature, algorithm, issuer, `exp` and `nbf` and returns the claims.
@@ -447,10 +463,18 @@ mod tests {
     fn every_algorithm_signs_and_verifies_with_kid() {
         for alg in Algorithm::ALL {
             let ring = Keyring::generate(alg, now()).unwrap();
-            let token = ring.sign(&claims(60)).unwrap();
+            let signed = claims(60);
+            let token = ring.sign(&signed).unwrap();
             let header = jsonwebtoken::decode_header(&token).unwrap();
             assert_eq!(header.kid.as_deref(), Some(ring.active_kid()), "{alg}");
             assert_eq!(header.alg, alg.jwt());
+            assert_eq!(header.typ.as_deref(), Some("JWT"));
+            if matches!(alg, Algorithm::HS256 | Algorithm::EdDSA) {
+                // Deterministic signatures: the token is the library's own encoding.
+                let key = &ring.keys[ring.active];
+                let expected = jsonwebtoken::encode(&header, &signed, &key.encoding).unwrap();
+                assert_eq!(token, expected, "{alg}");
+            }
             let back: Value = ring.verify(&token, ISS).unwrap();
             assert_eq!(back["sub"], "1");
             // A serialised keyring verifies what the original signed.
