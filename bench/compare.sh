@@ -8,7 +8,8 @@
 # It reads the peers' settings (BENCH_JWT_SECRET_HEX, BENCH_API_KEYS) and writes a manifests
 # directory that makes `serve --manifests` accept the same keys and sign with the same secret:
 # one ServiceKey and key Secret per key, and the keyring Secret. Every row's `srv%` is the
-# server's CPU (100 = one core): req/s ÷ (srv% / 100) is requests per server core.
+# server's CPU (100 = one core): req/s ÷ (srv% / 100) is requests per server core. Last, the
+# same load on a bare axum route (`benches/bare_route.rs`) gives the HTTP stack's own ceiling.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -21,7 +22,8 @@ fi
 
 work="$(mktemp -d)"
 pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+bare_pid=""
+cleanup() { kill $pid $bare_pid 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
 # The peers install their dependencies beside themselves: run a copy.
@@ -62,6 +64,8 @@ YAML
 done
 
 cargo build --release --quiet
+cargo bench --no-run --quiet --bench bare_route 2>/dev/null
+bare_bin="$(ls -t target/release/deps/bare_route-* | grep -v '\.d$' | head -n1)"
 RUST_LOG="${RUST_LOG:-info}" target/release/tokenmint serve --manifests "$manifests" \
     --tokens-dir "$work/tokens" --listen 127.0.0.1:18080 2>"$work/serve.log" &
 pid=$!
@@ -73,3 +77,22 @@ done
 
 PEERS="${PEERS:-node}" REPEAT="${REPEAT:-3}" OUTDIR="${OUTDIR:-$work/results}" \
     "$work/bench/run_all.sh" "ours=http://127.0.0.1:18080@$pid"
+
+# The ceiling: an axum route answering a fixed body, under the same load, per server core.
+# Divided by Node's per-core figure above, it says what ratio a route that does nothing would
+# reach in this run.
+kill "$pid"
+"$bare_bin" 127.0.0.1:18081 2>/dev/null &
+bare_pid=$!
+sleep 1
+echo "bare axum route (fixed body), wrk -t${THREADS:-1} -d${DURATION:-10s}:"
+for conns in ${CONNS:-32 128}; do
+    wrk -t"${THREADS:-1}" -c"$conns" -d"${WARMUP:-3s}" http://127.0.0.1:18081/bare >/dev/null
+    before="$(awk '{print $14 + $15}' "/proc/$bare_pid/stat")"
+    rps="$(wrk -t"${THREADS:-1}" -c"$conns" -d"${DURATION:-10s}" -s "$work/bench/wrk/post_token.lua" \
+        http://127.0.0.1:18081/bare | awk '/^Requests\/sec/ {printf "%d", $2}')"
+    after="$(awk '{print $14 + $15}' "/proc/$bare_pid/stat")"
+    seconds="${DURATION:-10s}"
+    awk -v rps="$rps" -v ticks="$((after - before))" -v hz="$(getconf CLK_TCK)" -v s="${seconds%s}" -v c="$conns" \
+        'BEGIN { srv = 100 * ticks / hz / s; printf "  c=%s  %d req/s  srv%% %.0f  per core %.0f\n", c, rps, srv, rps * 100 / srv }'
+done
