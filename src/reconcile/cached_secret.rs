@@ -5,7 +5,7 @@
 //! annotations with room for eleven entries each, owner references, timestamps); this is about
 //! a quarter of that, for one Secret per managed object.
 
-use super::token_secret::{EXPIRES_AT_ANNOTATION, KID_ANNOTATION, TOKEN_ID_ANNOTATION};
+use super::owned_secret::{EXPIRES_AT_ANNOTATION, KID_ANNOTATION, TOKEN_ID_ANNOTATION};
 use crate::labels::ROLE_LABEL;
 use crate::revocation::Revocation;
 use jiff::Timestamp;

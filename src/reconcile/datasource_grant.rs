@@ -1,6 +1,7 @@
 //! DatasourceGrant: a data source read token for the principal of a ServiceKey.
 
-use super::token_secret::{self, Owner};
+use super::owned_secret::Owner;
+use super::token_secret;
 use super::{Context, Error};
 use crate::crd::DatasourceGrant;
 use crate::desired;

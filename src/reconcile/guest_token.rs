@@ -1,6 +1,7 @@
 //! GuestTokenRequest: an embed guest token issued with a ServiceKey.
 
-use super::token_secret::{self, Owner};
+use super::owned_secret::Owner;
+use super::token_secret;
 use super::{Context, Error};
 use crate::crd::GuestTokenRequest;
 use crate::desired;

@@ -3,6 +3,8 @@
 //! Layout:
 //! - [`token_secret`]: the one mint-and-store path every kind uses (keep or mint + apply); the
 //!   decision itself is [`crate::token::assess`], shared with the cluster-less agent.
+//! - [`owned_secret`]: the Secrets tokenmint owns as objects: owner, annotations, create or
+//!   apply, deletion.
 //! - [`verified`]: what the operator knows of each Secret it wrote or read, so that the watch
 //!   cache can hold Secrets as metadata only.
 //! - [`status`]: status conditions without churn, applied only when they change.
@@ -22,6 +24,7 @@ pub mod events;
 pub mod guest_token;
 pub mod keyring;
 pub mod metrics;
+pub mod owned_secret;
 pub mod restart;
 pub mod service_key;
 pub mod status;

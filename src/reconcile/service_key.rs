@@ -1,9 +1,10 @@
 //! ServiceKey: the key, generated once into its Secret, and the optional session token.
 
-use super::status::{self, KEY_READY, Outcome, TOKEN_READY};
-use super::token_secret::{
-    self, Owner, Stored, TokenTarget, cached_version, data_str, fetch_secret, managed_labels,
+use super::owned_secret::{
+    self, Owner, cached_version, data_str, delete_owned, fetch_secret, managed_labels,
 };
+use super::status::{self, KEY_READY, Outcome, TOKEN_READY};
+use super::token_secret::{self, Stored, TokenTarget};
 use super::verified::Content;
 use super::{Context, Error, Failure, Reason, is_controlled_by};
 use crate::crd::ServiceKey;
@@ -43,7 +44,7 @@ pub async fn reconcile_service_key(
         Err(failure) => Outcome::Failed(failure),
         Ok(fingerprint) => {
             // After a `secretName` rename the old key Secret would hold a key nobody uses.
-            token_secret::delete_owned(&ctx, &owner, ROLE_KEY, Some(&key_secret), None).await?;
+            delete_owned(&ctx, &owner, ROLE_KEY, Some(&key_secret), None).await?;
             let Some(outcome) =
                 session_outcome(&ctx, &key, &owner, &key_secret, &fingerprint).await?
             else {
@@ -101,7 +102,7 @@ async fn session_outcome(
     fingerprint: &str,
 ) -> Result<Option<Outcome>, Error> {
     let Some(session) = &key.spec.session_token else {
-        token_secret::delete_owned(ctx, owner, ROLE_SESSION, None, None).await?;
+        delete_owned(ctx, owner, ROLE_SESSION, None, None).await?;
         return Ok(Some(Outcome::Ready {
             reason: KEY_READY,
             message: format!("key in Secret {key_secret}"),
@@ -133,8 +134,7 @@ async fn session_outcome(
     Ok(match result {
         Ok(Stored::Deferred(_)) => None,
         Ok(stored) => {
-            token_secret::delete_owned(ctx, owner, ROLE_SESSION, Some(&session.secret_name), None)
-                .await?;
+            delete_owned(ctx, owner, ROLE_SESSION, Some(&session.secret_name), None).await?;
             Some(Outcome::Ready {
                 reason: TOKEN_READY,
                 message: format!(
@@ -147,7 +147,7 @@ async fn session_outcome(
         Err(failure) => {
             // A conflicting session Secret is someone else's: nothing of ours to remove.
             if failure.reason != Reason::SecretConflict {
-                token_secret::delete_owned(ctx, owner, ROLE_SESSION, None, None).await?;
+                delete_owned(ctx, owner, ROLE_SESSION, None, None).await?;
             }
             Some(Outcome::Failed(failure))
         }
@@ -247,14 +247,14 @@ async fn ensure_key(
                 break (secret.clone(), value);
             }
             let written =
-                token_secret::write_secret(ctx, secret.resource_version(), desired).await?;
+                owned_secret::write_secret(ctx, secret.resource_version(), desired).await?;
             tracing::info!(namespace = %owner.namespace, name = %owner.name, secret = name, "re-applied the key Secret's username and labels (key unchanged)");
             break (written, value);
         }
         let value = generate_key();
         let fresh = key_secret(key, owner, name, &value);
         let version = current.as_ref().and_then(|s| s.resource_version());
-        match token_secret::write_secret(ctx, version.clone(), fresh).await {
+        match owned_secret::write_secret(ctx, version.clone(), fresh).await {
             Ok(written) => {
                 ctx.metrics.minted(&owner.kind, false);
                 tracing::info!(namespace = %owner.namespace, name = %owner.name, secret = name, "generated the service key");

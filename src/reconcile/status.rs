@@ -5,7 +5,7 @@
 //! `expiresAt`/`renewAt`/`tokenId` derive from the token in the Secret, so they change only
 //! when a token is minted.
 
-use super::token_secret::Owner;
+use super::owned_secret::Owner;
 use super::{CONFLICT_RECHECK, Context, Error, Failure, IDLE_RESYNC, MIN_REQUEUE, Reason, rfc3339};
 use crate::crd::{DatasourceGrant, GuestTokenRequest, ServiceKey, TokenStatus};
 use crate::labels::FIELD_MANAGER;
