@@ -276,8 +276,17 @@ impl Keyring {
 
     /// Reads a keyring serialised by [`Keyring::to_json`], validating every key.
     pub fn from_json(bytes: &[u8]) -> Result<Self, KeyringError> {
-        let stored: StoredKeyring =
-            serde_json::from_slice(bytes).map_err(|e| KeyringError::Malformed(e.to_string()))?;
+        let stored: StoredKeyring = serde_json::from_slice(bytes).map_err(|e| {
+            KeyringError::Malformed(match e.classify() {
+                // The text of a data error may quote the value, which may be a key.
+                serde_json::error::Category::Data => format!(
+                    "a field is missing or has a value of the wrong type at line {} column {}",
+                    e.line(),
+                    e.column()
+                ),
+                _ => e.to_string(),
+            })
+        })?;
         let keys = stored
             .keys
             .into_iter()

@@ -97,7 +97,8 @@ impl Manifests {
         let docs: Vec<Value> =
             serde_saphyr::from_multiple(text).map_err(|e| ManifestError::File {
                 file: file.to_owned(),
-                message: format!("not valid YAML: {e}"),
+                // Without the source lines the error would quote: they may hold a key.
+                message: format!("not valid YAML: {}", e.without_snippet()),
             })?;
         for (i, doc) in docs.into_iter().enumerate() {
             let document = i + 1;
@@ -154,7 +155,7 @@ impl Manifests {
                     self.guest_token_requests.push(request);
                 }
                 ("", "Secret") => {
-                    let mut secret: Secret = typed(doc).map_err(|e| err(what, e))?;
+                    let mut secret: Secret = typed_secret(doc).map_err(|e| err(what, e))?;
                     default_namespace(&mut secret.metadata);
                     self.secrets.push(secret);
                     self.secret_files.push(file.to_owned());
@@ -255,6 +256,17 @@ fn typed<T: serde::de::DeserializeOwned>(doc: Value) -> Result<T, String> {
         } else {
             format!("{path}: {}", e.into_inner())
         }
+    })
+}
+
+/// [`typed`] for a Secret: the error names the field but not the problem, whose text may quote
+/// the value (`invalid type: integer `1234`, expected a string`), which may be a key.
+fn typed_secret(doc: Value) -> Result<Secret, String> {
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        format!(
+            "{}: not a valid value (not shown: a Secret holds keys)",
+            e.path()
+        )
     })
 }
 

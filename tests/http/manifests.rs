@@ -216,3 +216,41 @@ async fn the_quickstart_example_works() {
     .await;
     assert_eq!(r.status, 201, "{}", r.text);
 }
+
+#[tokio::test]
+async fn errors_in_manifests_never_quote_a_key() {
+    const KEY: &str = "sk_live_do_not_log_me_0123456789";
+    for (case, content) in [
+        // A YAML syntax error two lines from the key: parsers quote the lines around an error.
+        (
+            "yaml",
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\nstringData: {{key: \"{KEY}\"}}\noops: [unclosed\n"
+            ),
+        ),
+        // A key of the wrong type: serde quotes the value it refused.
+        (
+            "type",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {key: 1234567890123}\n"
+                .to_owned(),
+        ),
+        // A keyring whose list of keys is a string: serde quotes it.
+        (
+            "keyring",
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: tokenmint-keyring, namespace: tokenmint-system}}\nstringData: {{keyring.json: '{{\"active\":\"k\",\"keys\":\"{KEY}\"}}'}}\n"
+            ),
+        ),
+    ] {
+        let dir = dir_with(&format!("quote-{case}"), &[("a.yaml", &content)]);
+        let message = match tokenmint::serve::from_manifests(&dir, &serve_args(&dir)).await {
+            Ok(_) => panic!("{case}: accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(message.contains("a.yaml"), "{case}: {message}");
+        assert!(
+            !message.contains(KEY) && !message.contains("1234567890123"),
+            "{case} quotes the key: {message}"
+        );
+    }
+}
