@@ -278,6 +278,62 @@ async fn a_deleted_grant_has_its_token_revoked() {
     running.stop().await;
 }
 
+/// The earliest-expiry gauge of the operator's metrics.
+fn earliest_expiry(metrics: &Metrics) -> i64 {
+    metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix("tokenmint_token_earliest_expiry_timestamp_seconds "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_deleted_after_its_secret_leaves_a_revocation_that_expires_and_no_metric() {
+    let fake = Fake::default();
+    service_key(&fake);
+    grant(&fake, "foreground");
+    let running = start(&fake);
+    wait_for(&fake, PATIENCE, "Ready", || {
+        ready_names(&fake, "datasourcegrants").contains("foreground")
+    })
+    .await;
+    let status = fake
+        .get("tokenmint.dev", "datasourcegrants", TEAM, "foreground")
+        .unwrap()["status"]
+        .clone();
+    let jti = status["tokenId"].as_str().unwrap().to_owned();
+    let expires: jiff::Timestamp = status["expiresAt"].as_str().unwrap().parse().unwrap();
+    assert_eq!(earliest_expiry(&running.metrics), expires.as_second());
+    // Foreground deletion: the grant is marked, the garbage collector deletes its Secret, then
+    // the grant. Its token is known from its status alone by then.
+    let mut marked = fake
+        .get("tokenmint.dev", "datasourcegrants", TEAM, "foreground")
+        .unwrap();
+    marked["metadata"]["deletionTimestamp"] = jiff::Timestamp::now().to_string().into();
+    fake.put("tokenmint.dev", "datasourcegrants", marked);
+    fake.delete("", "secrets", TEAM, "foreground-token");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    fake.delete("tokenmint.dev", "datasourcegrants", TEAM, "foreground");
+    wait_for(&fake, Duration::from_secs(10), "the token revoked", || {
+        running.denylist.is_revoked(&jti)
+    })
+    .await;
+    wait_for(
+        &fake,
+        Duration::from_secs(10),
+        "the expiry forgotten",
+        || earliest_expiry(&running.metrics) == 0,
+    )
+    .await;
+    // The revocation goes once the token has expired (it used to stay for ever).
+    let swept = running
+        .denylist
+        .sweep(expires + jiff::SignedDuration::from_hours(1), None);
+    assert_eq!(swept, vec![jti]);
+    running.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Leader election
 

@@ -23,13 +23,14 @@
 use super::cached_secret::CachedSecret;
 use super::events::Events;
 use super::metrics::Metrics;
+use super::owned_secret::metric_key;
 use super::restart::{self, Restarter};
 use super::verified::Verified;
 use super::{
     Clock, Context, Error, SharedKeyring, error_policy, reconcile_datasource_grant,
     reconcile_guest_token, reconcile_service_key,
 };
-use crate::crd::{DatasourceGrant, GuestTokenRequest, ServiceKey};
+use crate::crd::{DatasourceGrant, GuestTokenRequest, ServiceKey, TokenStatus};
 use crate::fence::Fence;
 use crate::labels::MANAGED_SELECTOR;
 use crate::labels::{ROLE_SESSION, ROLE_TOKEN};
@@ -258,19 +259,22 @@ fn owned_tokens(
         .collect()
 }
 
-/// What revokes the tokens of deleted resources; each kind's watch calls it on deletions.
+/// What a deletion undoes; each kind's watch calls it on deletions: the resource's tokens are
+/// revoked and its token leaves the expiry metric (no reconcile follows a deletion).
 #[derive(Clone)]
-struct DeletionRevoker {
+struct Deletions {
     secrets: Store<CachedSecret>,
     revoker: Revoker,
     fence: Fence,
+    keyring: SharedKeyring,
+    metrics: Arc<Metrics>,
 }
 
-impl DeletionRevoker {
-    /// The deletion handler of a kind whose status records its token id in `token_id`.
+impl Deletions {
+    /// The deletion handler of a kind whose status is `status`.
     fn on_delete<K>(
         &self,
-        token_id: fn(&K) -> Option<&str>,
+        status: fn(&K) -> Option<&TokenStatus>,
     ) -> impl FnMut(K) -> futures::future::BoxFuture<'static, ()> + use<K>
     where
         K: Resource<DynamicType = ()> + Send + Sync + 'static,
@@ -279,25 +283,49 @@ impl DeletionRevoker {
         move |obj: K| {
             let this = this.clone();
             Box::pin(async move {
-                let id = token_id(&obj).map(str::to_owned);
-                revoke_deleted(
-                    &obj,
-                    id.as_deref(),
-                    &this.secrets,
-                    &this.revoker,
-                    &this.fence,
-                )
-                .await
+                let key = metric_key(
+                    &K::kind(&()),
+                    &obj.namespace().unwrap_or_default(),
+                    &obj.name_any(),
+                    ROLE_TOKEN,
+                );
+                this.metrics.token_expiry(&key, None);
+                let fallback = status(&obj).and_then(|s| this.revocation_of(s));
+                revoke_deleted(&obj, fallback, &this.secrets, &this.revoker, &this.fence).await
             })
         }
+    }
+
+    /// The revocation of the token a status names, for when its Secret is no longer cached.
+    /// It carries the token's expiry, or for a token that never expires the active key (the
+    /// signing key retires no later), so that the revocation can be dropped one day.
+    fn revocation_of(&self, status: &TokenStatus) -> Option<Revocation> {
+        let jti = status.token_id.clone()?;
+        let expires_at = status
+            .expires_at
+            .as_deref()
+            .and_then(|at| at.parse::<jiff::Timestamp>().ok());
+        let kid = expires_at.is_none().then(|| {
+            self.keyring
+                .read()
+                .expect("keyring lock")
+                .active_kid()
+                .to_owned()
+        });
+        Some(Revocation {
+            jti,
+            expires_at,
+            kid,
+            reason: String::new(),
+        })
     }
 }
 
 /// Revokes the tokens a deleted resource held: from its Secrets (still cached: the garbage
-/// collector deletes them after the owner), else from its status.
+/// collector deletes them after the owner), else the one from its status.
 async fn revoke_deleted<K: Resource<DynamicType = ()>>(
     obj: &K,
-    token_id: Option<&str>,
+    from_status: Option<Revocation>,
     secrets: &Store<CachedSecret>,
     revoker: &Revoker,
     fence: &Fence,
@@ -313,13 +341,11 @@ async fn revoke_deleted<K: Resource<DynamicType = ()>>(
     );
     let mut revocations = owned_tokens(secrets, &uid, &[ROLE_TOKEN, ROLE_SESSION], &reason);
     if revocations.is_empty()
-        && let Some(jti) = token_id
+        && let Some(revocation) = from_status
     {
         revocations.push(Revocation {
-            jti: jti.to_owned(),
-            expires_at: None,
-            kid: None,
             reason,
+            ..revocation
         });
     }
     for revocation in revocations {
@@ -421,10 +447,12 @@ async fn run_scope(
     let guest_fanout = Fanout::new();
     let secret_fanout = Fanout::new();
 
-    let deletions = DeletionRevoker {
+    let deletions = Deletions {
         secrets: secret_store.clone(),
         revoker: shared.revoker.clone(),
         fence: shared.fence.clone(),
+        keyring: shared.keyring.clone(),
+        metrics: shared.metrics.clone(),
     };
     let caches = {
         let config = watcher::Config::default();
@@ -448,9 +476,7 @@ async fn run_scope(
             grant_writer,
             Clone::clone,
             grant_fanout.clone(),
-            deletions.on_delete(|grant: &DatasourceGrant| {
-                grant.status.as_ref().and_then(|s| s.token_id.as_deref())
-            }),
+            deletions.on_delete(|grant: &DatasourceGrant| grant.status.as_ref()),
         );
         let guests = feed(
             slim_watch(
@@ -461,9 +487,7 @@ async fn run_scope(
             guest_writer,
             Clone::clone,
             guest_fanout.clone(),
-            deletions.on_delete(|request: &GuestTokenRequest| {
-                request.status.as_ref().and_then(|s| s.token_id.as_deref())
-            }),
+            deletions.on_delete(|request: &GuestTokenRequest| request.status.as_ref()),
         );
         let secrets = {
             // An Api of PartialObjectMeta lists and watches metadata only.

@@ -31,6 +31,11 @@ pub const REVOKE_ANNOTATION: &str = "tokenmint.dev/revoke";
 /// On a token Secret: the `tokenmint.dev/revoke` value its token was minted after.
 pub const REVOKE_HANDLED_ANNOTATION: &str = "tokenmint.dev/revoke-handled";
 
+/// Key of the token of `role` of the `kind` resource `namespace/name` in the expiry metric.
+pub fn metric_key(kind: &str, namespace: &str, name: &str, role: &str) -> String {
+    format!("{kind}/{namespace}/{name}/{role}")
+}
+
 /// The resource a Secret belongs to.
 #[derive(Debug, Clone)]
 pub struct Owner {
@@ -64,7 +69,7 @@ impl Owner {
 
     /// Key of this resource's token in the expiry metric.
     pub fn metric_key(&self, role: &str) -> String {
-        format!("{}/{}/{}/{role}", self.kind, self.namespace, self.name)
+        metric_key(&self.kind, &self.namespace, &self.name, role)
     }
 
     /// Key of this resource's token of `role` in the mint-interval record.

@@ -8,7 +8,7 @@
 use super::owned_secret::Owner;
 use super::{CONFLICT_RECHECK, Context, Error, Failure, IDLE_RESYNC, MIN_REQUEUE, Reason, rfc3339};
 use crate::crd::{DatasourceGrant, GuestTokenRequest, ServiceKey, TokenStatus};
-use crate::labels::FIELD_MANAGER;
+use crate::labels::{FIELD_MANAGER, ROLE_TOKEN};
 use crate::token::assess::TokenInfo;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -177,7 +177,7 @@ pub async fn conclude<K: HasTokenStatus>(
     outcome: Outcome,
 ) -> Result<Action, Error> {
     let written = apply(ctx, obj, secret_name, &outcome).await?;
-    let metric_key = owner.metric_key("token");
+    let metric_key = owner.metric_key(ROLE_TOKEN);
     ctx.succeeded(obj);
     match outcome {
         Outcome::Failed(failure) => {
