@@ -149,7 +149,7 @@ pub fn is_gone(error: &watcher::Error) -> bool {
 }
 
 /// How long to wait before restarting a watch that failed `failures` times in a row (0: first
-/// failure since it last listed): no wait after a first 410, else 250 ms doubling up to
+/// failure since it last served for [`STABLE_AFTER`]): no wait after a first 410, else 250 ms doubling up to
 /// [`MAX_RETRY_DELAY`], with up to 20% jitter off so that replicas spread their retries.
 pub fn retry_delay(error: &watcher::Error, failures: u32) -> Duration {
     if failures == 0 && is_gone(error) {
@@ -162,10 +162,17 @@ pub fn retry_delay(error: &watcher::Error, failures: u32) -> Duration {
     base.mul_f64(1.0 - jitter)
 }
 
+/// How long a watch must have served since its list for its next failure to count as the
+/// first one again. A list that succeeds is no proof: with `list` allowed but `watch` refused,
+/// every list succeeds and every watch fails at once, which must still back off.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
 struct State<T, F> {
     start: F,
     inner: Option<BoxStream<'static, watcher::Result<watcher::Event<T>>>>,
     failures: u32,
+    /// When the current watcher finished its list.
+    listed_at: Option<tokio::time::Instant>,
     probe: Probe,
 }
 
@@ -180,6 +187,7 @@ where
         start,
         inner: None,
         failures: 0,
+        listed_at: None,
         probe,
     };
     futures::stream::unfold(state, |mut s| async move {
@@ -191,19 +199,25 @@ where
             match inner.next().await {
                 Some(Ok(event)) => {
                     if matches!(event, watcher::Event::InitDone) {
-                        if s.failures > 0 {
+                        if s.failures == 1 || (s.failures > 0 && s.failures % 10 == 0) {
                             tracing::info!(
                                 resource = s.probe.resource,
                                 "watch recovered: relisted and watching again"
                             );
                         }
-                        s.failures = 0;
+                        s.listed_at = Some(tokio::time::Instant::now());
                         s.probe.set_synced(true);
                     }
                     return Some((event, s));
                 }
                 Some(Err(error)) => {
                     s.inner = None;
+                    if s.listed_at
+                        .take()
+                        .is_some_and(|at| at.elapsed() >= STABLE_AFTER)
+                    {
+                        s.failures = 0;
+                    }
                     s.probe.set_synced(false);
                     s.probe
                         .restarts
@@ -397,5 +411,38 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_that_fails_right_after_every_list_backs_off() {
+        use std::sync::atomic::AtomicUsize;
+        let starts = Arc::new(AtomicUsize::new(0));
+        let forbidden = || {
+            let status = Status::failure("watch is forbidden", "Forbidden").with_code(403);
+            watcher::Error::WatchStartFailed(kube::Error::Api(Box::new(status)))
+        };
+        let script = {
+            let starts = starts.clone();
+            move || {
+                starts.fetch_add(1, Ordering::SeqCst);
+                // `list` allowed, `watch` refused: the list succeeds every time.
+                let events: Vec<watcher::Result<watcher::Event<u32>>> = vec![
+                    Ok(watcher::Event::Init),
+                    Ok(watcher::Event::InitApply(1)),
+                    Ok(watcher::Event::InitDone),
+                    Err(forbidden()),
+                ];
+                futures::stream::iter(events)
+                    .chain(futures::stream::pending())
+                    .boxed()
+            }
+        };
+        let stream = resilient(script, Probe::detached("things"));
+        let drained = tokio::time::timeout(Duration::from_secs(20), stream.for_each(|_| async {}));
+        assert!(drained.await.is_err(), "the stream never ends");
+        // 250 ms doubling to 4 s (up to 20% less): 9 or 10 lists in 20 s. Reset by every list, it
+        // relisted every 250 ms: about 90.
+        let n = starts.load(Ordering::SeqCst);
+        assert!((6..=10).contains(&n), "{n} lists in 20 s");
     }
 }
