@@ -468,7 +468,12 @@ pub async fn run(
     };
     loop {
         let wait = next
-            .map(|at| at.duration_since(agent.clock.now()).unsigned_abs())
+            // A renew time already past is due now (an absolute value would wait as long).
+            .map(|at| {
+                at.duration_since(agent.clock.now())
+                    .max(jiff::SignedDuration::ZERO)
+                    .unsigned_abs()
+            })
             .unwrap_or(IDLE)
             .clamp(Duration::from_secs(1), IDLE);
         tokio::select! {

@@ -223,7 +223,8 @@ impl Context {
         let last = self.last_mint.lock().expect("mint lock");
         let since = self.clock.now().duration_since(*last.get(key)?);
         let interval = SignedDuration::try_from(MIN_MINT_INTERVAL).ok()?;
-        (since < interval).then(|| (interval - since).unsigned_abs())
+        // A clock stepped back (since < 0) waits at most the interval, not the size of the step.
+        (since < interval).then(|| (interval - since.max(SignedDuration::ZERO)).unsigned_abs())
     }
 
     /// Records a mint of the token `key`.
