@@ -278,6 +278,40 @@ async fn a_deleted_grant_has_its_token_revoked() {
     running.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_deleted_during_an_outage_has_its_token_revoked_after_the_relist() {
+    let fake = Fake::default();
+    service_key(&fake);
+    grant(&fake, "kept");
+    grant(&fake, "gone");
+    let running = start(&fake);
+    wait_for(&fake, PATIENCE, "Ready", || {
+        let ready = ready_names(&fake, "datasourcegrants");
+        ready.contains("kept") && ready.contains("gone")
+    })
+    .await;
+    let jti = |name: &str| {
+        fake.get("tokenmint.dev", "datasourcegrants", TEAM, name)
+            .unwrap()["status"]["tokenId"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (kept, gone) = (jti("kept"), jti("gone"));
+    // Deleted while no watch runs: the operator never sees the deletion event, only a list
+    // without the grant once the API server is back.
+    fake.set_down(true);
+    fake.delete("tokenmint.dev", "datasourcegrants", TEAM, "gone");
+    fake.restart();
+    fake.set_down(false);
+    wait_for(&fake, Duration::from_secs(10), "the token revoked", || {
+        running.denylist.is_revoked(&gone)
+    })
+    .await;
+    assert!(!running.denylist.is_revoked(&kept), "a grant still listed");
+    running.stop().await;
+}
+
 /// The earliest-expiry gauge of the operator's metrics.
 fn earliest_expiry(metrics: &Metrics) -> i64 {
     metrics

@@ -177,7 +177,9 @@ impl<K: Clone + Send + 'static> Fanout<K> {
 }
 
 /// Feeds one cache from `events`: the store first (of what `cached` keeps of each object),
-/// then the subscribed controllers, then `on_delete` for deleted objects.
+/// then the subscribed controllers, then `on_delete` for deleted objects — those the watch saw
+/// deleted, and those a relist no longer finds (deleted while no watch ran: an API-server
+/// restart, a 410, an outage).
 async fn feed<K, C, F, Fut>(
     events: impl Stream<Item = watcher::Event<K>>,
     mut writer: Writer<C>,
@@ -187,11 +189,17 @@ async fn feed<K, C, F, Fut>(
 ) where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
     C: reflector::Lookup<DynamicType = ()> + Clone + 'static,
-    F: FnMut(K) -> Fut,
+    F: FnMut(Arc<C>) -> Fut,
     Fut: Future<Output = ()>,
 {
+    let store = writer.as_reader();
+    // What the store held when a list began.
+    let mut before_list: Vec<Arc<C>> = Vec::new();
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
+        if matches!(event, watcher::Event::Init) {
+            before_list = store.state();
+        }
         writer.apply_watcher_event(&match &event {
             watcher::Event::Apply(obj) => watcher::Event::Apply(cached(obj)),
             watcher::Event::InitApply(obj) => watcher::Event::InitApply(cached(obj)),
@@ -203,9 +211,18 @@ async fn feed<K, C, F, Fut>(
             watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => fanout.send(&obj).await,
             watcher::Event::Delete(obj) => {
                 fanout.send(&obj).await;
-                on_delete(obj).await;
+                on_delete(Arc::new(cached(&obj))).await;
             }
-            watcher::Event::Init | watcher::Event::InitDone => {}
+            watcher::Event::InitDone => {
+                for old in std::mem::take(&mut before_list) {
+                    let now = store.get(&old.to_object_ref(()));
+                    // Absent, or a new object of the same name: the old one was deleted.
+                    if now.is_none_or(|now| now.uid() != old.uid()) {
+                        on_delete(old).await;
+                    }
+                }
+            }
+            watcher::Event::Init => {}
         }
     }
 }
@@ -275,12 +292,12 @@ impl Deletions {
     fn on_delete<K>(
         &self,
         status: fn(&K) -> Option<&TokenStatus>,
-    ) -> impl FnMut(K) -> futures::future::BoxFuture<'static, ()> + use<K>
+    ) -> impl FnMut(Arc<K>) -> futures::future::BoxFuture<'static, ()> + use<K>
     where
         K: Resource<DynamicType = ()> + Send + Sync + 'static,
     {
         let this = self.clone();
-        move |obj: K| {
+        move |obj: Arc<K>| {
             let this = this.clone();
             Box::pin(async move {
                 let key = metric_key(
@@ -291,7 +308,7 @@ impl Deletions {
                 );
                 this.metrics.token_expiry(&key, None);
                 let fallback = status(&obj).and_then(|s| this.revocation_of(s));
-                revoke_deleted(&obj, fallback, &this.secrets, &this.revoker, &this.fence).await
+                revoke_deleted(&*obj, fallback, &this.secrets, &this.revoker, &this.fence).await
             })
         }
     }
@@ -500,8 +517,8 @@ async fn run_scope(
                 secret_writer,
                 |meta: &PartialObjectMeta<Secret>| CachedSecret::from(meta),
                 secret_fanout.clone(),
-                move |secret| {
-                    verified.forget_object(&secret);
+                move |secret: Arc<CachedSecret>| {
+                    verified.forget(&secret.namespace, &secret.name);
                     async {}
                 },
             )
