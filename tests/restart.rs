@@ -1,6 +1,6 @@
 //! The consumer-restart worker against a scripted API server: restarts of one workload
 //! requested within the coalescing window become one pod-template patch, and the Secrets they
-//! served are marked afterwards; a missing workload is reported and not retried.
+//! served are marked afterwards; a missing or forbidden workload is reported and not retried.
 
 use axum::http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -253,6 +253,46 @@ async fn a_missing_workload_is_reported_and_not_retried() {
     assert_eq!(warnings.len(), 1);
     assert_eq!(warnings[0].reason, "RolloutRestartFailed");
     assert!(warnings[0].note.contains("gone"), "{}", warnings[0].note);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forbidden_restart_is_reported_once_and_not_retried() {
+    let (restarter, mut handle, events, _stop) = start();
+    restarter.request(request("a-token", "jti-a", &[deployment("app")]));
+    let (request, send) = handle.next_request().await.expect("client gone");
+    assert_eq!(
+        request.uri().path(),
+        "/apis/apps/v1/namespaces/team-a/deployments/app"
+    );
+    let answer = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+        "message": "deployments.apps \"app\" is forbidden"});
+    send.send_response(
+        Response::builder()
+            .status(403)
+            .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+            .unwrap(),
+    );
+    // Marked as served, then nothing more: it used to retry every minute for ever.
+    expect_patch(
+        &mut handle,
+        "/api/v1/namespaces/team-a/secrets/a-token",
+        StatusCode::OK,
+    )
+    .await;
+    expect_quiet(&mut handle).await;
+    expect_quiet(&mut handle).await;
+    let warnings: Vec<_> = events
+        .published()
+        .into_iter()
+        .filter(|e| e.warning)
+        .collect();
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(warnings[0].reason, "RolloutRestartForbidden");
+    assert!(
+        warnings[0].note.contains("rbac.allowWorkloadRestarts") && warnings[0].note.contains("app"),
+        "{}",
+        warnings[0].note
+    );
 }
 
 #[test]

@@ -37,7 +37,7 @@ pub const RESTARTED_AT_ANNOTATION: &str = "tokenmint.dev/restartedAt";
 pub const RESTART_FIELD_MANAGER: &str = "tokenmint-restart";
 /// How long a restart waits for further rotations to join it.
 pub const COALESCE_WINDOW: Duration = Duration::from_secs(30);
-/// After a failed restart (other than "not found"), the retry waits this long.
+/// After a failed restart (other than "not found" or "forbidden"), the retry waits this long.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Whether the consumers of the token `token_id` in a Secret whose
@@ -197,9 +197,21 @@ impl Worker {
                     self.note(&pending, &key, "RolloutRestarted", "Restarted", false)
                         .await
                 }
+                // Neither is fixed by retrying: reported once, and the Secret marked as served
+                // (the next rotation tries again).
                 Err(kube::Error::Api(status)) if status.is_not_found() => {
                     self.note(&pending, &key, "RolloutRestartFailed", "Did not find", true)
                         .await
+                }
+                Err(kube::Error::Api(status)) if status.is_forbidden() => {
+                    self.note(
+                        &pending,
+                        &key,
+                        "RolloutRestartForbidden",
+                        "Not allowed (RBAC: the chart's rbac.allowWorkloadRestarts) to restart",
+                        true,
+                    )
+                    .await
                 }
                 Err(e) => {
                     tracing::warn!(namespace = %key.namespace, workload = ?key.workload, error = %e, "restart failed; retrying");
