@@ -7,9 +7,10 @@
 
 mod support;
 
+use serde_json::json;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use support::fake_api::{Fake, TEAM, grant, guest, ready_names, service_key, wait_for};
+use support::fake_api::{Fake, TEAM, custom, grant, guest, ready_names, service_key, wait_for};
 use tokenmint::fence::Fence;
 use tokenmint::keyring::{Algorithm, Keyring};
 use tokenmint::operator::lease::{Elector, LeaseTiming};
@@ -365,6 +366,47 @@ async fn a_grant_deleted_after_its_secret_leaves_a_revocation_that_expires_and_n
         .denylist
         .sweep(expires + jiff::SignedDuration::from_hours(1), None);
     assert_eq!(swept, vec![jti]);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_never_expiring_guest_token_deleted_after_its_secret_is_swept_with_its_key() {
+    let fake = Fake::default();
+    service_key(&fake);
+    let mut request = custom(
+        "GuestTokenRequest",
+        "forever",
+        json!({"serviceKeyRef": {"name": "analytics"}, "workspaceName": "w1", "clientId": "c"}),
+    );
+    fake.put("tokenmint.dev", "guesttokenrequests", request.clone());
+    let running = start(&fake);
+    wait_for(&fake, PATIENCE, "Ready", || {
+        ready_names(&fake, "guesttokenrequests").contains("forever")
+    })
+    .await;
+    let status = fake
+        .get("tokenmint.dev", "guesttokenrequests", TEAM, "forever")
+        .unwrap()["status"]
+        .clone();
+    assert!(status.get("expiresAt").is_none(), "{status}");
+    let jti = status["tokenId"].as_str().unwrap().to_owned();
+    request = fake
+        .get("tokenmint.dev", "guesttokenrequests", TEAM, "forever")
+        .unwrap();
+    request["metadata"]["deletionTimestamp"] = jiff::Timestamp::now().to_string().into();
+    fake.put("tokenmint.dev", "guesttokenrequests", request);
+    fake.delete("", "secrets", TEAM, "forever-token");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    fake.delete("tokenmint.dev", "guesttokenrequests", TEAM, "forever");
+    wait_for(&fake, Duration::from_secs(10), "the token revoked", || {
+        running.denylist.is_revoked(&jti)
+    })
+    .await;
+    // Kept while its key may still be in the keyring; dropped once the keyring no longer has it.
+    let far = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 365);
+    assert!(running.denylist.sweep(far, None).is_empty());
+    let other = Keyring::generate(Algorithm::HS256, jiff::Timestamp::now()).unwrap();
+    assert_eq!(running.denylist.sweep(far, Some(&other)), vec![jti]);
     running.stop().await;
 }
 
