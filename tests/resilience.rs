@@ -313,6 +313,18 @@ async fn a_grant_deleted_during_an_outage_has_its_token_revoked_after_the_relist
     running.stop().await;
 }
 
+/// Foreground deletion of the `resource` object `name`: it is marked, the garbage collector
+/// deletes its token Secret, then the object. Its token is known from its status alone by then.
+async fn delete_in_foreground(fake: &Fake, resource: &str, name: &str) {
+    let mut marked = fake.get("tokenmint.dev", resource, TEAM, name).unwrap();
+    marked["metadata"]["deletionTimestamp"] = jiff::Timestamp::now().to_string().into();
+    fake.put("tokenmint.dev", resource, marked);
+    fake.delete("", "secrets", TEAM, &format!("{name}-token"));
+    // Time for the operator's Secret cache to see it go.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    fake.delete("tokenmint.dev", resource, TEAM, name);
+}
+
 /// The earliest-expiry gauge of the operator's metrics.
 fn earliest_expiry(metrics: &Metrics) -> i64 {
     metrics
@@ -340,16 +352,7 @@ async fn a_grant_deleted_after_its_secret_leaves_a_revocation_that_expires_and_n
     let jti = status["tokenId"].as_str().unwrap().to_owned();
     let expires: jiff::Timestamp = status["expiresAt"].as_str().unwrap().parse().unwrap();
     assert_eq!(earliest_expiry(&running.metrics), expires.as_second());
-    // Foreground deletion: the grant is marked, the garbage collector deletes its Secret, then
-    // the grant. Its token is known from its status alone by then.
-    let mut marked = fake
-        .get("tokenmint.dev", "datasourcegrants", TEAM, "foreground")
-        .unwrap();
-    marked["metadata"]["deletionTimestamp"] = jiff::Timestamp::now().to_string().into();
-    fake.put("tokenmint.dev", "datasourcegrants", marked);
-    fake.delete("", "secrets", TEAM, "foreground-token");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    fake.delete("tokenmint.dev", "datasourcegrants", TEAM, "foreground");
+    delete_in_foreground(&fake, "datasourcegrants", "foreground").await;
     wait_for(&fake, Duration::from_secs(10), "the token revoked", || {
         running.denylist.is_revoked(&jti)
     })
@@ -373,12 +376,12 @@ async fn a_grant_deleted_after_its_secret_leaves_a_revocation_that_expires_and_n
 async fn a_never_expiring_guest_token_deleted_after_its_secret_is_swept_with_its_key() {
     let fake = Fake::default();
     service_key(&fake);
-    let mut request = custom(
+    let request = custom(
         "GuestTokenRequest",
         "forever",
         json!({"serviceKeyRef": {"name": "analytics"}, "workspaceName": "w1", "clientId": "c"}),
     );
-    fake.put("tokenmint.dev", "guesttokenrequests", request.clone());
+    fake.put("tokenmint.dev", "guesttokenrequests", request);
     let running = start(&fake);
     wait_for(&fake, PATIENCE, "Ready", || {
         ready_names(&fake, "guesttokenrequests").contains("forever")
@@ -390,14 +393,7 @@ async fn a_never_expiring_guest_token_deleted_after_its_secret_is_swept_with_its
         .clone();
     assert!(status.get("expiresAt").is_none(), "{status}");
     let jti = status["tokenId"].as_str().unwrap().to_owned();
-    request = fake
-        .get("tokenmint.dev", "guesttokenrequests", TEAM, "forever")
-        .unwrap();
-    request["metadata"]["deletionTimestamp"] = jiff::Timestamp::now().to_string().into();
-    fake.put("tokenmint.dev", "guesttokenrequests", request);
-    fake.delete("", "secrets", TEAM, "forever-token");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    fake.delete("tokenmint.dev", "guesttokenrequests", TEAM, "forever");
+    delete_in_foreground(&fake, "guesttokenrequests", "forever").await;
     wait_for(&fake, Duration::from_secs(10), "the token revoked", || {
         running.denylist.is_revoked(&jti)
     })

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokenmint::crd::{WorkloadKind, WorkloadRef};
 use tokenmint::fence::Fence;
-use tokenmint::reconcile::events::Events;
+use tokenmint::reconcile::events::{Events, Published};
 use tokenmint::reconcile::metrics::Metrics;
 use tokenmint::reconcile::restart::{
     self, RESTARTED_AT_ANNOTATION, RESTARTED_FOR_ANNOTATION, Restarter,
@@ -122,6 +122,26 @@ async fn expect_quiet(handle: &mut MockHandle) {
     {
         panic!("unexpected request {} {}", request.method(), request.uri());
     }
+}
+
+/// After a restart that cannot succeed: the Secret `a-token` is marked as served, no request
+/// follows for two minutes, and one Warning Event says why. Returns it.
+async fn marked_and_reported(handle: &mut MockHandle, events: &Events) -> Published {
+    expect_patch(
+        handle,
+        "/api/v1/namespaces/team-a/secrets/a-token",
+        StatusCode::OK,
+    )
+    .await;
+    expect_quiet(handle).await;
+    expect_quiet(handle).await;
+    let mut warnings: Vec<_> = events
+        .published()
+        .into_iter()
+        .filter(|e| e.warning)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    warnings.remove(0)
 }
 
 #[tokio::test(start_paused = true)]
@@ -238,21 +258,9 @@ async fn a_missing_workload_is_reported_and_not_retried() {
         ]
     );
     // The Secret is marked once both are done: a missing workload is not retried forever.
-    expect_patch(
-        &mut handle,
-        "/api/v1/namespaces/team-a/secrets/a-token",
-        StatusCode::OK,
-    )
-    .await;
-    expect_quiet(&mut handle).await;
-    let warnings: Vec<_> = events
-        .published()
-        .into_iter()
-        .filter(|e| e.warning)
-        .collect();
-    assert_eq!(warnings.len(), 1);
-    assert_eq!(warnings[0].reason, "RolloutRestartFailed");
-    assert!(warnings[0].note.contains("gone"), "{}", warnings[0].note);
+    let warning = marked_and_reported(&mut handle, &events).await;
+    assert_eq!(warning.reason, "RolloutRestartFailed");
+    assert!(warning.note.contains("gone"), "{}", warning.note);
 }
 
 #[tokio::test(start_paused = true)]
@@ -273,25 +281,12 @@ async fn a_forbidden_restart_is_reported_once_and_not_retried() {
             .unwrap(),
     );
     // Marked as served, then nothing more: it used to retry every minute for ever.
-    expect_patch(
-        &mut handle,
-        "/api/v1/namespaces/team-a/secrets/a-token",
-        StatusCode::OK,
-    )
-    .await;
-    expect_quiet(&mut handle).await;
-    expect_quiet(&mut handle).await;
-    let warnings: Vec<_> = events
-        .published()
-        .into_iter()
-        .filter(|e| e.warning)
-        .collect();
-    assert_eq!(warnings.len(), 1);
-    assert_eq!(warnings[0].reason, "RolloutRestartForbidden");
+    let warning = marked_and_reported(&mut handle, &events).await;
+    assert_eq!(warning.reason, "RolloutRestartForbidden");
     assert!(
-        warnings[0].note.contains("rbac.allowWorkloadRestarts") && warnings[0].note.contains("app"),
+        warning.note.contains("rbac.allowWorkloadRestarts") && warning.note.contains("app"),
         "{}",
-        warnings[0].note
+        warning.note
     );
 }
 
