@@ -119,7 +119,9 @@ impl Harness {
     /// what the operator knew of its content).
     fn uncache_secret(&mut self, secret: &Secret) {
         let meta: PartialObjectMeta<Secret> = secret.metadata.clone().into_response_partial();
-        self.ctx.verified.forget_object(&meta);
+        self.ctx
+            .verified
+            .forget(&meta.namespace().unwrap_or_default(), &meta.name_any());
         self.secrets
             .apply_watcher_event(&watcher::Event::Delete(CachedSecret::from(&meta)));
     }

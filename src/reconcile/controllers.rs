@@ -307,16 +307,44 @@ impl Deletions {
                     ROLE_TOKEN,
                 );
                 this.metrics.token_expiry(&key, None);
-                let fallback = status(&obj).and_then(|s| this.revocation_of(s));
-                revoke_deleted(&*obj, fallback, &this.secrets, &this.revoker, &this.fence).await
+                this.revoke(&*obj, status(&obj)).await
             })
+        }
+    }
+
+    /// Revokes the tokens a deleted resource held: from its Secrets (still cached: the garbage
+    /// collector deletes them after the owner), else the one its status names.
+    async fn revoke<K: Resource<DynamicType = ()>>(&self, obj: &K, status: Option<&TokenStatus>) {
+        let Some(uid) = obj.uid() else {
+            return;
+        };
+        let reason = format!(
+            "{} {}/{} was deleted",
+            K::kind(&()),
+            obj.namespace().unwrap_or_default(),
+            obj.name_any()
+        );
+        let mut revocations =
+            owned_tokens(&self.secrets, &uid, &[ROLE_TOKEN, ROLE_SESSION], &reason);
+        if revocations.is_empty()
+            && let Some(revocation) = status.and_then(|s| self.revocation_of(s, reason))
+        {
+            revocations.push(revocation);
+        }
+        for revocation in revocations {
+            if !self.fence.is_valid() {
+                return;
+            }
+            if let Err(e) = self.revoker.revoke(&revocation).await {
+                tracing::error!(token_id = %revocation.jti, error = %e, "cannot revoke the token of a deleted resource");
+            }
         }
     }
 
     /// The revocation of the token a status names, for when its Secret is no longer cached.
     /// It carries the token's expiry, or for a token that never expires the active key (the
     /// signing key retires no later), so that the revocation can be dropped one day.
-    fn revocation_of(&self, status: &TokenStatus) -> Option<Revocation> {
+    fn revocation_of(&self, status: &TokenStatus, reason: String) -> Option<Revocation> {
         let jti = status.token_id.clone()?;
         let expires_at = status
             .expires_at
@@ -333,45 +361,8 @@ impl Deletions {
             jti,
             expires_at,
             kid,
-            reason: String::new(),
-        })
-    }
-}
-
-/// Revokes the tokens a deleted resource held: from its Secrets (still cached: the garbage
-/// collector deletes them after the owner), else the one from its status.
-async fn revoke_deleted<K: Resource<DynamicType = ()>>(
-    obj: &K,
-    from_status: Option<Revocation>,
-    secrets: &Store<CachedSecret>,
-    revoker: &Revoker,
-    fence: &Fence,
-) {
-    let Some(uid) = obj.uid() else {
-        return;
-    };
-    let reason = format!(
-        "{} {}/{} was deleted",
-        K::kind(&()),
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
-    );
-    let mut revocations = owned_tokens(secrets, &uid, &[ROLE_TOKEN, ROLE_SESSION], &reason);
-    if revocations.is_empty()
-        && let Some(revocation) = from_status
-    {
-        revocations.push(Revocation {
             reason,
-            ..revocation
-        });
-    }
-    for revocation in revocations {
-        if !fence.is_valid() {
-            return;
-        }
-        if let Err(e) = revoker.revoke(&revocation).await {
-            tracing::error!(token_id = %revocation.jti, error = %e, "cannot revoke the token of a deleted resource");
-        }
+        })
     }
 }
 

@@ -199,19 +199,16 @@ impl Worker {
                 }
                 // Neither is fixed by retrying: reported once, and the Secret marked as served
                 // (the next rotation tries again).
-                Err(kube::Error::Api(status)) if status.is_not_found() => {
-                    self.note(&pending, &key, "RolloutRestartFailed", "Did not find", true)
-                        .await
-                }
-                Err(kube::Error::Api(status)) if status.is_forbidden() => {
-                    self.note(
-                        &pending,
-                        &key,
-                        "RolloutRestartForbidden",
-                        "Not allowed (RBAC: the chart's rbac.allowWorkloadRestarts) to restart",
-                        true,
-                    )
-                    .await
+                Err(kube::Error::Api(status)) if status.is_not_found() || status.is_forbidden() => {
+                    let (reason, verb) = if status.is_forbidden() {
+                        (
+                            "RolloutRestartForbidden",
+                            "Not allowed (RBAC: the chart's rbac.allowWorkloadRestarts) to restart",
+                        )
+                    } else {
+                        ("RolloutRestartFailed", "Did not find")
+                    };
+                    self.note(&pending, &key, reason, verb, true).await
                 }
                 Err(e) => {
                     tracing::warn!(namespace = %key.namespace, workload = ?key.workload, error = %e, "restart failed; retrying");

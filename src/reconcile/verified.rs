@@ -9,7 +9,6 @@
 //! once — reads only, never a write.
 
 use crate::token::assess::Held;
-use kube::ResourceExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -88,11 +87,6 @@ impl Verified {
             .lock()
             .expect("verified lock")
             .remove(&key(namespace, name));
-    }
-
-    /// Forgets a Secret the watch saw deleted.
-    pub fn forget_object<K: kube::Resource>(&self, obj: &K) {
-        self.forget(&obj.namespace().unwrap_or_default(), &obj.name_any());
     }
 
     /// The known content of `namespace/name`, given the resourceVersion the cache shows
