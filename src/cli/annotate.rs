@@ -30,7 +30,15 @@ const READ_EACH_UP_TO: usize = 3;
 #[derive(clap::Args, Debug, Clone)]
 pub struct WaitArgs {
     /// Wait until the new token is in the Secret (--wait=false: only ask).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[arg(
+        long,
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
     pub wait: bool,
     /// How long to wait, as a duration (90s, 2m).
     #[arg(long, default_value = "2m", value_parser = parse_timeout, value_name = "DURATION")]

@@ -8,9 +8,9 @@
 //! Exit code 1 for a token that is expired, revoked, not yet valid or whose signature fails;
 //! "not checked" alone does not fail.
 
-use super::check::{Place, Right};
 use super::output::{self, CliError, Exit, Fields, when};
 use super::plugin::{Io, Session};
+use super::rights::{Place, Right};
 use crate::keyring::{Expect, Keyring, VerifyError};
 use crate::reconcile::keyring::parse as parse_keyring;
 use crate::reconcile::owned_secret::{TOKEN_KEY, data_str};

@@ -7,7 +7,8 @@
 //!   ([`status`], [`inspect`], [`renew`], [`revoke`], [`check`], [`completion`]); each gathers
 //!   a report through the API and renders it apart, so the text is testable; [`output`] holds
 //!   the shared formatting, [`target`] the `KIND/NAME` arguments and the objects read,
-//!   [`annotate`] what renew and revoke share, [`connect`] the kubeconfig.
+//!   [`rights`] the API rights each command uses, [`annotate`] what renew and revoke share,
+//!   [`connect`] the kubeconfig.
 
 mod args;
 
@@ -20,6 +21,7 @@ pub mod output;
 pub mod plugin;
 pub mod renew;
 pub mod revoke;
+pub mod rights;
 pub mod status;
 pub mod target;
 

@@ -38,15 +38,6 @@ impl Exit {
     pub fn from_fine(fine: bool) -> Self {
         if fine { Exit::Fine } else { Exit::NotFine }
     }
-
-    /// The worse of two outcomes.
-    pub fn and(self, other: Exit) -> Exit {
-        if self.code() >= other.code() {
-            self
-        } else {
-            other
-        }
-    }
 }
 
 /// Why a sub-command could not run.
@@ -244,9 +235,9 @@ mod tests {
     }
 
     #[test]
-    fn exits_combine_to_the_worst() {
-        assert_eq!(Exit::Fine.and(Exit::NotFine), Exit::NotFine);
-        assert_eq!(Exit::Error.and(Exit::NotFine), Exit::Error);
+    fn exit_codes() {
         assert_eq!(Exit::from_fine(true).code(), 0);
+        assert_eq!(Exit::from_fine(false).code(), 1);
+        assert_eq!(Exit::Error.code(), 2);
     }
 }

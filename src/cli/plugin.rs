@@ -85,10 +85,10 @@ pub enum PluginCommand {
     #[command(subcommand)]
     Inspect(inspect::InspectArgs),
     /// Mint a fresh token now (tokenmint.dev/renew), without revoking the one in place, and
-    /// wait until it is in the Secret.
+    /// wait until it is in the Secret. `renew KIND --all` or `-l SELECTOR` renews several.
     Renew(renew::RenewArgs),
-    /// Revoke the token in place and mint a fresh one (tokenmint.dev/revoke), and wait until it
-    /// is in the Secret.
+    /// Revoke the token in place and mint a fresh one (tokenmint.dev/revoke; dsg and gtr), and
+    /// wait until it is in the Secret.
     Revoke(revoke::RevokeArgs),
     /// Preflight of a cluster: the API, the CRDs of this version, the operator's Lease, the
     /// keyring, and your rights for each command.
@@ -265,5 +265,16 @@ mod tests {
         assert!(
             Plugin::try_parse_from(["kubectl-tokenmint", "-A", "renew", "dsg", "--all"]).is_ok()
         );
+        // --wait takes a value only as --wait=BOOL: a name after it stays the name.
+        let wait = |args: &[&str]| {
+            let argv = ["kubectl-tokenmint", "renew"].iter().chain(args);
+            match Plugin::try_parse_from(argv).unwrap().command {
+                PluginCommand::Renew(r) => (r.wait.wait, r.target.target),
+                _ => unreachable!(),
+            }
+        };
+        assert_eq!(wait(&["--wait", "dsg/x"]), (true, "dsg/x".into()));
+        assert_eq!(wait(&["dsg/x", "--wait=false"]), (false, "dsg/x".into()));
+        assert_eq!(wait(&["dsg/x"]), (true, "dsg/x".into()));
     }
 }

@@ -4,19 +4,16 @@
 //! place is not revoked: it stays valid until it expires, as after any rotation.
 
 use super::annotate::{self, Action, WaitArgs};
-use super::check::{Place, Right};
 use super::output::{CliError, Exit};
 use super::plugin::Session;
-use super::target::Target;
+use super::rights::{Place, Right};
+use super::target::TargetArgs;
 use std::io::Write;
 
 #[derive(clap::Args, Debug)]
 pub struct RenewArgs {
-    /// KIND/NAME (dsg/x, gtr/x, sk/x) or KIND NAME; KIND alone with --all or -l.
-    #[arg(value_name = "KIND[/NAME]")]
-    pub target: String,
-    #[arg(value_name = "NAME")]
-    pub name: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Every object of the kind in the namespace (with -A: in every namespace).
     #[arg(long)]
     pub all: bool,
@@ -29,43 +26,15 @@ pub struct RenewArgs {
 
 /// What `renew` reads and writes.
 pub const RIGHTS: &[Right] = &[
-    Right::required("tokenmint.dev", "datasourcegrants", "get", Place::Namespace),
-    Right::required(
-        "tokenmint.dev",
-        "guesttokenrequests",
-        "get",
-        Place::Namespace,
-    ),
-    Right::required("tokenmint.dev", "servicekeys", "get", Place::Namespace),
-    Right::required(
-        "tokenmint.dev",
-        "datasourcegrants",
-        "patch",
-        Place::Namespace,
-    ),
-    Right::required(
-        "tokenmint.dev",
-        "guesttokenrequests",
-        "patch",
-        Place::Namespace,
-    ),
-    Right::required("tokenmint.dev", "servicekeys", "patch", Place::Namespace),
-    Right::required(
-        "tokenmint.dev",
-        "datasourcegrants",
-        "list",
-        Place::Namespace,
-    )
-    .optional("--all and -l"),
-    Right::required(
-        "tokenmint.dev",
-        "guesttokenrequests",
-        "list",
-        Place::Namespace,
-    )
-    .optional("--all and -l"),
-    Right::required("tokenmint.dev", "servicekeys", "list", Place::Namespace)
-        .optional("--all and -l"),
+    Right::ours("datasourcegrants", "get"),
+    Right::ours("guesttokenrequests", "get"),
+    Right::ours("servicekeys", "get"),
+    Right::ours("datasourcegrants", "patch"),
+    Right::ours("guesttokenrequests", "patch"),
+    Right::ours("servicekeys", "patch"),
+    Right::ours("datasourcegrants", "list").optional("--all and -l"),
+    Right::ours("guesttokenrequests", "list").optional("--all and -l"),
+    Right::ours("servicekeys", "list").optional("--all and -l"),
     Right::required("", "secrets", "get", Place::Namespace),
     Right::required("", "secrets", "list", Place::Namespace)
         .optional("waiting for more than three objects at once"),
@@ -76,7 +45,7 @@ pub async fn run(
     session: &Session,
     out: &mut dyn Write,
 ) -> Result<Exit, CliError> {
-    let target = Target::parse(&args.target, args.name.as_deref())?;
+    let target = args.target.parse()?;
     let objects = annotate::select(
         session,
         target.kind,

@@ -4,44 +4,26 @@
 //! the replacement, so once the new token is in the Secret the old one is refused everywhere.
 
 use super::annotate::{self, Action, WaitArgs};
-use super::check::{Place, Right};
 use super::output::{CliError, Exit};
 use super::plugin::Session;
-use super::target::{Kind, Target};
+use super::rights::{Place, Right};
+use super::target::{Kind, TargetArgs};
 use std::io::Write;
 
 #[derive(clap::Args, Debug)]
 pub struct RevokeArgs {
-    /// KIND/NAME (dsg/x, gtr/x) or KIND NAME.
-    #[arg(value_name = "KIND/NAME")]
-    pub target: String,
-    #[arg(value_name = "NAME")]
-    pub name: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
 
 /// What `revoke` reads and writes.
 pub const RIGHTS: &[Right] = &[
-    Right::required("tokenmint.dev", "datasourcegrants", "get", Place::Namespace),
-    Right::required(
-        "tokenmint.dev",
-        "guesttokenrequests",
-        "get",
-        Place::Namespace,
-    ),
-    Right::required(
-        "tokenmint.dev",
-        "datasourcegrants",
-        "patch",
-        Place::Namespace,
-    ),
-    Right::required(
-        "tokenmint.dev",
-        "guesttokenrequests",
-        "patch",
-        Place::Namespace,
-    ),
+    Right::ours("datasourcegrants", "get"),
+    Right::ours("guesttokenrequests", "get"),
+    Right::ours("datasourcegrants", "patch"),
+    Right::ours("guesttokenrequests", "patch"),
     Right::required("", "secrets", "get", Place::Namespace),
 ];
 
@@ -50,7 +32,7 @@ pub async fn run(
     session: &Session,
     out: &mut dyn Write,
 ) -> Result<Exit, CliError> {
-    let target = Target::parse(&args.target, args.name.as_deref())?;
+    let target = args.target.parse()?;
     if target.kind == Kind::ServiceKey {
         return Err(CliError::Usage(
             "revoke takes a dsg or gtr: a ServiceKey's tokens die with its key (delete and re-create the ServiceKey), and its session token is replaced with renew".into(),

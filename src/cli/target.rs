@@ -85,6 +85,23 @@ impl Kind {
     }
 }
 
+/// The object arguments of a command: `KIND/NAME`, `KIND NAME`, or `KIND` alone.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TargetArgs {
+    /// KIND/NAME (dsg/x, gtr/x, sk/x) or KIND NAME.
+    #[arg(value_name = "KIND[/NAME]")]
+    pub target: String,
+    /// The name, when KIND is given alone.
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+impl TargetArgs {
+    pub fn parse(&self) -> Result<Target, CliError> {
+        Target::parse(&self.target, self.name.as_deref())
+    }
+}
+
 /// `KIND/NAME`, `KIND NAME`, or a bare `KIND` (for commands that take a selection).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {

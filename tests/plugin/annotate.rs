@@ -135,6 +135,23 @@ async fn renew_waits_for_the_new_token_prints_its_id_and_revokes_nothing() {
         ran.out
     );
     assert!(operator.denylist.is_empty());
+    // status names the ServiceKey's two Secrets and the new session token.
+    let ran = kubectl(
+        w.fake.client(),
+        Timestamp::now(),
+        &["status", "sk/analytics", "-n", TEAM],
+    )
+    .await;
+    assert_eq!(ran.exit, Exit::Fine, "{}{}", ran.out, ran.err);
+    crate::world::shows(
+        &ran,
+        &[
+            "Key Secret       analytics-service-key\n",
+            "Session Secret   analytics-session\n",
+            &format!("Token id         {new}\n"),
+            "Normal   Rotated: Replaced the token in Secret analytics-session because a renewal was requested",
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,12 +242,9 @@ async fn all_and_a_selector_renew_each_object_they_select() {
 #[tokio::test]
 async fn without_an_operator_renew_times_out_and_not_ready_objects_fail_fast() {
     let w = World::installed(now());
-    let ran = kubectl(
-        w.fake.client(),
-        w.now,
-        &["renew", "dsg/dashboards", "-n", TEAM, "--timeout", "1s"],
-    )
-    .await;
+    let ran = w
+        .kubectl(&["renew", "dsg/dashboards", "-n", TEAM, "--timeout", "1s"])
+        .await;
     assert_eq!(ran.exit, Exit::NotFine, "{}{}", ran.out, ran.err);
     assert_eq!(
         ran.out,
@@ -246,24 +260,16 @@ async fn without_an_operator_renew_times_out_and_not_ready_objects_fail_fast() {
         "2026-12-01T10:00:00Z"
     );
 
-    let ran = kubectl(
-        w.fake.client(),
-        w.now,
-        &["revoke", "dsg/dashboards", "-n", TEAM, "--wait=false"],
-    )
-    .await;
+    let ran = w
+        .kubectl(&["revoke", "dsg/dashboards", "-n", TEAM, "--wait=false"])
+        .await;
     assert_eq!(ran.exit, Exit::Fine, "{}{}", ran.out, ran.err);
     assert_eq!(
         ran.out,
         "dsg/dashboards: requested (tokenmint.dev/revoke=2026-12-01T10:00:00Z); not waiting\n"
     );
 
-    let ran = kubectl(
-        w.fake.client(),
-        w.now,
-        &["renew", "dsg/payroll", "-n", TEAM],
-    )
-    .await;
+    let ran = w.kubectl(&["renew", "dsg/payroll", "-n", TEAM]).await;
     assert_eq!(ran.exit, Exit::NotFine);
     assert_eq!(
         ran.out,
@@ -307,12 +313,9 @@ async fn bad_selections_are_refused_before_anything_is_written() {
         !w.fake.calls().iter().any(|c| c.verb == "patch"),
         "nothing written"
     );
-    let ran = kubectl(
-        w.fake.client(),
-        w.now,
-        &["renew", "dsg/dashboards", "--timeout", "soon"],
-    )
-    .await;
+    let ran = w
+        .kubectl(&["renew", "dsg/dashboards", "--timeout", "soon"])
+        .await;
     assert_eq!(ran.exit, Exit::Error);
     assert!(
         ran.err

@@ -3,7 +3,7 @@
 //! API server that does not answer.
 
 use crate::support::fake_api::TEAM;
-use crate::world::{OPERATOR_NS, World, kubectl, now};
+use crate::world::{OPERATOR_NS, World, now, shows};
 use serde_json::{Value, json};
 use tokenmint::cli::output::Exit;
 
@@ -12,7 +12,7 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[tokio::test]
 async fn a_healthy_installation_passes_every_check() {
     let w = World::installed(now());
-    let ran = kubectl(w.fake.client(), w.now, &["check", "-n", TEAM]).await;
+    let ran = w.kubectl(&["check", "-n", TEAM]).await;
     assert_eq!(ran.exit, Exit::Fine, "{}{}", ran.out, ran.err);
     let crd = |plural: &str| {
         format!(
@@ -47,7 +47,7 @@ async fn a_healthy_installation_passes_every_check() {
     assert_eq!(keyring_reads.len(), 1);
     assert!(keyring_reads[0].accept.contains("as=PartialObjectMetadata"));
 
-    let ran = kubectl(w.fake.client(), w.now, &["check", "-n", TEAM, "-o", "json"]).await;
+    let ran = w.kubectl(&["check", "-n", TEAM, "-o", "json"]).await;
     let report: Value = serde_json::from_str(&ran.out).unwrap();
     assert_eq!(report["fine"], true);
     assert_eq!(
@@ -60,27 +60,24 @@ async fn a_healthy_installation_passes_every_check() {
 async fn no_crds_a_stale_lease_and_no_keyring_fail() {
     let w = World::empty(now());
     w.put_lease(300);
-    let ran = kubectl(w.fake.client(), w.now, &["check", "-n", TEAM]).await;
+    let ran = w.kubectl(&["check", "-n", TEAM]).await;
     assert_eq!(ran.exit, Exit::NotFine);
-    for expected in [
-        "✘ API group tokenmint.dev/v1alpha1: not served: install the CRDs of the release you run: kubectl apply -f crds/\n",
-        "✘ CRD datasourcegrants.tokenmint.dev: not installed: kubectl apply -f crds/\n",
-        "✘ operator Lease tokenmint-system/tokenmint-leader: held by tokenmint-6d4f9c7b8-xk2lp-1a2b3c4d but last renewed 5m ago, longer ago than its 15s duration: the operator is stuck or gone (kubectl get pods -n tokenmint-system)\n",
-        "✘ keyring Secret tokenmint-system/tokenmint-keyring: not found: the operator creates it on its first start; until then no token can be signed\n",
-    ] {
-        assert!(
-            ran.out.contains(expected),
-            "missing {expected:?} in\n{}",
-            ran.out
-        );
-    }
+    shows(
+        &ran,
+        &[
+            "✘ API group tokenmint.dev/v1alpha1: not served: install the CRDs of the release you run: kubectl apply -f crds/\n",
+            "✘ CRD datasourcegrants.tokenmint.dev: not installed: kubectl apply -f crds/\n",
+            "✘ operator Lease tokenmint-system/tokenmint-leader: held by tokenmint-6d4f9c7b8-xk2lp-1a2b3c4d but last renewed 5m ago, longer ago than its 15s duration: the operator is stuck or gone (kubectl get pods -n tokenmint-system)\n",
+            "✘ keyring Secret tokenmint-system/tokenmint-keyring: not found: the operator creates it on its first start; until then no token can be signed\n",
+        ],
+    );
     w.fake.delete(
         "coordination.k8s.io",
         "leases",
         OPERATOR_NS,
         "tokenmint-leader",
     );
-    let ran = kubectl(w.fake.client(), w.now, &["check", "-n", TEAM]).await;
+    let ran = w.kubectl(&["check", "-n", TEAM]).await;
     assert!(ran.out.contains(
         "✘ operator Lease tokenmint-system/tokenmint-leader: not found: the operator has never run in namespace tokenmint-system (or pass --operator-namespace)\n"
     ), "{}", ran.out);
@@ -97,7 +94,7 @@ async fn no_crds_a_stale_lease_and_no_keyring_fail() {
         .unwrap();
     lease["spec"]["holderIdentity"] = json!("");
     w.fake.put("coordination.k8s.io", "leases", lease);
-    let ran = kubectl(w.fake.client(), w.now, &["check", "-n", TEAM]).await;
+    let ran = w.kubectl(&["check", "-n", TEAM]).await;
     assert_eq!(ran.exit, Exit::NotFine);
     assert!(ran.out.contains("✘ operator Lease tokenmint-system/tokenmint-leader: released: no operator replica leads (kubectl get pods -n tokenmint-system)\n"), "{}", ran.out);
 }
@@ -121,7 +118,7 @@ async fn crds_of_another_version_fail() {
         .remove("rolloutRestart");
     w.fake
         .put("apiextensions.k8s.io", "customresourcedefinitions", crd);
-    let ran = kubectl(w.fake.client(), w.now, &["check", "-n", TEAM]).await;
+    let ran = w.kubectl(&["check", "-n", TEAM]).await;
     assert_eq!(ran.exit, Exit::NotFine);
     assert!(ran.out.contains(&format!(
         "✘ CRD datasourcegrants.tokenmint.dev: its schema differs from tokenmint {VERSION}'s (at .properties.spec.properties.rolloutRestart): apply the CRDs of the release you run (kubectl apply -f crds/)\n"
@@ -140,47 +137,41 @@ async fn missing_rights_fail_their_command_and_unreadable_facts_do_not_fail() {
         "get",
         None,
     );
-    let ran = kubectl(w.fake.client(), w.now, &["check", "-n", TEAM]).await;
+    let ran = w.kubectl(&["check", "-n", TEAM]).await;
     assert_eq!(ran.exit, Exit::NotFine);
-    for expected in [
-        "! CRDs: not compared with tokenmint ",
-        "'s: no right to get customresourcedefinitions (403 Forbidden)\n",
-        "✔ rights for status: allowed in namespace team-a; without Events (list events.events.k8s.io denied)\n",
-        "✘ rights for renew: denied in namespace team-a: patch datasourcegrants.tokenmint.dev\n",
-        "✘ rights for revoke: denied in namespace team-a: patch datasourcegrants.tokenmint.dev\n",
-        "✔ rights for check: allowed in namespace team-a; without the comparison of the CRDs with this version's (get customresourcedefinitions.apiextensions.k8s.io denied)\n",
-    ] {
-        assert!(
-            ran.out.contains(expected),
-            "missing {expected:?} in\n{}",
-            ran.out
-        );
-    }
+    shows(
+        &ran,
+        &[
+            "! CRDs: not compared with tokenmint ",
+            "'s: no right to get customresourcedefinitions (403 Forbidden)\n",
+            "✔ rights for status: allowed in namespace team-a; without Events (list events.events.k8s.io denied)\n",
+            "✘ rights for renew: denied in namespace team-a: patch datasourcegrants.tokenmint.dev\n",
+            "✘ rights for revoke: denied in namespace team-a: patch datasourcegrants.tokenmint.dev\n",
+            "✔ rights for check: allowed in namespace team-a; without the comparison of the CRDs with this version's (get customresourcedefinitions.apiextensions.k8s.io denied)\n",
+        ],
+    );
     // Rights elsewhere are asked for where they apply.
     let w = World::installed(now());
     w.fake.forbid("", "secrets", "get", Some(OPERATOR_NS));
     w.fake
         .forbid("coordination.k8s.io", "leases", "get", Some(OPERATOR_NS));
-    let ran = kubectl(w.fake.client(), w.now, &["check", "-n", TEAM]).await;
+    let ran = w.kubectl(&["check", "-n", TEAM]).await;
     assert_eq!(ran.exit, Exit::Fine, "only unreadable facts: {}", ran.out);
-    for expected in [
-        "! operator Lease tokenmint-system/tokenmint-leader: not readable (403 Forbidden)\n",
-        "! keyring Secret tokenmint-system/tokenmint-keyring: not readable (403 Forbidden)\n",
-        "✔ rights for inspect: allowed in namespace team-a; without the signature check (get secrets denied)\n",
-    ] {
-        assert!(
-            ran.out.contains(expected),
-            "missing {expected:?} in\n{}",
-            ran.out
-        );
-    }
+    shows(
+        &ran,
+        &[
+            "! operator Lease tokenmint-system/tokenmint-leader: not readable (403 Forbidden)\n",
+            "! keyring Secret tokenmint-system/tokenmint-keyring: not readable (403 Forbidden)\n",
+            "✔ rights for inspect: allowed in namespace team-a; without the signature check (get secrets denied)\n",
+        ],
+    );
 }
 
 #[tokio::test]
 async fn an_api_server_that_does_not_answer_fails_at_once() {
     let w = World::installed(now());
     w.fake.set_down(true);
-    let ran = kubectl(w.fake.client(), w.now, &["check"]).await;
+    let ran = w.kubectl(&["check"]).await;
     assert_eq!(ran.exit, Exit::NotFine);
     assert_eq!(
         ran.out,

@@ -4,7 +4,7 @@
 
 use crate::support::fake_api::TEAM;
 use crate::world::{
-    DEMO_KEY, OPERATOR_NS, SERVICE_KEY_VALUE, World, ago, kubectl, kubectl_with_stdin, now,
+    DEMO_KEY, OPERATOR_NS, SERVICE_KEY_VALUE, World, ago, kubectl, kubectl_with_stdin, now, shows,
 };
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -41,43 +41,35 @@ fn put_token_secret(w: &World, name: &str, token: &str) {
 async fn a_token_secret_shows_header_claims_times_and_a_valid_signature() {
     let w = World::installed(now());
     let token = w.token("dashboards-token");
-    let ran = kubectl(
-        w.fake.client(),
-        w.now,
-        &["inspect", "secret", "dashboards-token", "-n", TEAM],
-    )
-    .await;
+    let ran = w
+        .kubectl(&["inspect", "secret", "dashboards-token", "-n", TEAM])
+        .await;
     assert_eq!(ran.exit, Exit::Fine, "{}{}", ran.out, ran.err);
     let jti = claims::unverified(&token).unwrap()["jti"]
         .as_str()
         .unwrap()
         .to_owned();
-    for expected in [
-        "Token in Secret team-a/dashboards-token (DatasourceGrant dashboards)\nHeader\n  {\n    \"typ\": \"JWT\",\n    \"alg\": \"HS256\",\n    \"kid\": \"hs256-5f1c0e9a7b2d\"\n  }\nClaims\n  {\n",
-        "    \"iat\": \"2026-12-01T09:40:00Z (20m ago)\",\n",
-        "    \"nbf\": \"2026-12-01T09:40:00Z (20m ago)\",\n",
-        &format!("    \"jti\": \"{jti}\",\n"),
-        "    \"exp\": \"2026-12-01T10:40:00Z (in 40m)\",\n",
-        "\"filter\": \"USER_id = 123\"",
-        "\"service_key\": \"team-a/analytics\"",
-        "\"iss\": \"tokenmint\"",
-        "Expires    2026-12-01T10:40:00Z (in 40m)\n",
-        "Signature  signature valid: key hs256-5f1c0e9a7b2d of keyring tokenmint-system/tokenmint-keyring (active)\n",
-        "Revoked    no\n",
-    ] {
-        assert!(
-            ran.out.contains(expected),
-            "missing {expected:?} in\n{}",
-            ran.out
-        );
-    }
+    shows(
+        &ran,
+        &[
+            "Token in Secret team-a/dashboards-token (DatasourceGrant dashboards)\nHeader\n  {\n    \"typ\": \"JWT\",\n    \"alg\": \"HS256\",\n    \"kid\": \"hs256-5f1c0e9a7b2d\"\n  }\nClaims\n  {\n",
+            "    \"iat\": \"2026-12-01T09:40:00Z (20m ago)\",\n",
+            "    \"nbf\": \"2026-12-01T09:40:00Z (20m ago)\",\n",
+            &format!("    \"jti\": \"{jti}\",\n"),
+            "    \"exp\": \"2026-12-01T10:40:00Z (in 40m)\",\n",
+            "\"filter\": \"USER_id = 123\"",
+            "\"service_key\": \"team-a/analytics\"",
+            "\"iss\": \"tokenmint\"",
+            "Expires    2026-12-01T10:40:00Z (in 40m)\n",
+            "Signature  signature valid: key hs256-5f1c0e9a7b2d of keyring tokenmint-system/tokenmint-keyring (active)\n",
+            "Revoked    no\n",
+        ],
+    );
     assert_no_secret(&ran.out, &token);
 
     for format in ["json", "yaml"] {
-        let ran = kubectl(
-            w.fake.client(),
-            w.now,
-            &[
+        let ran = w
+            .kubectl(&[
                 "inspect",
                 "secret",
                 "dashboards-token",
@@ -85,9 +77,8 @@ async fn a_token_secret_shows_header_claims_times_and_a_valid_signature() {
                 TEAM,
                 "-o",
                 format,
-            ],
-        )
-        .await;
+            ])
+            .await;
         assert_eq!(ran.exit, Exit::Fine);
         assert_no_secret(&ran.out, &token);
         let report: Value = if format == "json" {
@@ -120,12 +111,9 @@ async fn a_token_of_an_unknown_kid_an_expired_one_and_a_forged_one_fail() {
     let other = Keyring::generate(Algorithm::HS256, w.now).unwrap();
     let foreign = other.sign(&claims).unwrap();
     put_token_secret(&w, "foreign-token", &foreign);
-    let ran = kubectl(
-        w.fake.client(),
-        w.now,
-        &["inspect", "secret", "foreign-token", "-n", TEAM],
-    )
-    .await;
+    let ran = w
+        .kubectl(&["inspect", "secret", "foreign-token", "-n", TEAM])
+        .await;
     assert_eq!(ran.exit, Exit::NotFine, "{}{}", ran.out, ran.err);
     assert!(ran.out.contains(&format!(
         "Signature  unknown kid: {} is not in keyring tokenmint-system/tokenmint-keyring (keys: hs256-5f1c0e9a7b2d): signed by a key dropped after rotation, or by another installation\n",
@@ -184,21 +172,16 @@ async fn a_missing_or_unreadable_keyring_leaves_the_signature_not_checked() {
     let token = w.token("dashboards-token");
     w.fake
         .delete("", "secrets", OPERATOR_NS, "tokenmint-keyring");
-    let ran = kubectl(
-        w.fake.client(),
-        w.now,
-        &["inspect", "secret", "dashboards-token", "-n", TEAM],
-    )
-    .await;
+    let ran = w
+        .kubectl(&["inspect", "secret", "dashboards-token", "-n", TEAM])
+        .await;
     // Not checked is not a failure: the token is unexpired and not revoked.
     assert_eq!(ran.exit, Exit::Fine, "{}{}", ran.out, ran.err);
     assert!(ran.out.contains(
         "Signature  not checked: keyring Secret tokenmint-system/tokenmint-keyring not found (is the operator's namespace tokenmint-system? --operator-namespace)\n"
     ), "{}", ran.out);
-    let ran = kubectl(
-        w.fake.client(),
-        w.now,
-        &[
+    let ran = w
+        .kubectl(&[
             "inspect",
             "secret",
             "dashboards-token",
@@ -206,9 +189,8 @@ async fn a_missing_or_unreadable_keyring_leaves_the_signature_not_checked() {
             TEAM,
             "--operator-namespace",
             "tm",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(
         ran.out
             .contains("not checked: keyring Secret tm/tokenmint-keyring not found"),
@@ -219,12 +201,9 @@ async fn a_missing_or_unreadable_keyring_leaves_the_signature_not_checked() {
     let w = World::installed(now());
     w.fake.forbid("", "secrets", "get", Some(OPERATOR_NS));
     w.fake.forbid("", "configmaps", "get", Some(OPERATOR_NS));
-    let ran = kubectl(
-        w.fake.client(),
-        w.now,
-        &["inspect", "secret", "dashboards-token", "-n", TEAM],
-    )
-    .await;
+    let ran = w
+        .kubectl(&["inspect", "secret", "dashboards-token", "-n", TEAM])
+        .await;
     assert_eq!(ran.exit, Exit::Fine, "{}{}", ran.out, ran.err);
     assert!(ran.out.contains(
         "Signature  not checked: cannot read keyring Secret tokenmint-system/tokenmint-keyring: 403 Forbidden: Forbidden\n"
@@ -254,12 +233,9 @@ async fn a_revoked_token_fails() {
         "configmaps",
         serde_json::to_value(tokenmint::revocation::config_map(OPERATOR_NS, &revocation)).unwrap(),
     );
-    let ran = kubectl(
-        w.fake.client(),
-        w.now,
-        &["inspect", "secret", "dashboards-token", "-n", TEAM],
-    )
-    .await;
+    let ran = w
+        .kubectl(&["inspect", "secret", "dashboards-token", "-n", TEAM])
+        .await;
     assert_eq!(ran.exit, Exit::NotFine);
     assert!(
         ran.out.contains(
@@ -273,24 +249,18 @@ async fn a_revoked_token_fails() {
 #[tokio::test]
 async fn keys_are_never_read_into_a_report_and_bad_input_is_named() {
     let w = World::installed(now());
-    let ran = kubectl(
-        w.fake.client(),
-        w.now,
-        &["inspect", "secret", "analytics-service-key", "-n", TEAM],
-    )
-    .await;
+    let ran = w
+        .kubectl(&["inspect", "secret", "analytics-service-key", "-n", TEAM])
+        .await;
     assert_eq!(ran.exit, Exit::Error);
     assert_eq!(ran.out, "");
     assert_eq!(
         ran.err,
         "error: Secret team-a/analytics-service-key holds no token (type \"tokenmint.dev/service-key\", no `token` key): inspect reads token Secrets, and never prints keys"
     );
-    let ran = kubectl(
-        w.fake.client(),
-        w.now,
-        &["inspect", "secret", "tokenmint-keyring", "-n", OPERATOR_NS],
-    )
-    .await;
+    let ran = w
+        .kubectl(&["inspect", "secret", "tokenmint-keyring", "-n", OPERATOR_NS])
+        .await;
     assert_eq!(ran.exit, Exit::Error);
     assert!(!ran.err.contains(&STANDARD.encode(DEMO_KEY)), "{}", ran.err);
     let ran = kubectl_with_stdin(
@@ -305,12 +275,7 @@ async fn keys_are_never_read_into_a_report_and_bad_input_is_named() {
         ran.err,
         "error: - does not hold a JWT (three base64url parts: a JSON header, JSON claims and a signature)"
     );
-    let ran = kubectl(
-        w.fake.client(),
-        w.now,
-        &["inspect", "token", "/nonexistent/token"],
-    )
-    .await;
+    let ran = w.kubectl(&["inspect", "token", "/nonexistent/token"]).await;
     assert_eq!(ran.exit, Exit::Error);
     assert!(
         ran.err
@@ -324,12 +289,9 @@ async fn keys_are_never_read_into_a_report_and_bad_input_is_named() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("token");
     std::fs::write(&file, w.token("acme-embed-token")).unwrap();
-    let ran = kubectl(
-        w.fake.client(),
-        w.now,
-        &["inspect", "token", file.to_str().unwrap()],
-    )
-    .await;
+    let ran = w
+        .kubectl(&["inspect", "token", file.to_str().unwrap()])
+        .await;
     assert_eq!(ran.exit, Exit::Fine, "{}{}", ran.out, ran.err);
     assert!(ran.out.contains("\"type\": \"guest\""), "{}", ran.out);
     std::fs::remove_dir_all(&dir).unwrap();

@@ -5,6 +5,7 @@ mod annotate;
 mod binary;
 mod check;
 mod inspect;
+mod readme;
 mod rights;
 mod status;
 #[path = "../support/mod.rs"]

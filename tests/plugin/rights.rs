@@ -7,8 +7,8 @@ use crate::support::fake_api::{Call, TEAM, custom};
 use crate::world::{OPERATOR_NS, World, kubectl, now};
 use serde_json::json;
 use std::collections::BTreeSet;
-use tokenmint::cli::check::{COMMANDS, Place, Right};
 use tokenmint::cli::output::Exit;
+use tokenmint::cli::rights::{COMMANDS, Place, Right};
 
 fn covers(right: &Right, call: &Call) -> bool {
     let place = match right.place {

@@ -3,7 +3,7 @@
 //! expired token, consumers a newer operator reports, lists.
 
 use crate::support::fake_api::{TEAM, custom, wait_for};
-use crate::world::{SERVICE_KEY_VALUE, World, ago, kubectl, now, start_operator};
+use crate::world::{SERVICE_KEY_VALUE, World, ago, kubectl, now, shows, start_operator};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -12,12 +12,9 @@ use tokenmint::cli::output::Exit;
 #[tokio::test]
 async fn a_fine_grant_shows_its_token_service_key_events_and_exits_zero() {
     let w = World::installed(now());
-    let ran = kubectl(
-        w.fake.client(),
-        w.now,
-        &["status", "dsg/dashboards", "-n", "team-a"],
-    )
-    .await;
+    let ran = w
+        .kubectl(&["status", "dsg/dashboards", "-n", "team-a"])
+        .await;
     assert_eq!(ran.exit, Exit::Fine, "{}{}", ran.out, ran.err);
     let secret = w.fake.get("", "secrets", TEAM, "dashboards-token").unwrap();
     let id = secret["metadata"]["annotations"]["tokenmint.dev/token-id"]
@@ -26,27 +23,24 @@ async fn a_fine_grant_shows_its_token_service_key_events_and_exits_zero() {
     let renew_at = secret["metadata"]["annotations"]["tokenmint.dev/renew-at"]
         .as_str()
         .unwrap();
-    for expected in [
-        "DatasourceGrant team-a/dashboards\n",
-        "Ready            True (TokenReady): token in Secret dashboards-token\n",
-        "since 2026-12-01T09:40:00Z (20m ago)",
-        "Secret           dashboards-token\n",
-        &format!("Token id         {id}\n"),
-        "Issued           2026-12-01T09:40:00Z (20m ago)\n",
-        "Expires          2026-12-01T10:40:00Z (in 40m)\n",
-        &format!("Renews at        {renew_at} ("),
-        "Signing kid      hs256-5f1c0e9a7b2d\n",
-        "ServiceKey       analytics (Ready): allows data source \"Data_3_E\"\n",
-        "Rollout restart  Deployment/report-api: restarted for the current token\n",
-        "20m ago   Normal   Minted: Minted a token into Secret dashboards-token",
-        "Next step\n  None: all is well.\n",
-    ] {
-        assert!(
-            ran.out.contains(expected),
-            "missing {expected:?} in\n{}",
-            ran.out
-        );
-    }
+    shows(
+        &ran,
+        &[
+            "DatasourceGrant team-a/dashboards\n",
+            "Ready            True (TokenReady): token in Secret dashboards-token\n",
+            "since 2026-12-01T09:40:00Z (20m ago)",
+            "Secret           dashboards-token\n",
+            &format!("Token id         {id}\n"),
+            "Issued           2026-12-01T09:40:00Z (20m ago)\n",
+            "Expires          2026-12-01T10:40:00Z (in 40m)\n",
+            &format!("Renews at        {renew_at} ("),
+            "Signing kid      hs256-5f1c0e9a7b2d\n",
+            "ServiceKey       analytics (Ready): allows data source \"Data_3_E\"\n",
+            "Rollout restart  Deployment/report-api: restarted for the current token\n",
+            "20m ago   Normal   Minted: Minted a token into Secret dashboards-token",
+            "Next step\n  None: all is well.\n",
+        ],
+    );
     assert!(
         !ran.out.contains("Consumers"),
         "no consumers line before an operator reports them"
@@ -57,12 +51,9 @@ async fn a_fine_grant_shows_its_token_service_key_events_and_exits_zero() {
 
     // The structured forms carry the same facts.
     for format in ["json", "yaml"] {
-        let ran = kubectl(
-            w.fake.client(),
-            w.now,
-            &["status", "dsg/dashboards", "-n", "team-a", "-o", format],
-        )
-        .await;
+        let ran = w
+            .kubectl(&["status", "dsg/dashboards", "-n", "team-a", "-o", format])
+            .await;
         assert_eq!(ran.exit, Exit::Fine);
         let report: Value = if format == "json" {
             serde_json::from_str(&ran.out).unwrap()
@@ -84,26 +75,18 @@ async fn a_fine_grant_shows_its_token_service_key_events_and_exits_zero() {
 #[tokio::test]
 async fn a_service_key_shows_its_key_secret_by_name_only() {
     let w = World::installed(now());
-    let ran = kubectl(
-        w.fake.client(),
-        w.now,
-        &["status", "sk/analytics", "-n", "team-a"],
-    )
-    .await;
+    let ran = w.kubectl(&["status", "sk/analytics", "-n", "team-a"]).await;
     assert_eq!(ran.exit, Exit::Fine, "{}{}", ran.out, ran.err);
-    for expected in [
-        "ServiceKey team-a/analytics\n",
-        "True (KeyReady): key in Secret analytics-service-key",
-        "Key Secret       analytics-service-key\n",
-        "Principal        jcw (id 1, jcw@example.com)\n",
-        "Allows           dataSources Data_3_E; workspaces w1\n",
-    ] {
-        assert!(
-            ran.out.contains(expected),
-            "missing {expected:?} in\n{}",
-            ran.out
-        );
-    }
+    shows(
+        &ran,
+        &[
+            "ServiceKey team-a/analytics\n",
+            "True (KeyReady): key in Secret analytics-service-key",
+            "Key Secret       analytics-service-key\n",
+            "Principal        jcw (id 1, jcw@example.com)\n",
+            "Allows           dataSources Data_3_E; workspaces w1\n",
+        ],
+    );
     assert!(!ran.out.contains(SERVICE_KEY_VALUE));
     // The key Secret is read as metadata only: its key never reaches the plugin.
     let key_reads: Vec<_> = w
@@ -315,7 +298,7 @@ async fn an_object_the_operator_has_not_reported_on_or_caught_up_with_is_not_fin
         "fresh",
         json!({"serviceKeyRef": {"name": "analytics"}, "dataSource": "Data_3_E"}),
     );
-    let ran = kubectl(w.fake.client(), w.now, &["status", "dsg/fresh", "-n", TEAM]).await;
+    let ran = w.kubectl(&["status", "dsg/fresh", "-n", TEAM]).await;
     assert_eq!(ran.exit, Exit::NotFine, "{}{}", ran.out, ran.err);
     assert!(
         ran.out
@@ -339,12 +322,7 @@ async fn an_object_the_operator_has_not_reported_on_or_caught_up_with_is_not_fin
         .unwrap();
     grant["metadata"]["generation"] = json!(2);
     w.fake.put("tokenmint.dev", "datasourcegrants", grant);
-    let ran = kubectl(
-        w.fake.client(),
-        w.now,
-        &["status", "dsg/dashboards", "-n", TEAM],
-    )
-    .await;
+    let ran = w.kubectl(&["status", "dsg/dashboards", "-n", TEAM]).await;
     assert_eq!(ran.exit, Exit::NotFine);
     assert!(
         ran.out.contains("Generation       2, status describes 1"),
@@ -386,12 +364,7 @@ async fn a_missing_secret_an_expired_token_and_a_pending_request_are_not_fine() 
         .unwrap();
     grant["metadata"]["annotations"] = json!({"tokenmint.dev/renew": "2026-12-01T09:59:00Z"});
     w.fake.put("tokenmint.dev", "datasourcegrants", grant);
-    let ran = kubectl(
-        w.fake.client(),
-        w.now,
-        &["status", "dsg/dashboards", "-n", TEAM],
-    )
-    .await;
+    let ran = w.kubectl(&["status", "dsg/dashboards", "-n", TEAM]).await;
     assert!(
         ran.out.contains(
             "Pending          tokenmint.dev/renew=2026-12-01T09:59:00Z is not handled yet"
@@ -407,12 +380,7 @@ async fn a_missing_secret_an_expired_token_and_a_pending_request_are_not_fine() 
     );
 
     w.fake.delete("", "secrets", TEAM, "dashboards-token");
-    let ran = kubectl(
-        w.fake.client(),
-        w.now,
-        &["status", "dsg/dashboards", "-n", TEAM],
-    )
-    .await;
+    let ran = w.kubectl(&["status", "dsg/dashboards", "-n", TEAM]).await;
     assert_eq!(ran.exit, Exit::NotFine);
     assert!(
         ran.out
@@ -427,12 +395,7 @@ async fn what_the_caller_may_not_read_is_said_and_the_rest_shown() {
     let w = World::installed(now());
     w.fake.forbid("", "secrets", "get", Some(TEAM));
     w.fake.forbid("events.k8s.io", "events", "list", None);
-    let ran = kubectl(
-        w.fake.client(),
-        w.now,
-        &["status", "dsg/dashboards", "-n", TEAM],
-    )
-    .await;
+    let ran = w.kubectl(&["status", "dsg/dashboards", "-n", TEAM]).await;
     // From the status alone, it is Ready.
     assert_eq!(ran.exit, Exit::Fine, "{}{}", ran.out, ran.err);
     assert!(
@@ -459,7 +422,7 @@ async fn what_the_caller_may_not_read_is_said_and_the_rest_shown() {
         ran.out
     );
     // A grant that does not exist is an error (exit 2), not "not fine".
-    let ran = kubectl(w.fake.client(), w.now, &["status", "dsg/nope", "-n", TEAM]).await;
+    let ran = w.kubectl(&["status", "dsg/nope", "-n", TEAM]).await;
     assert_eq!(ran.exit, Exit::Error);
     assert_eq!(ran.err, "error: DatasourceGrant team-a/nope not found");
 }
@@ -483,12 +446,7 @@ async fn consumers_a_newer_operator_reports_are_shown() {
          "message": "CronJob export reads the token from env and is not restarted",
          "lastTransitionTime": "2026-12-01T09:41:00Z"}));
     w.fake.put("tokenmint.dev", "datasourcegrants", grant);
-    let ran = kubectl(
-        w.fake.client(),
-        w.now,
-        &["status", "dsg/dashboards", "-n", TEAM],
-    )
-    .await;
+    let ran = w.kubectl(&["status", "dsg/dashboards", "-n", TEAM]).await;
     assert!(ran.out.contains(
         "Consumers        2\n                   Deployment/report-api (volume, sees rotations)\n                   CronJob/export (env, does not see rotations)\n"
     ), "{}", ran.out);
@@ -506,12 +464,9 @@ async fn consumers_a_newer_operator_reports_are_shown() {
     );
     // Ready decides the exit code.
     assert_eq!(ran.exit, Exit::Fine);
-    let json = kubectl(
-        w.fake.client(),
-        w.now,
-        &["status", "dsg/dashboards", "-n", TEAM, "-o", "json"],
-    )
-    .await;
+    let json = w
+        .kubectl(&["status", "dsg/dashboards", "-n", TEAM, "-o", "json"])
+        .await;
     let report: Value = serde_json::from_str(&json.out).unwrap();
     assert_eq!(report["consumers"]["count"], 2);
     assert_eq!(report["consumers"]["items"][1]["name"], "export");
@@ -520,7 +475,7 @@ async fn consumers_a_newer_operator_reports_are_shown() {
 #[tokio::test]
 async fn a_kind_alone_lists_its_objects_and_fails_when_one_is_not_ready() {
     let w = World::installed(now());
-    let ran = kubectl(w.fake.client(), w.now, &["status", "dsg", "-n", TEAM]).await;
+    let ran = w.kubectl(&["status", "dsg", "-n", TEAM]).await;
     assert_eq!(ran.exit, Exit::NotFine, "payroll is not Ready: {}", ran.out);
     assert_eq!(
         ran.out,
@@ -528,7 +483,7 @@ async fn a_kind_alone_lists_its_objects_and_fails_when_one_is_not_ready() {
          dashboards   True    TokenReady   in 40m\n\
          payroll      False   Forbidden    -\n"
     );
-    let ran = kubectl(w.fake.client(), w.now, &["status", "gtr", "-A"]).await;
+    let ran = w.kubectl(&["status", "gtr", "-A"]).await;
     assert_eq!(ran.exit, Exit::Fine, "{}", ran.out);
     assert!(
         ran.out.starts_with("NAMESPACE   NAME         READY"),
@@ -541,12 +496,12 @@ async fn a_kind_alone_lists_its_objects_and_fails_when_one_is_not_ready() {
         "{}",
         ran.out
     );
-    let ran = kubectl(w.fake.client(), w.now, &["status", "sk", "-n", "elsewhere"]).await;
+    let ran = w.kubectl(&["status", "sk", "-n", "elsewhere"]).await;
     assert_eq!(
         (ran.exit, ran.out.as_str()),
         (Exit::Fine, "No objects found.\n")
     );
-    let ran = kubectl(w.fake.client(), w.now, &["status", "secret/x", "-n", TEAM]).await;
+    let ran = w.kubectl(&["status", "secret/x", "-n", TEAM]).await;
     assert_eq!(ran.exit, Exit::Error);
     assert!(ran.err.contains("unknown kind \"secret\""), "{}", ran.err);
 }

@@ -498,6 +498,25 @@ pub fn start_operator(fake: &Fake) -> Operator {
     Operator { stop, denylist }
 }
 
+impl World {
+    /// Runs `kubectl tokenmint ARGS` in this world, at its time.
+    pub async fn kubectl(&self, args: &[&str]) -> Ran {
+        kubectl(self.fake.client(), self.now, args).await
+    }
+}
+
+/// Asserts that `ran` printed each of `expected`.
+pub fn shows(ran: &Ran, expected: &[&str]) {
+    for expected in expected {
+        assert!(
+            ran.out.contains(expected),
+            "missing {expected:?} in\n{}{}",
+            ran.out,
+            ran.err
+        );
+    }
+}
+
 /// What a command printed and its exit code.
 #[derive(Debug)]
 pub struct Ran {

@@ -1,17 +1,18 @@
 //! `kubectl tokenmint status KIND/NAME`: one screen that answers "is my token fine?".
 //!
 //! Gathered here (the object, its Secrets, its ServiceKey, its Events, each read as far as the
-//! caller may), judged in [`report`] (pure: what is fine, what to do next) and printed by
-//! [`render`]. `status KIND` (with `-A`: in every namespace) lists the objects of a kind from
+//! caller may), judged in [`report`] from the parts [`facts`] makes of them (pure: what is
+//! fine, what to do next) and printed by [`render`]. `status KIND` (with `-A`: in every namespace) lists the objects of a kind from
 //! their status alone. Exit code 1 when anything shown is not Ready.
 
+pub mod facts;
 pub mod render;
 pub mod report;
 
-use super::check::{Place, Right};
 use super::output::{self, CliError, Exit};
 use super::plugin::Session;
-use super::target::{self, Kind, Object, Target, Typed};
+use super::rights::{Place, Right};
+use super::target::{self, Kind, Object, TargetArgs, Typed};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
@@ -20,11 +21,8 @@ use std::io::Write;
 
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
-    /// KIND/NAME (dsg/x, gtr/x, sk/x) or KIND NAME; KIND alone lists every object of the kind.
-    #[arg(value_name = "KIND[/NAME]")]
-    pub target: String,
-    #[arg(value_name = "NAME")]
-    pub name: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// How many of the object's latest Events to show.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub events: usize,
@@ -32,30 +30,12 @@ pub struct StatusArgs {
 
 /// What `status` reads.
 pub const RIGHTS: &[Right] = &[
-    Right::required("tokenmint.dev", "datasourcegrants", "get", Place::Namespace),
-    Right::required(
-        "tokenmint.dev",
-        "guesttokenrequests",
-        "get",
-        Place::Namespace,
-    ),
-    Right::required("tokenmint.dev", "servicekeys", "get", Place::Namespace),
-    Right::required(
-        "tokenmint.dev",
-        "datasourcegrants",
-        "list",
-        Place::Namespace,
-    )
-    .optional("status KIND (a list)"),
-    Right::required(
-        "tokenmint.dev",
-        "guesttokenrequests",
-        "list",
-        Place::Namespace,
-    )
-    .optional("status KIND (a list)"),
-    Right::required("tokenmint.dev", "servicekeys", "list", Place::Namespace)
-        .optional("status KIND (a list)"),
+    Right::ours("datasourcegrants", "get"),
+    Right::ours("guesttokenrequests", "get"),
+    Right::ours("servicekeys", "get"),
+    Right::ours("datasourcegrants", "list").optional("status KIND (a list)"),
+    Right::ours("guesttokenrequests", "list").optional("status KIND (a list)"),
+    Right::ours("servicekeys", "list").optional("status KIND (a list)"),
     Right::required("", "secrets", "get", Place::Namespace)
         .optional("the Secret and the token's issue time and key"),
     Right::required("events.k8s.io", "events", "list", Place::Namespace).optional("Events"),
@@ -66,7 +46,7 @@ pub async fn run(
     session: &Session,
     out: &mut dyn Write,
 ) -> Result<Exit, CliError> {
-    let target = Target::parse(&args.target, args.name.as_deref())?;
+    let target = args.target.parse()?;
     let Some(name) = &target.name else {
         let objects = target::list(&session.client, target.kind, session.scope(), None).await?;
         let rows: Vec<report::Row> = objects.iter().map(report::Row::of).collect();
@@ -161,7 +141,7 @@ async fn object_events(session: &Session, object: &Object, max: usize) -> Read<V
         .await
         .map_err(|e| output::describe(&e))?
         .items;
-    events.sort_by_key(report::event_time);
+    events.sort_by_key(facts::event_time);
     let skip = events.len().saturating_sub(max);
     Ok(Some(events.split_off(skip)))
 }

@@ -105,7 +105,7 @@ fn reason_step(r: &StatusReport, object: &Object, reason: &str) -> String {
             _ => "spec.dataSources",
         };
         format!(
-            "Let ServiceKey {key} allow it in {fields} (`kubectl edit sk {key} -n {ns}`), or ask for what it allows. The token this {} held was revoked.",
+            "Let ServiceKey {key} allow it in {fields} (`kubectl edit sk {key} -n {ns}`), or ask for what it allows. Any token this {} held was revoked and removed.",
             r.kind.name()
         )
     } else if is(Reason::InvalidFilter) {
