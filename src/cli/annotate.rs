@@ -74,7 +74,7 @@ impl Action {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub enum Result_ {
+pub enum Answer {
     /// The Secret holds a token minted after the request.
     Minted,
     /// Asked, not waited for (`--wait=false`).
@@ -92,7 +92,7 @@ pub struct Outcome {
     pub kind: Kind,
     pub namespace: String,
     pub name: String,
-    pub result: Result_,
+    pub result: Answer,
     /// `tokenmint.dev/renew=<value>` as set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub annotation: Option<String>,
@@ -109,7 +109,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn of(object: &Object, result: Result_) -> Outcome {
+    fn of(object: &Object, result: Answer) -> Outcome {
         Outcome {
             kind: object.kind,
             namespace: object.namespace(),
@@ -162,9 +162,9 @@ pub async fn request(
     let mut outcomes = Vec::new();
     let mut waiting = Vec::new();
     for object in &objects {
-        let mut outcome = Outcome::of(object, Result_::Requested);
+        let mut outcome = Outcome::of(object, Answer::Requested);
         let Some(secret) = outcome.secret.clone() else {
-            outcome.result = Result_::Skipped;
+            outcome.result = Answer::Skipped;
             outcome.message = Some(
                 "it has no sessionToken: a ServiceKey's key is never re-minted, only its session token".into(),
             );
@@ -175,7 +175,7 @@ pub async fn request(
         annotate(session, object, action.annotation(), &value).await?;
         outcome.annotation = Some(format!("{}={value}", action.annotation()));
         if !object.is_ready() {
-            outcome.result = Result_::NotReady;
+            outcome.result = Answer::NotReady;
             outcome.message = Some(not_ready(object));
         } else if wait.wait {
             waiting.push(outcomes.len());
@@ -196,7 +196,7 @@ pub async fn request(
     let fine = outcomes.iter().all(|o| {
         matches!(
             o.result,
-            Result_::Minted | Result_::Requested | Result_::Skipped
+            Answer::Minted | Answer::Requested | Answer::Skipped
         )
     });
     match session.format {
@@ -290,7 +290,7 @@ async fn wait_for(
             if let Some(meta) = secrets.get(&key)
                 && annotation(meta, action.handled()).as_deref() == Some(value)
             {
-                o.result = Result_::Minted;
+                o.result = Answer::Minted;
                 o.token_id = annotation(meta, TOKEN_ID_ANNOTATION);
                 o.expires_at = annotation(meta, EXPIRES_AT_ANNOTATION).and_then(|t| t.parse().ok());
                 return false;
@@ -298,7 +298,7 @@ async fn wait_for(
             if let Some(object) = objects.get(&(o.namespace.clone(), o.name.clone()))
                 && object.condition(READY).is_some_and(|c| c.status == "False")
             {
-                o.result = Result_::NotReady;
+                o.result = Answer::NotReady;
                 o.message = Some(not_ready(object));
                 return false;
             }
@@ -309,7 +309,7 @@ async fn wait_for(
         }
         if tokio::time::Instant::now() >= deadline {
             for &i in &left {
-                outcomes[i].result = Result_::TimedOut;
+                outcomes[i].result = Answer::TimedOut;
             }
             return Ok(());
         }
@@ -391,7 +391,7 @@ pub fn render(
         let secret = o.secret.as_deref().unwrap_or("?");
         let previous = o.previous_token_id.as_deref().unwrap_or("(none)");
         let line = match o.result {
-            Result_::Minted => {
+            Answer::Minted => {
                 let new = o.token_id.as_deref().unwrap_or("?");
                 let expires = match o.expires_at {
                     Some(at) => format!(
@@ -410,20 +410,20 @@ pub fn render(
                     ),
                 }
             }
-            Result_::Requested => format!(
+            Answer::Requested => format!(
                 "requested ({}); not waiting",
                 o.annotation.as_deref().unwrap_or_default()
             ),
-            Result_::NotReady => format!(
+            Answer::NotReady => format!(
                 "requested, but {}: the operator mints once it is Ready; see kubectl tokenmint status {who} -n {}",
                 o.message.as_deref().unwrap_or("it is not Ready"),
                 o.namespace
             ),
-            Result_::TimedOut => format!(
+            Answer::TimedOut => format!(
                 "no new token in Secret {secret} after {}s: is the operator running? kubectl tokenmint check",
                 timeout.as_secs()
             ),
-            Result_::Skipped => format!("skipped: {}", o.message.as_deref().unwrap_or_default()),
+            Answer::Skipped => format!("skipped: {}", o.message.as_deref().unwrap_or_default()),
         };
         out.push_str(&format!("{who}{place}: {line}\n"));
     }

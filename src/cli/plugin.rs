@@ -6,6 +6,7 @@
 //! needs nothing of the operator's RBAC, and `check` says which of its commands the caller may
 //! run. One module per sub-command; each gathers a report through the API, then renders it.
 
+use super::completion::KUBECTL_COMPLETE_BINARY;
 use super::output::{CliError, Exit, Format};
 use super::{check, completion, connect, inspect, renew, revoke, status};
 use clap::{Args, Parser, Subcommand};
@@ -148,12 +149,18 @@ pub struct Io<'a> {
 }
 
 /// Whether this process was started as the plugin: by the name `kubectl-tokenmint` (as kubectl
-/// runs it), whatever the directory or a Windows `.exe`.
+/// runs it) or `kubectl_complete-tokenmint` (as kubectl runs its completer), whatever the
+/// directory or a Windows `.exe`.
 pub fn invoked_as_plugin(argv0: Option<&std::ffi::OsStr>) -> bool {
-    argv0
-        .map(std::path::Path::new)
-        .and_then(|p| p.file_stem())
-        .is_some_and(|stem| stem == PLUGIN_BINARY)
+    matches!(
+        stem(argv0).as_deref(),
+        Some(PLUGIN_BINARY | KUBECTL_COMPLETE_BINARY)
+    )
+}
+
+fn stem(argv0: Option<&std::ffi::OsStr>) -> Option<String> {
+    let stem = std::path::Path::new(argv0?).file_stem()?;
+    Some(stem.to_string_lossy().into_owned())
 }
 
 /// Runs a command of a session; errors are the caller's to print.
@@ -175,6 +182,12 @@ pub async fn execute(
 /// The plugin's `main`: parses the command line, connects with the kubeconfig, runs the
 /// command on a single-threaded runtime and returns its exit code.
 pub fn main() -> ExitCode {
+    let mut argv = std::env::args_os();
+    if stem(argv.next().as_deref()).as_deref() == Some(KUBECTL_COMPLETE_BINARY) {
+        let words: Vec<String> = argv.map(|w| w.to_string_lossy().into_owned()).collect();
+        print!("{}", completion::kubectl_candidates(&words));
+        return ExitCode::SUCCESS;
+    }
     let plugin = Plugin::parse();
     let mut stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();
@@ -221,6 +234,9 @@ mod tests {
             let path = argv0.replace('\\', std::path::MAIN_SEPARATOR_STR);
             assert!(invoked_as_plugin(Some(OsStr::new(&path))), "{argv0}");
         }
+        assert!(invoked_as_plugin(Some(OsStr::new(
+            "/bin/kubectl_complete-tokenmint"
+        ))));
         for argv0 in ["tokenmint", "/usr/bin/tokenmint", "kubectl-tokenmint-old"] {
             assert!(!invoked_as_plugin(Some(OsStr::new(argv0))), "{argv0}");
         }

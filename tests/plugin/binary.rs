@@ -1,7 +1,8 @@
 //! The `tokenmint` binary, linked as `kubectl-tokenmint` the way it is installed, against the
 //! fake API server over a real socket: it acts as the plugin (by its name alone), connects with
 //! the kubeconfig (its current context and that context's namespace, or `--context`), and
-//! exits 0, 1 or 2; under its own name it is still `tokenmint`. Completion needs no cluster.
+//! exits 0, 1 or 2; linked as `kubectl_complete-tokenmint` it is kubectl's completer; under its
+//! own name it is still `tokenmint`. Completion needs no cluster.
 
 use crate::support::fake_api::Fake;
 use crate::world::World;
@@ -136,6 +137,16 @@ async fn the_binary_linked_as_kubectl_tokenmint_is_the_plugin() {
     let out = run(&plugin, &["completion", "bash"], None).await;
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("kubectl-tokenmint"));
+
+    // As kubectl's completer of `kubectl tokenmint ...` (kubectl 1.26+), by its name too.
+    let completer = dir.join("kubectl_complete-tokenmint");
+    let _ = std::fs::remove_file(&completer);
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_tokenmint"), &completer).unwrap();
+    let out = run(&completer, &["re"], None).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), "renew\nrevoke\n:4\n");
+    let out = run(&completer, &["status", ""], None).await;
+    assert_eq!(text(&out.stdout), "dsg/\ngtr/\nsk/\n:6\n");
 
     // Under its own name, the same file is tokenmint.
     let out = run(
