@@ -7,8 +7,16 @@ use tokenmint::crd;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+fn main() -> ExitCode {
+    // Installed (or linked) as `kubectl-tokenmint`: the kubectl plugin (CONTRACT §11).
+    if tokenmint::cli::plugin::invoked_as_plugin(std::env::args_os().next().as_deref()) {
+        return tokenmint::cli::plugin::main();
+    }
+    run()
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     // Held to the end: dropping it flushes the queued log lines.
     let _log = tokenmint::telemetry::init(cli.log_format);

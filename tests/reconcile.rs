@@ -1565,6 +1565,105 @@ async fn the_revoke_annotation_revokes_the_token_and_mints_a_fresh_one() {
     assert_eq!(h.denylist.len(), 1);
 }
 
+/// Sets `tokenmint.dev/renew=value` on `grant` and reconciles it: the token is re-minted.
+/// Returns the Secret written, the status and the grant as updated.
+async fn renew(
+    h: &mut Harness,
+    mut grant: DatasourceGrant,
+    value: &str,
+) -> (Value, TokenStatus, DatasourceGrant) {
+    grant
+        .annotations_mut()
+        .insert("tokenmint.dev/renew".into(), value.into());
+    let task = h.grant(&grant);
+    let fresh = h.expect_apply(GRANT_SECRET).await;
+    let (status, grant) = h.expect_status(GRANT_STATUS, &grant).await;
+    h.finish(task).await.unwrap();
+    h.cache_secret(&secret_of(&fresh));
+    h.clock.advance(SignedDuration::from_secs(5));
+    (fresh, status, grant)
+}
+
+#[tokio::test]
+async fn the_renew_annotation_mints_a_fresh_token_once_without_revoking_the_old_one() {
+    let mut h = Harness::new();
+    h.cache_key(&service_key(&["Data_3_E"]));
+    let (secret, grant, _) = first_mint(&mut h, &grant()).await;
+    let token_id = |s: &Value| s["metadata"]["annotations"]["tokenmint.dev/token-id"].clone();
+    let (fresh, status, grant) = renew(&mut h, grant, "1764583200").await;
+    assert_ne!(token_id(&fresh), token_id(&secret));
+    assert_eq!(status.token_id.as_deref(), token_id(&fresh).as_str());
+    assert!(h.denylist.is_empty(), "the old token is not revoked");
+    assert_eq!(
+        fresh["metadata"]["annotations"]["tokenmint.dev/renew-handled"],
+        "1764583200"
+    );
+    let event = h.events.published().last().unwrap().clone();
+    assert_eq!(
+        (
+            event.reason,
+            event.action,
+            event.note.contains("renewal was requested")
+        ),
+        ("Rotated".into(), "Renewed".into(), true)
+    );
+    // Handled: a resync writes nothing.
+    let task = h.grant(&grant);
+    h.finish(task).await.unwrap();
+    // Nor does an operator restart, which reads the Secret once and finds the value handled.
+    let mut restarted = Harness::new();
+    *restarted.ring.write().unwrap() =
+        Keyring::from_json(&h.ring.read().unwrap().to_json()).unwrap();
+    restarted.cache_key(&service_key(&["Data_3_E"]));
+    restarted.cache_secret(&secret_of(&fresh));
+    let task = restarted.grant(&grant);
+    restarted.expect_get(GRANT_SECRET, &fresh).await;
+    restarted.finish(task).await.unwrap();
+    // A new value asks again.
+    let (again, _, _) = renew(&mut h, grant, "1764583300").await;
+    assert_ne!(token_id(&again), token_id(&fresh));
+    assert!(h.denylist.is_empty());
+}
+
+#[tokio::test]
+async fn the_renew_annotation_re_mints_a_service_keys_session_token() {
+    let mut h = Harness::new();
+    let mut key = service_key(&["*"]);
+    key.spec.session_token = Some(SessionTokenSpec {
+        secret_name: "analytics-session".into(),
+        ttl: None,
+    });
+    let key_path = format!("{SECRETS}/analytics-key");
+    let session_path = format!("{SECRETS}/analytics-session");
+    let status_path = "/apis/tokenmint.dev/v1alpha1/namespaces/team-a/servicekeys/analytics/status";
+    let task = h.service_key(&key);
+    let key_secret = h.expect_create(&key_path).await;
+    let session = h.expect_create(&session_path).await;
+    let (_, mut key) = h.expect_status(status_path, &key).await;
+    h.finish(task).await.unwrap();
+    h.cache_secret(&secret_of(&key_secret));
+    h.cache_secret(&secret_of(&session));
+    h.clock.advance(SignedDuration::from_secs(1));
+    key.annotations_mut()
+        .insert("tokenmint.dev/renew".into(), "now".into());
+    let task = h.service_key(&key);
+    // The session token only: the key is never re-generated.
+    let fresh = h.expect_apply(&session_path).await;
+    let (status, key) = h.expect_status(status_path, &key).await;
+    h.finish(task).await.unwrap();
+    let new_id = fresh["metadata"]["annotations"]["tokenmint.dev/token-id"].clone();
+    assert_ne!(
+        new_id,
+        session["metadata"]["annotations"]["tokenmint.dev/token-id"]
+    );
+    assert_eq!(status.token_id.as_deref(), new_id.as_str());
+    assert!(h.denylist.is_empty());
+    h.cache_secret(&secret_of(&fresh));
+    h.clock.advance(SignedDuration::from_secs(5));
+    let task = h.service_key(&key);
+    h.finish(task).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_terminating_namespace_is_not_retried_or_warned_about() {
     let mut h = Harness::new();

@@ -16,7 +16,7 @@ pub const DEFAULT_EXPIRATION: i64 = 3_600;
     group = "tokenmint.dev",
     version = "v1alpha1",
     kind = "DatasourceGrant",
-    doc = "A data source read token, minted into a Secret and rotated before expiry.",
+    doc = "A data source read token, minted into a Secret and rotated before expiry. Annotate it with tokenmint.dev/renew=<new value> to mint a fresh token now (the one in place stays valid until it expires), or with tokenmint.dev/revoke=<new value> to revoke the token in place and mint a fresh one.",
     namespaced,
     status = "TokenStatus",
     shortname = "dsg",

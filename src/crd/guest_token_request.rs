@@ -18,7 +18,7 @@ pub const MIN_EXPIRY_TIME_MS: i64 = 60_000;
     group = "tokenmint.dev",
     version = "v1alpha1",
     kind = "GuestTokenRequest",
-    doc = "An embed guest token, minted into a Secret and rotated before expiry.",
+    doc = "An embed guest token, minted into a Secret and rotated before expiry. Annotate it with tokenmint.dev/renew=<new value> to mint a fresh token now (the one in place stays valid until it expires), or with tokenmint.dev/revoke=<new value> to revoke the token in place and mint a fresh one.",
     namespaced,
     status = "TokenStatus",
     shortname = "gtr",

@@ -30,6 +30,12 @@ pub const EXPIRES_AT_ANNOTATION: &str = "tokenmint.dev/expires-at";
 pub const REVOKE_ANNOTATION: &str = "tokenmint.dev/revoke";
 /// On a token Secret: the `tokenmint.dev/revoke` value its token was minted after.
 pub const REVOKE_HANDLED_ANNOTATION: &str = "tokenmint.dev/revoke-handled";
+/// On a DatasourceGrant, GuestTokenRequest or ServiceKey (its session token): set to a new
+/// value to mint a fresh token now, without revoking the one in place (it stays valid until it
+/// expires, as after any rotation).
+pub const RENEW_ANNOTATION: &str = "tokenmint.dev/renew";
+/// On a token Secret: the `tokenmint.dev/renew` value its token was minted after.
+pub const RENEW_HANDLED_ANNOTATION: &str = "tokenmint.dev/renew-handled";
 
 /// Key of the token of `role` of the `kind` resource `namespace/name` in the expiry metric.
 pub fn metric_key(kind: &str, namespace: &str, name: &str, role: &str) -> String {

@@ -1,7 +1,8 @@
 //! ServiceKey: the key, generated once into its Secret, and the optional session token.
 
 use super::owned_secret::{
-    self, Owner, cached_version, data_str, delete_owned, fetch_secret, managed_labels,
+    self, Owner, RENEW_ANNOTATION, cached_version, data_str, delete_owned, fetch_secret,
+    managed_labels,
 };
 use super::status::{self, KEY_READY, Outcome, TOKEN_READY};
 use super::token_secret::{self, Stored, TokenTarget};
@@ -126,6 +127,7 @@ async fn session_outcome(
                 desired,
                 restart_consumers: false,
                 revoke: None,
+                renew: key.annotations().get(RENEW_ANNOTATION).map(String::as_str),
             };
             token_secret::ensure_token(ctx, &target).await?
         }

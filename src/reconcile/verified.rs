@@ -38,6 +38,8 @@ pub struct TokenRecord {
     pub restarted_for: Option<String>,
     /// `tokenmint.dev/revoke-handled`.
     pub revoke_handled: Option<String>,
+    /// `tokenmint.dev/renew-handled`.
+    pub renew_handled: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -88,6 +88,8 @@ pub enum MintReason {
     Edited(String),
     /// Revocation was requested (`tokenmint.dev/revoke`).
     Revoked,
+    /// A fresh token was requested (`tokenmint.dev/renew`); the old one is not revoked.
+    Renewed,
 }
 
 impl MintReason {
@@ -101,6 +103,7 @@ impl MintReason {
             MintReason::Expired => "Expired",
             MintReason::Edited(_) => "Edited",
             MintReason::Revoked => "Revoked",
+            MintReason::Renewed => "Renewed",
         }
     }
 }
@@ -115,6 +118,7 @@ impl std::fmt::Display for MintReason {
             MintReason::Expired => f.write_str("the token had expired"),
             MintReason::Edited(what) => write!(f, "the stored token was edited ({what})"),
             MintReason::Revoked => f.write_str("its revocation was requested"),
+            MintReason::Renewed => f.write_str("a renewal was requested"),
         }
     }
 }

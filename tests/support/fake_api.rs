@@ -8,6 +8,9 @@
 //! Faults, to reproduce what a real cluster does: lists that answer late, the next watch of a
 //! resource failing with `410 Gone`, an API-server restart (every watch dropped, every resumed
 //! watch too old), an outage (every request 503).
+//!
+//! An authorizer: rules the test forbids answer 403, and SelfSubjectAccessReviews answer from
+//! the same rules. Discovery of a custom group version is served from the stored CRDs.
 
 use axum::body::Body;
 use axum::http::{Method, Request, Response, StatusCode};
@@ -82,6 +85,9 @@ struct State {
     list_delay: BTreeMap<String, Duration>,
     /// TokenReview: token -> (username, audiences the token carries).
     tokens: BTreeMap<String, (String, Vec<String>)>,
+    /// Requests the caller may not make: (group, resource, verb, namespace; `None`: every
+    /// namespace). Answered 403, and denied by SelfSubjectAccessReviews.
+    forbidden: BTreeSet<(String, String, String, Option<String>)>,
 }
 
 #[derive(Clone, Default)]
@@ -201,11 +207,16 @@ fn selected(object: &Value, params: &BTreeMap<String, String>) -> bool {
             object["metadata"]["labels"][k].as_str() == Some(v)
         })
     });
+    // `path=value[,path=value]`, a path being the object's JSON fields joined by dots
+    // (`metadata.name`, an Event's `regarding.kind`).
     let fields_ok = params.get("fieldSelector").is_none_or(|selector| {
-        let name = selector
-            .strip_prefix("metadata.name=")
-            .expect("only metadata.name field selectors");
-        object["metadata"]["name"].as_str() == Some(name)
+        selector.split(',').all(|term| {
+            let (path, v) = term.split_once('=').expect("only equality field selectors");
+            path.split('.')
+                .fold(object, |at, field| &at[field])
+                .as_str()
+                == Some(v)
+        })
     });
     labels_ok && fields_ok
 }
@@ -225,6 +236,50 @@ fn gone_line() -> Vec<u8> {
 }
 
 impl State {
+    fn is_forbidden(
+        &self,
+        group: &str,
+        resource: &str,
+        verb: &str,
+        namespace: Option<&str>,
+    ) -> bool {
+        self.forbidden.iter().any(|(g, r, v, ns)| {
+            g == group
+                && r == resource
+                && v == verb
+                && ns.as_deref().is_none_or(|ns| Some(ns) == namespace)
+        })
+    }
+
+    /// `GET /apis/<group>/<version>`: the resources the stored CRDs define in that version.
+    fn discovery(&self, group: &str, version: &str) -> Option<Value> {
+        let resources: Vec<Value> = self
+            .objects
+            .iter()
+            .filter(|((g, r, _, _), crd)| {
+                g == "apiextensions.k8s.io"
+                    && r == "customresourcedefinitions"
+                    && crd["spec"]["group"] == group
+                    && crd["spec"]["versions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|v| v["name"] == version && v["served"] == true)
+            })
+            .map(|(_, crd)| {
+                let names = &crd["spec"]["names"];
+                json!({"name": names["plural"], "singularName": names["singular"],
+                       "namespaced": crd["spec"]["scope"] == "Namespaced",
+                       "kind": names["kind"], "shortNames": names["shortNames"],
+                       "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]})
+            })
+            .collect();
+        (!resources.is_empty()).then(|| {
+            json!({"kind": "APIResourceList", "apiVersion": "v1",
+                   "groupVersion": format!("{group}/{version}"), "resources": resources})
+        })
+    }
+
     fn matches(w: &Watcher, key: &Key, object: &Value) -> bool {
         w.group == key.0
             && w.resource == key.1
@@ -408,6 +463,17 @@ impl Fake {
         self.state().tokens.remove(token);
     }
 
+    /// From now on `verb` on `group`/`resource` answers 403 (in `namespace`, or everywhere),
+    /// and SelfSubjectAccessReviews deny it.
+    pub fn forbid(&self, group: &str, resource: &str, verb: &str, namespace: Option<&str>) {
+        self.state().forbidden.insert((
+            group.into(),
+            resource.into(),
+            verb.into(),
+            namespace.map(str::to_owned),
+        ));
+    }
+
     /// Lists of `resource` answer after `delay`.
     pub fn delay_lists(&self, resource: &str, delay: Duration) {
         self.state().list_delay.insert(resource.into(), delay);
@@ -432,6 +498,12 @@ impl Fake {
             // Non-resource URLs (/version, discovery) need no RBAC rule of ours: the default
             // system:public-info-viewer / system:discovery roles grant them to everyone.
             let mut state = self.state();
+            let answer = match path.trim_matches('/').split('/').collect::<Vec<_>>()[..] {
+                ["version"] => Some(json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0",
+                                           "platform": "linux/amd64"})),
+                ["apis", group, version] => state.discovery(group, version),
+                _ => None,
+            };
             let phase = state.phase.clone();
             state.calls.push(Call {
                 phase,
@@ -444,7 +516,11 @@ impl Fake {
                 request,
                 accept: String::new(),
             });
-            return status(StatusCode::NOT_FOUND, "NotFound");
+            return match answer {
+                Some(body) if !state.down => respond(StatusCode::OK, &body),
+                _ if state.down => status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
+                _ => status(StatusCode::NOT_FOUND, "NotFound"),
+            };
         };
         // The verb, as the API server's RequestInfo derives it.
         let watching = matches!(params.get("watch").map(String::as_str), Some("true" | "1"));
@@ -497,6 +573,27 @@ impl Fake {
         state.calls.push(call.clone());
         if state.down {
             return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable");
+        }
+        if state.is_forbidden(&p.group, &resource, verb, p.namespace.as_deref()) {
+            return status(StatusCode::FORBIDDEN, "Forbidden");
+        }
+        if p.resource == "selfsubjectaccessreviews" && verb == "create" {
+            let asked = &body["spec"]["resourceAttributes"];
+            let field = |k: &str| asked[k].as_str().unwrap_or_default().to_owned();
+            let resource = match field("subresource").as_str() {
+                "" => field("resource"),
+                sub => format!("{}/{sub}", field("resource")),
+            };
+            let namespace = Some(field("namespace")).filter(|ns| !ns.is_empty());
+            let allowed = !state.is_forbidden(
+                &field("group"),
+                &resource,
+                &field("verb"),
+                namespace.as_deref(),
+            );
+            let mut review = body.clone();
+            review["status"] = json!({"allowed": allowed});
+            return respond(StatusCode::CREATED, &review);
         }
         if verb == "watch" {
             let (tx, rx) = mpsc::unbounded_channel();

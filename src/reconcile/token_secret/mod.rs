@@ -10,9 +10,10 @@ mod verdict;
 use verdict::{InPlace, Verdict, in_place, judge_fetched, judge_known, mint};
 
 use super::owned_secret::{
-    EXPIRES_AT_ANNOTATION, EXPIRES_AT_KEY, KID_ANNOTATION, Owner, RENEW_AT_ANNOTATION,
-    REVOKE_ANNOTATION, REVOKE_HANDLED_ANNOTATION, SPEC_HASH_ANNOTATION, TOKEN_ID_ANNOTATION,
-    TOKEN_KEY, TOKEN_SECRET_TYPE, delete_owned, fetch_secret, managed_labels, write_secret,
+    EXPIRES_AT_ANNOTATION, EXPIRES_AT_KEY, KID_ANNOTATION, Owner, RENEW_ANNOTATION,
+    RENEW_AT_ANNOTATION, RENEW_HANDLED_ANNOTATION, REVOKE_ANNOTATION, REVOKE_HANDLED_ANNOTATION,
+    SPEC_HASH_ANNOTATION, TOKEN_ID_ANNOTATION, TOKEN_KEY, TOKEN_SECRET_TYPE, delete_owned,
+    fetch_secret, managed_labels, write_secret,
 };
 use super::restart::{self, RESTARTED_FOR_ANNOTATION};
 use super::status;
@@ -44,6 +45,8 @@ pub struct TokenTarget<'a> {
     pub restart_consumers: bool,
     /// The resource's `tokenmint.dev/revoke` value, when set.
     pub revoke: Option<&'a str>,
+    /// The resource's `tokenmint.dev/renew` value, when set.
+    pub renew: Option<&'a str>,
 }
 
 impl TokenTarget<'_> {
@@ -54,11 +57,28 @@ impl TokenTarget<'_> {
         }
     }
 
-    /// Whether the revocation the resource asks for is still to be done for a token minted
-    /// after `handled`.
-    fn revocation_pending(&self, handled: Option<&str>) -> bool {
-        self.revoke.is_some_and(|asked| handled != Some(asked))
+    /// What the resource's annotations ask for that the token in place, minted after
+    /// `revoke_handled` and `renew_handled`, does not answer yet; a revocation first (it also
+    /// renews).
+    fn requested(
+        &self,
+        revoke_handled: Option<&str>,
+        renew_handled: Option<&str>,
+    ) -> Option<MintReason> {
+        if pending(self.revoke, revoke_handled) {
+            Some(MintReason::Revoked)
+        } else if pending(self.renew, renew_handled) {
+            Some(MintReason::Renewed)
+        } else {
+            None
+        }
     }
+}
+
+/// Whether an annotation's value `asked` (any new value asks again) differs from the value the
+/// token in place was minted after.
+fn pending(asked: Option<&str>, handled: Option<&str>) -> bool {
+    asked.is_some_and(|asked| handled != Some(asked))
 }
 
 /// The result of [`ensure_token`].
@@ -129,8 +149,12 @@ pub fn token_secret(
     if consumers_current {
         annotations.insert(RESTARTED_FOR_ANNOTATION.into(), minted.jti.clone());
     }
+    // Any fresh token answers what the resource asked for so far.
     if let Some(asked) = target.revoke {
         annotations.insert(REVOKE_HANDLED_ANNOTATION.into(), asked.to_owned());
+    }
+    if let Some(asked) = target.renew {
+        annotations.insert(RENEW_HANDLED_ANNOTATION.into(), asked.to_owned());
     }
     Secret {
         metadata: ObjectMeta {
@@ -259,6 +283,7 @@ pub async fn ensure_token(
                 spec_hash: target.desired.spec_hash.clone(),
                 restarted_for: consumers_current.then(|| candidate.jti.clone()),
                 revoke_handled: target.revoke.map(str::to_owned),
+                renew_handled: target.renew.map(str::to_owned),
             }),
         );
         ctx.metrics.minted(&owner.kind, replaced);
@@ -316,6 +341,7 @@ pub async fn keep_token<K: status::HasTokenStatus>(
                 desired,
                 restart_consumers: !consumers.is_empty(),
                 revoke: obj.annotations().get(REVOKE_ANNOTATION).map(String::as_str),
+                renew: obj.annotations().get(RENEW_ANNOTATION).map(String::as_str),
             };
             ensure_token(ctx, &target).await?
         }

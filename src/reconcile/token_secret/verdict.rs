@@ -5,8 +5,9 @@ use super::TokenTarget;
 use crate::keyring::Expect;
 use crate::labels::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, ROLE_LABEL};
 use crate::reconcile::owned_secret::{
-    EXPIRES_AT_KEY, REVOKE_HANDLED_ANNOTATION, SPEC_HASH_ANNOTATION, TOKEN_ID_ANNOTATION,
-    TOKEN_KEY, TOKEN_SECRET_TYPE, annotation, cached_version, data_str, fetch_secret,
+    EXPIRES_AT_KEY, RENEW_HANDLED_ANNOTATION, REVOKE_HANDLED_ANNOTATION, SPEC_HASH_ANNOTATION,
+    TOKEN_ID_ANNOTATION, TOKEN_KEY, TOKEN_SECRET_TYPE, annotation, cached_version, data_str,
+    fetch_secret,
 };
 use crate::reconcile::restart::{self, RESTARTED_FOR_ANNOTATION};
 use crate::reconcile::verified::{Content, TokenRecord};
@@ -100,9 +101,12 @@ pub(super) fn judge_known(
     version: String,
     now: Timestamp,
 ) -> Verdict {
-    if target.revocation_pending(record.revoke_handled.as_deref()) {
+    if let Some(reason) = target.requested(
+        record.revoke_handled.as_deref(),
+        record.renew_handled.as_deref(),
+    ) {
         return Verdict::Mint {
-            reason: MintReason::Revoked,
+            reason,
             previous: Some(record.held),
             version: Some(version),
             candidate: None,
@@ -185,8 +189,9 @@ pub(super) fn judge_fetched(
     };
     let meta = &secret.metadata;
     let revoke_handled = annotation(meta, REVOKE_HANDLED_ANNOTATION);
-    if target.revocation_pending(revoke_handled) {
-        return mint_over(MintReason::Revoked, Some(held), Some(candidate));
+    let renew_handled = annotation(meta, RENEW_HANDLED_ANNOTATION);
+    if let Some(reason) = target.requested(revoke_handled, renew_handled) {
+        return mint_over(reason, Some(held), Some(candidate));
     }
     let record = Record {
         spec_hash: annotation(meta, SPEC_HASH_ANNOTATION),
@@ -218,6 +223,7 @@ pub(super) fn judge_fetched(
                 spec_hash: target.desired.spec_hash.clone(),
                 restarted_for: restarted_for.map(str::to_owned),
                 revoke_handled: revoke_handled.map(str::to_owned),
+                renew_handled: renew_handled.map(str::to_owned),
             }),
         );
     }
