@@ -182,7 +182,7 @@ impl Manifests {
             name: name.to_owned(),
             message,
         };
-        let bytes = crate::http::keys::secret_value(secret, keyring::SECRET_KEY)
+        let bytes = crate::key_store::secret_value(secret, keyring::SECRET_KEY)
             .ok_or_else(|| err(format!("has no data key {:?}", keyring::SECRET_KEY)))?;
         Keyring::from_json(&bytes)
             .map(Some)

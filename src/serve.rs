@@ -3,8 +3,8 @@
 
 use crate::agent::{self, Agent};
 use crate::cli::ServeArgs;
-use crate::http::keys::{KeyIndex, SharedKeyStore};
 use crate::http::{AppState, Config, ServeOptions, router, serve_with, shutdown_signal};
+use crate::key_store::{KeyIndex, SharedKeyStore};
 use crate::manifests::LiveManifests;
 use crate::revocation::{Denylist, Revoker};
 use crate::tokenreview::Reviewer;
@@ -177,7 +177,7 @@ async fn start_agent(
     tracing::info!(active_kid = %ring.active_kid(), source = %from, "keyring loaded");
     let store = Arc::new(SharedKeyStore::fixed(KeyIndex::default(), ring));
     let keyring =
-        crate::http::keys::KeyStore::keyring(store.as_ref()).ok_or("the keyring did not load")?;
+        crate::key_store::KeyStore::keyring(store.as_ref()).ok_or("the keyring did not load")?;
     let mut agent = Agent::new(
         paths,
         common.issuer.clone(),
@@ -207,7 +207,7 @@ async fn start_agent(
 /// Drops in-memory revocations of tokens that can no longer verify, every
 /// [`crate::revocation::SWEEP_EVERY`], so `--max-revocations` bounds live entries only.
 async fn sweep_denylist(denylist: Arc<Denylist>, store: Arc<SharedKeyStore>) {
-    use crate::http::keys::KeyStore;
+    use crate::key_store::KeyStore;
     loop {
         tokio::time::sleep(crate::revocation::SWEEP_EVERY).await;
         let keyring = store.keyring();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokenmint::agent::{self, Agent, Paths};
 use tokenmint::clock::Clock;
-use tokenmint::http::keys::{KeyStore, SharedKeyStore};
+use tokenmint::key_store::{KeyStore, SharedKeyStore};
 use tokenmint::keyring::{Algorithm, Expect, Keyring};
 use tokenmint::manifests::LiveManifests;
 use tokenmint::revocation::{Denylist, Revoker};

@@ -23,7 +23,7 @@ use crate::clock::Clock;
 use crate::crd::ServiceKey;
 use crate::crd::service_key::ServiceKeySpec;
 use crate::desired::{self, Desired, Failure};
-use crate::http::keys::{KeyIndex, SharedKeyStore};
+use crate::key_store::{KeyIndex, SharedKeyStore};
 use crate::keyring::{Expect, Keyring};
 use crate::manifests::{LiveManifests, Manifests};
 use crate::revocation::{Revocation, Revoker};

@@ -8,8 +8,8 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
-use tokenmint::http::keys::{KeyIndex, SharedKeyStore};
 use tokenmint::http::{AppState, router};
+use tokenmint::key_store::{KeyIndex, SharedKeyStore};
 use tokenmint::keyring::{Algorithm, Expect, Keyring};
 use tokenmint::manifests::Manifests;
 use tower::ServiceExt;
@@ -86,7 +86,7 @@ pub fn index() -> KeyIndex {
 pub fn app_with(alg: Algorithm) -> TestApp {
     let ring = Keyring::generate(alg, jiff::Timestamp::now()).unwrap();
     let store = Arc::new(SharedKeyStore::fixed(index(), ring));
-    let keyring = tokenmint::http::keys::KeyStore::keyring(store.as_ref()).unwrap();
+    let keyring = tokenmint::key_store::KeyStore::keyring(store.as_ref()).unwrap();
     TestApp {
         router: router(AppState::new(store, ISSUER)),
         keyring,

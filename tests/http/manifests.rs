@@ -3,7 +3,7 @@
 
 use super::common::*;
 use std::path::{Path, PathBuf};
-use tokenmint::http::keys::{KeyIndex, KeyStore};
+use tokenmint::key_store::{KeyIndex, KeyStore};
 use tokenmint::keyring::{Algorithm, Keyring};
 use tokenmint::manifests::Manifests;
 

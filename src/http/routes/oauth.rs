@@ -6,8 +6,8 @@
 use crate::http::AppState;
 use crate::http::auth;
 use crate::http::error::{ApiError, Flavor};
-use crate::http::keys::{KeyEntry, KeyIndex};
 use crate::http::presented::{self, Expiry, Presented};
+use crate::key_store::{KeyEntry, KeyIndex};
 use crate::keyring::Keyring;
 use crate::revocation::{Revocation, RevocationError};
 use axum::Json;

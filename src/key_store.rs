@@ -1,4 +1,5 @@
-//! Where the REST routes look up ServiceKeys and the keyring.
+//! Where ServiceKeys and the keyring are looked up: by the REST routes, and by the token-file
+//! agent of `serve --manifests` (which builds the index).
 //!
 //! Both sources (the cluster's watch cache and `--manifests`) reduce to the same immutable
 //! [`KeyIndex`], rebuilt whenever the source changes and swapped in whole; a request only takes
