@@ -7,6 +7,7 @@
 //! - [`key_store`]: the ServiceKeys (by key digest) and the keyring that the REST routes and
 //!   the token-file agent look up.
 
+pub mod admission;
 pub mod agent;
 pub mod cli;
 pub mod clock;

@@ -150,9 +150,11 @@ async fn start_agent(
     args: &ServeArgs,
     revoker: Revoker,
 ) -> Result<StartedAgent, crate::BoxError> {
-    let mut live = LiveManifests::default();
-    if let Some(e) = live.reload(dir)?.into_iter().next() {
-        return Err(e.into());
+    let mut live = LiveManifests::new()?;
+    // At start every document must be admitted: there is no last good version to keep yet.
+    let refused = live.reload(dir)?;
+    if !refused.is_empty() {
+        return Err(crate::manifests::ManifestError::Refused(refused).into());
     }
     let manifests = live.merged();
     let tokens = std::path::absolute(&args.tokens_dir)

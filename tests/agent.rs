@@ -65,7 +65,7 @@ impl Setup {
     }
 
     fn live(&self) -> LiveManifests {
-        let mut live = LiveManifests::default();
+        let mut live = LiveManifests::new().unwrap();
         assert!(live.reload(&self.paths.manifests).unwrap().is_empty());
         live
     }
@@ -284,6 +284,91 @@ async fn a_broken_manifest_keeps_the_last_good_state_and_names_the_problem() {
     let kept = live.merged();
     assert_eq!(kept.datasource_grants.len(), 1);
     assert_eq!(kept.datasource_grants[0].spec.expiration, 3600);
+}
+
+#[tokio::test]
+async fn a_refused_edit_keeps_the_objects_last_good_version_and_the_others_work() {
+    let s = Setup::new("refused-edit");
+    s.manifest(
+        "a.yaml",
+        &format!("{KEY_NO_SECRET}---\n{}", grant("Data_3_E", 3600)),
+    );
+    let other = |name: &str, expiration: &str| {
+        grant("Other", 3600)
+            .replace("name: dashboards", &format!("name: {name}"))
+            .replace("expiration: 3600", &format!("expiration: {expiration}"))
+    };
+    s.manifest("b.yaml", &other("reports", "3600"));
+    let mut live = s.live();
+    // The edit of `reports` is refused (out of bounds); `audit`, new in the same file, is not.
+    s.manifest(
+        "b.yaml",
+        &format!(
+            "{}---\n{}",
+            other("reports", "50000"),
+            other("audit", "3000")
+        ),
+    );
+    let refused = live.reload(&s.paths.manifests).unwrap();
+    let messages: Vec<String> = refused.iter().map(ToString::to_string).collect();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(
+        messages[0].contains("b.yaml, document 1 (DatasourceGrant default/reports): spec.expiration: Invalid value: 50000")
+            && messages[0].contains("the last admitted version stays in effect"),
+        "{}",
+        messages[0]
+    );
+    let grants = live.merged().datasource_grants;
+    let expiration = |name: &str| {
+        grants
+            .iter()
+            .find(|g| g.metadata.name.as_deref() == Some(name))
+            .map(|g| g.spec.expiration)
+    };
+    assert_eq!(expiration("reports"), Some(3600), "the last good version");
+    assert_eq!(expiration("audit"), Some(3000));
+    assert_eq!(expiration("dashboards"), Some(3600));
+
+    // Moved to another file and refused there: still the last good version (kept by object,
+    // not by file). A second declaration of `dashboards` is refused, naming the first.
+    s.manifest("b.yaml", &other("audit", "3000"));
+    s.manifest(
+        "c.yaml",
+        &format!("{}---\n{}", other("reports", "soon"), grant("Other", 3000)),
+    );
+    let messages: Vec<String> = live
+        .reload(&s.paths.manifests)
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(messages[0].contains("c.yaml, document 1 (DatasourceGrant default/reports)"));
+    assert!(
+        messages[1].contains("c.yaml, document 2 (DatasourceGrant default/dashboards): DatasourceGrant default/dashboards is already declared in")
+            && messages[1].contains("a.yaml, document 2"),
+        "{}",
+        messages[1]
+    );
+    let kept = live.merged();
+    let dashboards = kept
+        .datasource_grants
+        .iter()
+        .find(|g| g.metadata.name.as_deref() == Some("dashboards"))
+        .unwrap();
+    assert_eq!(
+        dashboards.spec.data_source, "Data_3_E",
+        "the first declaration"
+    );
+    assert!(
+        kept.datasource_grants
+            .iter()
+            .any(|g| g.metadata.name.as_deref() == Some("reports") && g.spec.expiration == 3600)
+    );
+    // Removed from every file: gone.
+    s.manifest("c.yaml", "");
+    live.reload(&s.paths.manifests).unwrap();
+    assert_eq!(live.merged().datasource_grants.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

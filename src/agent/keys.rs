@@ -51,10 +51,7 @@ impl Agent {
         for key in &manifests.service_keys {
             let namespace = key.namespace().unwrap_or_default();
             let name = key.key_secret_name();
-            let declared = manifests.secrets.iter().any(|s| {
-                s.namespace().as_deref() == Some(namespace.as_str()) && s.name_any() == name
-            });
-            if declared {
+            if manifests.declares_secret(&namespace, &name) {
                 continue;
             }
             let dir = self.dir(&namespace, &name);

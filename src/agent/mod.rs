@@ -485,7 +485,7 @@ pub async fn run(
                 match live.reload(&agent.paths.manifests) {
                     Ok(errors) => {
                         for e in errors {
-                            tracing::error!(error = %e, "manifest not applied; keeping the last good version of its objects");
+                            tracing::error!(error = %e, "manifest refused");
                         }
                     }
                     Err(e) => {

@@ -78,8 +78,7 @@ pub struct TestApp {
 }
 
 pub fn index() -> KeyIndex {
-    let mut m = Manifests::default();
-    m.add_yaml(Path::new("fixtures.yaml"), FIXTURES).unwrap();
+    let m = Manifests::from_yaml(Path::new("fixtures.yaml"), FIXTURES).unwrap();
     KeyIndex::build(&m.service_keys, &m.secrets)
 }
 

@@ -70,8 +70,7 @@ stringData: {key: tmk_other}
 "#;
 
 fn index() -> KeyIndex {
-    let mut m = Manifests::default();
-    m.add_yaml(std::path::Path::new("keys.yaml"), KEYS).unwrap();
+    let m = Manifests::from_yaml(std::path::Path::new("keys.yaml"), KEYS).unwrap();
     KeyIndex::build(&m.service_keys, &m.secrets)
 }
 

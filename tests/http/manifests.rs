@@ -129,17 +129,17 @@ async fn bad_manifests_are_startup_errors_naming_the_file() {
         (
             "noname",
             "apiVersion: v1\nkind: Secret\nmetadata: {}\n",
-            "metadata.name is required",
+            "metadata.name: Required value",
         ),
         (
             "spec",
             "apiVersion: tokenmint.dev/v1alpha1\nkind: ServiceKey\nmetadata: {name: broken}\nspec: {principal: {id: \"1\"}}\n",
-            "ServiceKey broken",
+            "ServiceKey default/broken",
         ),
         (
             "data",
             "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {key: \"not base64!\"}\n",
-            "Secret s",
+            "Secret default/s",
         ),
         (
             "keyring",

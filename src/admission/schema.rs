@@ -1,0 +1,517 @@
+//! The OpenAPI v3 part of admission: what the API server checks of a custom resource against
+//! its CRD's structural schema before any CEL rule runs — types, required and unknown fields,
+//! enums, bounds, lengths, patterns, item counts, set uniqueness and defaults.
+//!
+//! Only the keywords our CRDs use are implemented; [`Node::compile`] refuses any other, so a
+//! schema attribute added to a CRD cannot go unchecked here (a test compiles every CRD of
+//! `crds/`). CEL rules (`x-kubernetes-validations`) are evaluated by the caller.
+
+use super::field::{FieldError, Problem};
+use regex::Regex;
+use serde_json::{Number, Value};
+use std::collections::BTreeMap;
+
+/// The schema keywords admission handles. Anything else in a CRD schema is an error.
+pub const KEYWORDS: &[&str] = &[
+    "type",
+    "nullable",
+    "format",
+    "properties",
+    "required",
+    "items",
+    "enum",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "default",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-list-type",
+    // Evaluated by the CEL engine (see `super`).
+    "x-kubernetes-validations",
+    // Documentation only.
+    "description",
+    "title",
+];
+
+/// A schema keyword or value admission does not handle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("schema at {path}: {problem}")]
+pub struct SchemaError {
+    pub path: String,
+    pub problem: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Type {
+    Object,
+    Array,
+    String,
+    Integer,
+    Number,
+    Boolean,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Int32,
+    Int64,
+    DateTime,
+}
+
+/// One compiled schema node.
+#[derive(Debug, Default)]
+pub struct Node {
+    ty: Option<Type>,
+    nullable: bool,
+    format: Option<Format>,
+    properties: BTreeMap<String, Node>,
+    required: Vec<String>,
+    items: Option<Box<Node>>,
+    enumeration: Option<Vec<Value>>,
+    minimum: Option<f64>,
+    maximum: Option<f64>,
+    min_length: Option<usize>,
+    max_length: Option<usize>,
+    pattern: Option<(String, Regex)>,
+    min_items: Option<usize>,
+    max_items: Option<usize>,
+    default: Option<Value>,
+    preserve_unknown: bool,
+    /// `x-kubernetes-list-type: set`: items are unique.
+    set: bool,
+}
+
+fn count(value: &Value, keyword: &str, path: &str) -> Result<usize, SchemaError> {
+    value
+        .as_u64()
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| schema_error(path, format!("{keyword} is not a count")))
+}
+
+fn schema_error(path: &str, problem: impl Into<String>) -> SchemaError {
+    SchemaError {
+        path: if path.is_empty() { "<root>" } else { path }.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+impl Node {
+    /// Compiles one `openAPIV3Schema` (or a node of it); `path` names it in errors.
+    pub fn compile(schema: &Value, path: &str) -> Result<Node, SchemaError> {
+        let object = schema
+            .as_object()
+            .ok_or_else(|| schema_error(path, "not a schema object"))?;
+        let mut node = Node::default();
+        for (keyword, value) in object {
+            let number = || {
+                value
+                    .as_f64()
+                    .ok_or_else(|| schema_error(path, format!("{keyword} is not a number")))
+            };
+            match keyword.as_str() {
+                "type" => {
+                    node.ty = Some(match value.as_str() {
+                        Some("object") => Type::Object,
+                        Some("array") => Type::Array,
+                        Some("string") => Type::String,
+                        Some("integer") => Type::Integer,
+                        Some("number") => Type::Number,
+                        Some("boolean") => Type::Boolean,
+                        _ => return Err(schema_error(path, format!("unknown type {value}"))),
+                    })
+                }
+                "nullable" => node.nullable = value.as_bool() == Some(true),
+                "format" => {
+                    node.format = Some(match value.as_str() {
+                        Some("int32") => Format::Int32,
+                        Some("int64") => Format::Int64,
+                        Some("date-time") => Format::DateTime,
+                        _ => return Err(schema_error(path, format!("unhandled format {value}"))),
+                    })
+                }
+                "properties" => {
+                    for (name, child) in value.as_object().into_iter().flatten() {
+                        let child_path = join(path, name);
+                        node.properties
+                            .insert(name.clone(), Node::compile(child, &child_path)?);
+                    }
+                }
+                "required" => {
+                    node.required = value
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|r| r.as_str().map(str::to_owned))
+                        .collect()
+                }
+                "items" => node.items = Some(Box::new(Node::compile(value, &format!("{path}[]"))?)),
+                "enum" => node.enumeration = value.as_array().cloned(),
+                "minimum" => node.minimum = Some(number()?),
+                "maximum" => node.maximum = Some(number()?),
+                "minLength" => node.min_length = Some(count(value, keyword, path)?),
+                "maxLength" => node.max_length = Some(count(value, keyword, path)?),
+                "minItems" => node.min_items = Some(count(value, keyword, path)?),
+                "maxItems" => node.max_items = Some(count(value, keyword, path)?),
+                "pattern" => {
+                    let pattern = value
+                        .as_str()
+                        .ok_or_else(|| schema_error(path, "pattern is not a string"))?;
+                    let regex = Regex::new(pattern)
+                        .map_err(|e| schema_error(path, format!("pattern: {e}")))?;
+                    node.pattern = Some((pattern.to_owned(), regex));
+                }
+                "default" => node.default = Some(value.clone()),
+                "x-kubernetes-preserve-unknown-fields" => {
+                    node.preserve_unknown = value.as_bool() == Some(true)
+                }
+                "x-kubernetes-list-type" => match value.as_str() {
+                    Some("set") => node.set = true,
+                    Some("atomic") => {}
+                    _ => {
+                        return Err(schema_error(
+                            path,
+                            format!("unhandled x-kubernetes-list-type {value}"),
+                        ));
+                    }
+                },
+                "x-kubernetes-validations" => check_rules(value, path)?,
+                "description" | "title" => {}
+                other => {
+                    return Err(schema_error(
+                        path,
+                        format!("keyword {other:?} is not checked by admission"),
+                    ));
+                }
+            }
+        }
+        Ok(node)
+    }
+
+    /// The node at `path` (`spec.rolloutRestart[0].kind`), below this one.
+    pub fn at(&self, path: &str) -> Option<&Node> {
+        let mut node = self;
+        for segment in path.split('.').filter(|s| !s.is_empty()) {
+            let (name, indexed) = match segment.find('[') {
+                Some(at) => (&segment[..at], segment[at..].matches('[').count()),
+                None => (segment, 0),
+            };
+            node = node.properties.get(name)?;
+            for _ in 0..indexed {
+                node = node.items.as_deref()?;
+            }
+        }
+        Some(node)
+    }
+
+    /// The schema type's name, as the API server shows it in CEL errors.
+    pub fn type_name(&self) -> &'static str {
+        match self.ty {
+            Some(Type::Object) | None => "object",
+            Some(Type::Array) => "array",
+            Some(Type::String) => "string",
+            Some(Type::Integer) => "integer",
+            Some(Type::Number) => "number",
+            Some(Type::Boolean) => "boolean",
+        }
+    }
+
+    /// Applies defaults to `value` and checks it, appending what is wrong to `errors`. Fields
+    /// named in `implicit` (apiVersion, kind and metadata of an object's root) are not the
+    /// schema's to judge. Returns whether a type error was found (the API server then skips the
+    /// CEL rules).
+    pub fn admit(
+        &self,
+        value: &mut Value,
+        path: &str,
+        implicit: &[&str],
+        errors: &mut Vec<FieldError>,
+    ) -> bool {
+        let mut typed_wrong = false;
+        self.check(value, path, implicit, errors, &mut typed_wrong);
+        typed_wrong
+    }
+
+    fn check(
+        &self,
+        value: &mut Value,
+        path: &str,
+        implicit: &[&str],
+        errors: &mut Vec<FieldError>,
+        typed_wrong: &mut bool,
+    ) {
+        if value.is_null() && self.nullable {
+            return;
+        }
+        if let Some(ty) = self.ty
+            && !has_type(value, ty)
+        {
+            *typed_wrong = true;
+            let actual = json_type(value);
+            errors.push(FieldError::invalid(
+                path,
+                Value::String(actual.into()),
+                format!(
+                    "{path} in body must be of type {}: {actual:?}",
+                    self.type_name()
+                ),
+            ));
+            return;
+        }
+        if self.ty == Some(Type::Integer)
+            && let Some(integral) = value.as_f64().filter(|f| f.fract() == 0.0)
+            && !value.is_i64()
+            && !value.is_u64()
+        {
+            // 3600.0 is an integer to the API server (JSON has one number type).
+            *value = Value::Number(Number::from(integral as i64));
+        }
+        if let Some(allowed) = &self.enumeration
+            && !allowed.contains(value)
+        {
+            let supported = allowed
+                .iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                .collect();
+            errors.push(FieldError::new(
+                path,
+                Problem::NotSupported {
+                    value: value.clone(),
+                    supported,
+                },
+            ));
+        }
+        match value {
+            Value::Number(_) => self.check_number(value, path, errors),
+            Value::String(s) => self.check_string(s, path, errors),
+            Value::Array(items) => self.check_array(items, path, errors, typed_wrong),
+            Value::Object(_) => self.check_object(value, path, implicit, errors, typed_wrong),
+            _ => {}
+        }
+    }
+
+    fn check_number(&self, value: &Value, path: &str, errors: &mut Vec<FieldError>) {
+        let Some(n) = value.as_f64() else { return };
+        let mut bound = |ok: bool, relation: &str, limit: f64| {
+            if !ok {
+                errors.push(FieldError::invalid(
+                    path,
+                    value.clone(),
+                    format!("{path} in body should be {relation} {}", plain(limit)),
+                ));
+            }
+        };
+        if let Some(min) = self.minimum {
+            bound(n >= min, "greater than or equal to", min);
+        }
+        if let Some(max) = self.maximum {
+            bound(n <= max, "less than or equal to", max);
+        }
+        let fits = match self.format {
+            Some(Format::Int64) => value.is_i64(),
+            Some(Format::Int32) => value.as_i64().is_some_and(|n| i32::try_from(n).is_ok()),
+            _ => true,
+        };
+        if !fits {
+            errors.push(FieldError::invalid(
+                path,
+                value.clone(),
+                format!("{path} in body is out of range for its format"),
+            ));
+        }
+    }
+
+    fn check_string(&self, s: &str, path: &str, errors: &mut Vec<FieldError>) {
+        let value = || Value::String(s.to_owned());
+        let chars = s.chars().count();
+        if let Some(max) = self.max_length
+            && chars > max
+        {
+            errors.push(FieldError::new(path, Problem::TooLong { max }));
+        }
+        if let Some(min) = self.min_length
+            && chars < min
+        {
+            errors.push(FieldError::invalid(
+                path,
+                value(),
+                format!("{path} in body should be at least {min} chars long"),
+            ));
+        }
+        if let Some((pattern, regex)) = &self.pattern
+            && !regex.is_match(s)
+        {
+            errors.push(FieldError::invalid(
+                path,
+                value(),
+                format!("{path} in body should match '{pattern}'"),
+            ));
+        }
+        if self.format == Some(Format::DateTime) && s.parse::<jiff::Timestamp>().is_err() {
+            errors.push(FieldError::invalid(
+                path,
+                value(),
+                format!("{path} in body must be of type date-time: {s:?}"),
+            ));
+        }
+    }
+
+    fn check_array(
+        &self,
+        items: &mut [Value],
+        path: &str,
+        errors: &mut Vec<FieldError>,
+        typed_wrong: &mut bool,
+    ) {
+        if let Some(max) = self.max_items
+            && items.len() > max
+        {
+            errors.push(FieldError::new(
+                path,
+                Problem::TooMany {
+                    actual: items.len(),
+                    max,
+                },
+            ));
+        }
+        if let Some(min) = self.min_items
+            && items.len() < min
+        {
+            errors.push(FieldError::invalid(
+                path,
+                Value::from(items.len()),
+                format!("{path} in body should have at least {min} items"),
+            ));
+        }
+        if self.set {
+            for (i, item) in items.iter().enumerate() {
+                if items[..i].contains(item) {
+                    errors.push(FieldError::new(
+                        format!("{path}[{i}]"),
+                        Problem::Duplicate {
+                            value: item.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+        if let Some(node) = &self.items {
+            for (i, item) in items.iter_mut().enumerate() {
+                node.check(item, &format!("{path}[{i}]"), &[], errors, typed_wrong);
+            }
+        }
+    }
+
+    fn check_object(
+        &self,
+        value: &mut Value,
+        path: &str,
+        implicit: &[&str],
+        errors: &mut Vec<FieldError>,
+        typed_wrong: &mut bool,
+    ) {
+        let Value::Object(map) = value else { return };
+        for (name, node) in &self.properties {
+            let absent = match map.get(name) {
+                None => true,
+                // A null where null is not allowed is dropped before defaulting.
+                Some(Value::Null) => !node.nullable && node.default.is_some(),
+                Some(_) => false,
+            };
+            if absent && let Some(default) = &node.default {
+                map.insert(name.clone(), default.clone());
+            }
+        }
+        for name in &self.required {
+            if !map.contains_key(name) {
+                errors.push(FieldError::new(join(path, name), Problem::Required(None)));
+            }
+        }
+        for (name, child) in map.iter_mut() {
+            let child_path = join(path, name);
+            match self.properties.get(name) {
+                Some(node) => node.check(child, &child_path, &[], errors, typed_wrong),
+                None if self.preserve_unknown || implicit.contains(&name.as_str()) => {}
+                None => errors.push(FieldError::new(child_path, Problem::Unknown)),
+            }
+        }
+    }
+}
+
+/// `x-kubernetes-validations` entries: the CEL engine evaluates them. Transition rules
+/// (`oldSelf`) need the stored object, which does not exist without a cluster: refused so
+/// that such a rule is not silently skipped.
+fn check_rules(rules: &Value, path: &str) -> Result<(), SchemaError> {
+    for rule in rules.as_array().into_iter().flatten() {
+        let text = rule.get("rule").and_then(Value::as_str).unwrap_or_default();
+        if text.contains("oldSelf") {
+            return Err(schema_error(
+                path,
+                format!("transition rule {text:?} cannot be evaluated without a cluster"),
+            ));
+        }
+        for key in rule.as_object().into_iter().flatten().map(|(k, _)| k) {
+            if ![
+                "rule",
+                "message",
+                "messageExpression",
+                "reason",
+                "fieldPath",
+            ]
+            .contains(&key.as_str())
+            {
+                return Err(schema_error(
+                    path,
+                    format!("validation rule field {key:?} is not handled"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn join(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+fn has_type(value: &Value, ty: Type) -> bool {
+    match ty {
+        Type::Object => value.is_object(),
+        Type::Array => value.is_array(),
+        Type::String => value.is_string(),
+        Type::Boolean => value.is_boolean(),
+        Type::Number => value.is_number(),
+        Type::Integer => {
+            value.is_i64() || value.is_u64() || value.as_f64().is_some_and(|f| f.fract() == 0.0)
+        }
+    }
+}
+
+/// The JSON type of a value, as the API server names it.
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// A bound as Go's `%v` prints it: 43200, not 43200.0.
+fn plain(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else {
+        n.to_string()
+    }
+}
