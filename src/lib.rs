@@ -20,6 +20,7 @@ pub mod keyring;
 pub mod labels;
 pub mod manifests;
 pub mod operator;
+pub mod private_file;
 pub mod reconcile;
 pub mod revocation;
 pub mod serve;

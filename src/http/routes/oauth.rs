@@ -109,7 +109,9 @@ pub async fn revoke(
             .await
             .map_err(|e| match e {
                 RevocationError::Full { .. } => ApiError::not_ready(FLAVOR, e),
-                RevocationError::Kube(e) => ApiError::internal(FLAVOR, e),
+                RevocationError::Kube(_) | RevocationError::Persist { .. } => {
+                    ApiError::internal(FLAVOR, e)
+                }
             })?;
     }
     Ok((StatusCode::OK, Json(json!({}))).into_response())
