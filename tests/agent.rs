@@ -51,12 +51,14 @@ impl Setup {
             "tokenmint-agent-{name}-{}",
             uuid::Uuid::new_v4().simple()
         ));
-        let paths = Paths {
-            manifests: root.join("manifests"),
-            tokens: root.join("tokens"),
-            state: root.join("tokens/.tokenmint"),
-        };
-        std::fs::create_dir_all(&paths.manifests).unwrap();
+        std::fs::create_dir_all(root.join("manifests")).unwrap();
+        // As `serve --manifests` makes them: checked, created 0700.
+        let paths = agent::state::prepare(
+            &root.join("manifests"),
+            &root.join("tokens"),
+            &root.join("state"),
+        )
+        .unwrap();
         Setup { root, paths }
     }
 
@@ -379,6 +381,9 @@ async fn edits_in_the_manifests_take_effect_within_two_seconds() {
     let live = s.live();
     let mut agent = s.agent(Clock::system());
     let ring = Keyring::from_json(&agent.keyring.to_json()).unwrap();
+    let Revoker::Memory(denylist) = agent.revoker.clone() else {
+        panic!("a memory revoker")
+    };
     let (index, first) = agent.pass(&live.merged()).await;
     let store = Arc::new(SharedKeyStore::fixed(
         index,
@@ -390,7 +395,7 @@ async fn edits_in_the_manifests_take_effect_within_two_seconds() {
         live,
         store,
         Arc::new(tokenmint::http::metrics::Metrics::default()),
-        first.next_renewal,
+        first,
         stop_rx,
     ));
     let within = |what: &'static str, check: Box<dyn Fn() -> bool + Send>| async move {
@@ -415,10 +420,17 @@ async fn edits_in_the_manifests_take_effect_within_two_seconds() {
         }),
     )
     .await;
-    // Deleted: its directory goes.
+    // Deleted: its token revoked, its directory gone.
+    let token = s.token("dashboards-token");
+    let jti = claims(&ring, &token)["jti"].as_str().unwrap().to_owned();
+    assert!(!denylist.is_revoked(&jti));
     std::fs::remove_file(s.paths.manifests.join("grant.yaml")).unwrap();
     let dir = s.dir("dashboards-token");
     within("the deleted grant's files", Box::new(move || !dir.exists())).await;
+    assert!(
+        denylist.is_revoked(&jti),
+        "the deleted grant's token is still valid"
+    );
     stop.send(true).unwrap();
     task.await.unwrap();
 }
