@@ -86,6 +86,25 @@ fn plural(kind: &str) -> &'static str {
 const DSG_RENEW: &str = "renewBefore must be at least 30s shorter than expiration";
 const GTR_RENEW: &str = "renewBefore requires expiryTime and must be at least 30s shorter";
 
+/// A DatasourceGrant spec renewing `renew` before an `expiration`.
+fn renew_spec(renew: &str, expiration: i64) -> Value {
+    json!({"serviceKeyRef": {"name": "a"}, "dataSource": "d", "expiration": expiration, "renewBefore": renew})
+}
+
+/// A DatasourceGrant spec with `filter`.
+fn filter_spec(filter: &str) -> Value {
+    json!({"serviceKeyRef": {"name": "a"}, "dataSource": "d", "filter": filter})
+}
+
+/// A GuestTokenRequest spec with `extra` fields.
+fn guest_spec(extra: Value) -> Value {
+    let mut spec = json!({"serviceKeyRef": {"name": "a"}, "workspaceName": "w1", "clientId": "c"});
+    spec.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    spec
+}
+
 /// The documented mistakes, each refused by a CEL rule of the CRDs.
 fn refusals() -> Vec<Refusal> {
     let dsg = |spec: Value, field, message| Refusal {
@@ -94,21 +113,12 @@ fn refusals() -> Vec<Refusal> {
         field,
         message,
     };
-    let renew = |renew: &str, expiration: i64| json!({"serviceKeyRef": {"name": "a"}, "dataSource": "d", "expiration": expiration, "renewBefore": renew});
-    let filter =
-        |filter: &str| json!({"serviceKeyRef": {"name": "a"}, "dataSource": "d", "filter": filter});
-    let gtr = |extra: Value| {
-        let mut spec =
-            json!({"serviceKeyRef": {"name": "a"}, "workspaceName": "w1", "clientId": "c"});
-        spec.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        Refusal {
-            kind: "GuestTokenRequest",
-            spec,
-            field: "spec",
-            message: GTR_RENEW,
-        }
+    let (renew, filter) = (renew_spec, filter_spec);
+    let gtr = |extra: Value| Refusal {
+        kind: "GuestTokenRequest",
+        spec: guest_spec(extra),
+        field: "spec",
+        message: GTR_RENEW,
     };
     let sk = |ttl: &str, field, message| Refusal {
         kind: "ServiceKey",
@@ -307,29 +317,18 @@ fn contract_examples_are_admitted() {
 
 #[test]
 fn the_rules_admit_what_they_should() {
-    let dsg = |renew: &str, expiration: i64| json!({"serviceKeyRef": {"name": "a"}, "dataSource": "d", "expiration": expiration, "renewBefore": renew});
-    assert!(admit("datasourcegrants", dsg("59m30s", 3600)).is_empty());
-    assert!(admit("datasourcegrants", dsg("30s", 60)).is_empty());
-    let gtr = |extra: Value| {
-        let mut spec =
-            json!({"serviceKeyRef": {"name": "a"}, "workspaceName": "w1", "clientId": "c"});
-        spec.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        spec
-    };
+    assert!(admit("datasourcegrants", renew_spec("59m30s", 3600)).is_empty());
+    assert!(admit("datasourcegrants", renew_spec("30s", 60)).is_empty());
     for ok in [
         json!({"renewBefore": "59m", "expiryTime": 3_600_000}),
         json!({"renewBefore": "30s", "expiryTime": 60_000}),
         json!({}),
     ] {
         assert!(
-            admit("guesttokenrequests", gtr(ok.clone())).is_empty(),
+            admit("guesttokenrequests", guest_spec(ok.clone())).is_empty(),
             "{ok}"
         );
     }
-    let filter =
-        |filter: &str| json!({"serviceKeyRef": {"name": "a"}, "dataSource": "d", "filter": filter});
     for ok in [
         "USER_id = 123",
         "selected = true",
@@ -337,7 +336,7 @@ fn the_rules_admit_what_they_should() {
         "note = 'tab\there'",
     ] {
         assert_eq!(
-            admit("datasourcegrants", filter(ok)),
+            admit("datasourcegrants", filter_spec(ok)),
             Vec::<String>::new(),
             "{ok}"
         );

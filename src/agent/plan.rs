@@ -112,29 +112,21 @@ fn claims(manifests: &Manifests) -> Vec<Claim<'_>> {
             ));
         }
     }
-    for grant in &manifests.datasource_grants {
-        let secret = grant.token_secret_name();
-        let role = Role::Grant(grant);
-        claims.push(Claim::new(
-            manifests,
-            "DatasourceGrant",
-            &grant.metadata,
-            secret,
-            role,
-            false,
-        ));
-    }
-    for request in &manifests.guest_token_requests {
-        let secret = request.token_secret_name();
-        let role = Role::Guest(request);
-        claims.push(Claim::new(
-            manifests,
-            "GuestTokenRequest",
-            &request.metadata,
-            secret,
-            role,
-            false,
-        ));
+    let tokens = (manifests.datasource_grants.iter())
+        .map(|g| {
+            (
+                "DatasourceGrant",
+                &g.metadata,
+                g.token_secret_name(),
+                Role::Grant(g),
+            )
+        })
+        .chain(manifests.guest_token_requests.iter().map(|r| {
+            let secret = r.token_secret_name();
+            ("GuestTokenRequest", &r.metadata, secret, Role::Guest(r))
+        }));
+    for (kind, meta, secret, role) in tokens {
+        claims.push(Claim::new(manifests, kind, meta, secret, role, false));
     }
     claims.sort_by(|a, b| a.order.cmp(&b.order));
     claims

@@ -113,33 +113,14 @@ impl Manifests {
 
     /// Adds an admitted object declared at `source`.
     pub fn push(&mut self, source: Source, object: Admitted) {
-        let mut identity = |kind: &str, meta: &kube::core::ObjectMeta| {
-            let namespace = meta.namespace.clone().unwrap_or_default();
-            let name = meta.name.clone().unwrap_or_default();
-            self.sources
-                .insert((kind.to_owned(), namespace, name), source.clone());
-        };
+        let sources = &mut self.sources;
         match object {
-            Admitted::ServiceKey(mut o) => {
-                default_namespace(&mut o.metadata);
-                identity("ServiceKey", &o.metadata);
-                self.service_keys.push(o);
+            Admitted::ServiceKey(o) => keep(sources, &mut self.service_keys, source, o),
+            Admitted::DatasourceGrant(o) => keep(sources, &mut self.datasource_grants, source, o),
+            Admitted::GuestTokenRequest(o) => {
+                keep(sources, &mut self.guest_token_requests, source, o)
             }
-            Admitted::DatasourceGrant(mut o) => {
-                default_namespace(&mut o.metadata);
-                identity("DatasourceGrant", &o.metadata);
-                self.datasource_grants.push(o);
-            }
-            Admitted::GuestTokenRequest(mut o) => {
-                default_namespace(&mut o.metadata);
-                identity("GuestTokenRequest", &o.metadata);
-                self.guest_token_requests.push(o);
-            }
-            Admitted::Secret(mut o) => {
-                default_namespace(&mut o.metadata);
-                identity("Secret", &o.metadata);
-                self.secrets.push(o);
-            }
+            Admitted::Secret(o) => keep(sources, &mut self.secrets, source, o),
         }
     }
 
@@ -203,8 +184,23 @@ pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
     Ok(files)
 }
 
-fn default_namespace(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+/// Adds `object` (in `default` unless it names a namespace) to `list`, and where it is declared
+/// to `sources`.
+fn keep<K: kube::Resource<DynamicType = ()>>(
+    sources: &mut HashMap<Identity, Source>,
+    list: &mut Vec<K>,
+    source: Source,
+    mut object: K,
+) {
+    let meta = object.meta_mut();
     if meta.namespace.as_deref().is_none_or(str::is_empty) {
         meta.namespace = Some(DEFAULT_NAMESPACE.to_owned());
     }
+    let identity = (
+        K::kind(&()).into_owned(),
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    );
+    sources.insert(identity, source);
+    list.push(object);
 }

@@ -6,6 +6,13 @@ use super::{Format, Node, Type, join};
 use crate::admission::field::{FieldError, Problem};
 use serde_json::{Number, Value};
 
+/// What a check collects on its way down.
+struct Walk<'a> {
+    errors: &'a mut Vec<FieldError>,
+    /// A type error was found: the API server then skips the CEL rules.
+    typed_wrong: bool,
+}
+
 impl Node {
     /// Applies defaults to `value` and checks it, appending what is wrong to `errors`. Fields
     /// named in `implicit` (apiVersion, kind and metadata of an object's root) are not the
@@ -18,28 +25,24 @@ impl Node {
         implicit: &[&str],
         errors: &mut Vec<FieldError>,
     ) -> bool {
-        let mut typed_wrong = false;
-        self.check(value, path, implicit, errors, &mut typed_wrong);
-        typed_wrong
+        let mut walk = Walk {
+            errors,
+            typed_wrong: false,
+        };
+        self.check(value, path, implicit, &mut walk);
+        walk.typed_wrong
     }
 
-    fn check(
-        &self,
-        value: &mut Value,
-        path: &str,
-        implicit: &[&str],
-        errors: &mut Vec<FieldError>,
-        typed_wrong: &mut bool,
-    ) {
+    fn check(&self, value: &mut Value, path: &str, implicit: &[&str], walk: &mut Walk) {
         if value.is_null() && self.nullable {
             return;
         }
         if let Some(ty) = self.ty
             && !has_type(value, ty)
         {
-            *typed_wrong = true;
+            walk.typed_wrong = true;
             let actual = json_type(value);
-            errors.push(FieldError::invalid(
+            walk.errors.push(FieldError::invalid(
                 path,
                 Value::String(actual.into()),
                 format!(
@@ -64,7 +67,7 @@ impl Node {
                 .iter()
                 .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
                 .collect();
-            errors.push(FieldError::new(
+            walk.errors.push(FieldError::new(
                 path,
                 Problem::NotSupported {
                     value: value.clone(),
@@ -73,10 +76,10 @@ impl Node {
             ));
         }
         match value {
-            Value::Number(_) => self.check_number(value, path, errors),
-            Value::String(s) => self.check_string(s, path, errors),
-            Value::Array(items) => self.check_array(items, path, errors, typed_wrong),
-            Value::Object(_) => self.check_object(value, path, implicit, errors, typed_wrong),
+            Value::Number(_) => self.check_number(value, path, walk.errors),
+            Value::String(s) => self.check_string(s, path, walk.errors),
+            Value::Array(items) => self.check_array(items, path, walk),
+            Value::Object(_) => self.check_object(value, path, implicit, walk),
             _ => {}
         }
     }
@@ -147,17 +150,11 @@ impl Node {
         }
     }
 
-    fn check_array(
-        &self,
-        items: &mut [Value],
-        path: &str,
-        errors: &mut Vec<FieldError>,
-        typed_wrong: &mut bool,
-    ) {
+    fn check_array(&self, items: &mut [Value], path: &str, walk: &mut Walk) {
         if let Some(max) = self.max_items
             && items.len() > max
         {
-            errors.push(FieldError::new(
+            walk.errors.push(FieldError::new(
                 path,
                 Problem::TooMany {
                     actual: items.len(),
@@ -168,7 +165,7 @@ impl Node {
         if let Some(min) = self.min_items
             && items.len() < min
         {
-            errors.push(FieldError::invalid(
+            walk.errors.push(FieldError::invalid(
                 path,
                 Value::from(items.len()),
                 format!("{path} in body should have at least {min} items"),
@@ -177,7 +174,7 @@ impl Node {
         if self.set {
             for (i, item) in items.iter().enumerate() {
                 if items[..i].contains(item) {
-                    errors.push(FieldError::new(
+                    walk.errors.push(FieldError::new(
                         format!("{path}[{i}]"),
                         Problem::Duplicate {
                             value: item.clone(),
@@ -188,19 +185,12 @@ impl Node {
         }
         if let Some(node) = &self.items {
             for (i, item) in items.iter_mut().enumerate() {
-                node.check(item, &format!("{path}[{i}]"), &[], errors, typed_wrong);
+                node.check(item, &format!("{path}[{i}]"), &[], walk);
             }
         }
     }
 
-    fn check_object(
-        &self,
-        value: &mut Value,
-        path: &str,
-        implicit: &[&str],
-        errors: &mut Vec<FieldError>,
-        typed_wrong: &mut bool,
-    ) {
+    fn check_object(&self, value: &mut Value, path: &str, implicit: &[&str], walk: &mut Walk) {
         let Value::Object(map) = value else { return };
         for (name, node) in &self.properties {
             let absent = match map.get(name) {
@@ -215,15 +205,18 @@ impl Node {
         }
         for name in &self.required {
             if !map.contains_key(name) {
-                errors.push(FieldError::new(join(path, name), Problem::Required(None)));
+                walk.errors
+                    .push(FieldError::new(join(path, name), Problem::Required(None)));
             }
         }
         for (name, child) in map.iter_mut() {
             let child_path = join(path, name);
             match self.properties.get(name) {
-                Some(node) => node.check(child, &child_path, &[], errors, typed_wrong),
+                Some(node) => node.check(child, &child_path, &[], walk),
                 None if self.preserve_unknown || implicit.contains(&name.as_str()) => {}
-                None => errors.push(FieldError::new(child_path, Problem::Unknown)),
+                None => walk
+                    .errors
+                    .push(FieldError::new(child_path, Problem::Unknown)),
             }
         }
     }
