@@ -268,7 +268,7 @@ impl std::fmt::Display for NotReady {
             NotReady::Overdue(objects) => {
                 return write!(
                     f,
-                    "token files past their renew time, writes failing (retried): {}",
+                    "token files past their renew time or missing, writes failing (retried): {}",
                     objects.join(", ")
                 );
             }

@@ -176,7 +176,11 @@ impl Agent {
             .collect();
         for refused in &plan.refused {
             let owner = &refused.claim.owner;
-            failure!(self, pass, owner, owner = %owner, reason = refused.failure.reason.as_str(), message = %refused.failure.message, detail = %refused.detail, "no token");
+            let what = match refused.claim.role {
+                Role::Key(_) => "no key",
+                _ => "no token",
+            };
+            failure!(self, pass, owner, owner = %owner, reason = refused.failure.reason.as_str(), message = %refused.failure.message, detail = %refused.detail, "{what}");
             // Counted, not retried: a change in DIR or on disk resolves it (see `run`). A name
             // that cannot be a Secret's is a spec problem, not a file error.
             if refused.failure.reason == Reason::SecretConflict {
@@ -226,11 +230,18 @@ impl Agent {
             })
             .collect();
         for (claim, tree, found) in tokens {
-            let Some(desired) = self.desired(&claim, &specs, &index) else {
-                continue;
-            };
-            self.keep_token(&claim, &tree, found, desired, &mut pass)
-                .await;
+            match self.desired(&claim, &specs, &index) {
+                Some(desired) => {
+                    self.keep_token(&claim, &tree, found, desired, &mut pass)
+                        .await
+                }
+                // A session token whose key is gone: bound to nothing, it goes.
+                None => {
+                    if matches!(found, Ok(Found::Ours(_))) {
+                        self.retire(&tree, &owners, &mut pass).await;
+                    }
+                }
+            }
         }
         self.settle(&mut pass);
         (index, pass)

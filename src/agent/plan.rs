@@ -132,19 +132,13 @@ fn claims(manifests: &Manifests) -> Vec<Claim<'_>> {
     claims
 }
 
-/// Decides every tree of `manifests`, reading each contested tree once.
+/// Decides every tree of `manifests`, reading each tree once.
 pub fn plan<'a>(manifests: &'a Manifests, trees: &Trees) -> Plan<'a> {
     let mut plan = Plan::default();
     let mut by_tree: BTreeMap<TreeName, Vec<Claim<'a>>> = BTreeMap::new();
-    let mut first_seen = Vec::new();
     for claim in claims(manifests) {
         match claim.tree.clone() {
-            Ok(tree) => {
-                if !by_tree.contains_key(&tree) {
-                    first_seen.push(tree.clone());
-                }
-                by_tree.entry(tree).or_default().push(claim);
-            }
+            Ok(tree) => by_tree.entry(tree).or_default().push(claim),
             Err(problem) => {
                 let failure = Failure::new(
                     Reason::InvalidSpec,
@@ -158,8 +152,7 @@ pub fn plan<'a>(manifests: &'a Manifests, trees: &Trees) -> Plan<'a> {
             }
         }
     }
-    for tree in first_seen {
-        let claimants = by_tree.remove(&tree).unwrap_or_default();
+    for (tree, claimants) in by_tree {
         let found = trees.read(&tree);
         let held_by = match &found {
             _ if manifests.declares_secret(tree.namespace(), tree.secret()) => {
@@ -179,8 +172,9 @@ pub fn plan<'a>(manifests: &'a Manifests, trees: &Trees) -> Plan<'a> {
         let winner_owner = winner.map(|i| claimants[i].owner.clone());
         let mut found = Some(found);
         for (i, claim) in claimants.into_iter().enumerate() {
-            if Some(i) == winner {
-                let found = found.take().expect("one winner");
+            if Some(i) == winner
+                && let Some(found) = found.take()
+            {
                 plan.won.push((claim, tree.clone(), found));
                 continue;
             }

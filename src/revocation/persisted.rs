@@ -91,12 +91,12 @@ impl DenylistFile {
                 })
                 .collect(),
         };
-        let bytes = serde_json::to_vec(&document).expect("revocations serialise");
-        let path = self.path.clone();
         let persist = |source| RevocationError::Persist {
             path: self.path.clone(),
             source,
         };
+        let bytes = serde_json::to_vec(&document).map_err(|e| persist(e.into()))?;
+        let path = self.path.clone();
         tokio::task::spawn_blocking(move || crate::private_file::write(&path, &bytes))
             .await
             .map_err(|e| persist(std::io::Error::other(e)))?
