@@ -16,8 +16,8 @@ use axum::http::Request;
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokenmint::http::keys::{KeyIndex, SharedKeyStore};
 use tokenmint::http::{AppState, Config};
+use tokenmint::key_store::{KeyIndex, SharedKeyStore};
 use tokenmint::keyring::{Algorithm, Keyring};
 use tokenmint::manifests::Manifests;
 use tokenmint::revocation::{Denylist, Revoker};
@@ -74,10 +74,8 @@ fn main() {
             "system:serviceaccount:team-a:report-api",
             &["tokenmint"],
         );
-        let mut manifests = Manifests::default();
-        manifests
-            .add_yaml(std::path::Path::new("bench.yaml"), MANIFESTS)
-            .unwrap();
+        let manifests =
+            Manifests::from_yaml(std::path::Path::new("bench.yaml"), MANIFESTS).unwrap();
         let index = KeyIndex::build(&manifests.service_keys, &manifests.secrets);
         let ring = Keyring::generate(Algorithm::HS256, jiff::Timestamp::now()).unwrap();
         let denylist = Arc::new(Denylist::default());

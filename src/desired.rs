@@ -56,6 +56,17 @@ impl Failure {
             message: message.into(),
         }
     }
+
+    /// The Secret `secret` is someone else's: never overwritten. One wording for the operator
+    /// (an existing Secret it does not own) and the agent (a file tree it may not take).
+    pub fn secret_conflict(secret: &str, kind: &str) -> Self {
+        Failure::new(
+            Reason::SecretConflict,
+            format!(
+                "Secret {secret} exists and is not owned by this {kind}; tokenmint never overwrites it"
+            ),
+        )
+    }
 }
 
 /// The token a resource should hold.

@@ -4,7 +4,10 @@
 //! - [`crd`]: the three custom resources and their status types (what users write).
 //! - [`token`]: pure token logic: claim layouts, durations, renewal arithmetic, filter validation.
 //! - [`keyring`]: signing keys, JWT signing/verification and the JWKS.
+//! - [`key_store`]: the ServiceKeys (by key digest) and the keyring that the REST routes and
+//!   the token-file agent look up.
 
+pub mod admission;
 pub mod agent;
 pub mod cli;
 pub mod clock;
@@ -12,10 +15,12 @@ pub mod crd;
 pub mod desired;
 pub mod fence;
 pub mod http;
+pub mod key_store;
 pub mod keyring;
 pub mod labels;
 pub mod manifests;
 pub mod operator;
+pub mod private_file;
 pub mod reconcile;
 pub mod revocation;
 pub mod serve;

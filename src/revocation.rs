@@ -5,7 +5,8 @@
 //! `serve` replica for `POST /oauth/revoke`, the operator for `tokenmint.dev/revoke`, a deleted
 //! resource or a withdrawn permission), watched by every `serve` replica, so a revocation is
 //! honoured everywhere as fast as a watch event travels and survives every restart. With
-//! `--manifests` the denylist lives in memory.
+//! `--manifests` the denylist is kept in a file of the state directory ([`DenylistFile`]),
+//! rewritten on every change and loaded at start.
 //!
 //! Bounded: an entry is dropped once the token it names would have expired (the operator's
 //! leader sweeps; every replica ignores such entries meanwhile). A guest token that never
@@ -25,6 +26,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
+
+mod persisted;
+pub use persisted::DenylistFile;
 
 /// `tokenmint.dev/secret-role` value of revocation ConfigMaps.
 pub const ROLE_REVOCATION: &str = "revocation";
@@ -62,6 +66,11 @@ pub enum RevocationError {
     Kube(#[from] kube::Error),
     #[error("the revocation denylist is full ({capacity} entries); raise --max-revocations")]
     Full { capacity: usize },
+    #[error("cannot record the revocation in {}: {source}", path.display())]
+    Persist {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +194,32 @@ impl Denylist {
         self.size.set(entries.len() as i64);
     }
 
+    /// Every entry, as revocations (without their reasons, which the list does not keep).
+    pub fn snapshot(&self) -> Vec<Revocation> {
+        let mut all: Vec<Revocation> = self
+            .read()
+            .iter()
+            .map(|(jti, e)| Revocation {
+                jti: jti.clone(),
+                expires_at: e.expires_at.and_then(|s| Timestamp::from_second(s).ok()),
+                kid: e.kid.clone(),
+                reason: String::new(),
+            })
+            .collect();
+        all.sort_by(|a, b| a.jti.cmp(&b.jti));
+        all
+    }
+
+    /// Adds revocations recorded earlier, whatever the capacity: the capacity refuses new
+    /// revocations, it never forgets one.
+    pub fn restore(&self, revocations: &[Revocation]) {
+        let mut entries = self.write();
+        for revocation in revocations {
+            entries.insert(revocation.jti.clone(), Entry::from(revocation));
+        }
+        self.size.set(entries.len() as i64);
+    }
+
     /// Replaces every entry (a fresh list of the ConfigMaps).
     fn replace(&self, fresh: HashMap<String, Entry>) {
         let mut entries = self.write();
@@ -284,8 +319,13 @@ pub enum Revoker {
     /// Revocations are dropped (tests of paths that do not exercise them).
     #[default]
     Disabled,
-    /// In memory only (`serve --manifests`).
+    /// In memory only (tests).
     Memory(Arc<Denylist>),
+    /// In memory and in a file that outlives the process (`serve --manifests`).
+    File {
+        denylist: Arc<Denylist>,
+        file: Arc<DenylistFile>,
+    },
     /// ConfigMaps in the release namespace; `local` (a `serve` replica's own denylist) also
     /// learns at once, before its watch brings the ConfigMap back.
     Kube {
@@ -304,6 +344,12 @@ impl Revoker {
         match self {
             Revoker::Disabled => Ok(()),
             Revoker::Memory(denylist) => denylist.insert(revocation),
+            Revoker::File { denylist, file } => {
+                denylist.insert(revocation)?;
+                file.save(denylist).await?;
+                tracing::info!(token_id = %revocation.jti, reason = %revocation.reason, "revoked token");
+                Ok(())
+            }
             Revoker::Kube { api, local } => {
                 if let Some(local) = local
                     && !local.has_room()

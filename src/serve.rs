@@ -3,41 +3,31 @@
 
 use crate::agent::{self, Agent};
 use crate::cli::ServeArgs;
-use crate::http::keys::{KeyIndex, SharedKeyStore};
 use crate::http::{AppState, Config, ServeOptions, router, serve_with, shutdown_signal};
+use crate::key_store::{KeyIndex, KeyStore, SharedKeyStore};
 use crate::manifests::LiveManifests;
-use crate::revocation::{Denylist, Revoker};
+use crate::revocation::{Denylist, DenylistFile, Revoker};
 use crate::tokenreview::Reviewer;
 use crate::watch::RestartCounter;
 use std::path::Path;
 use std::sync::Arc;
 
 pub async fn run(args: ServeArgs) -> Result<(), crate::BoxError> {
-    let denylist = Arc::new(Denylist::new(args.max_revocations));
-    let restarts = RestartCounter::default();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
-    let mut agent = None;
-    let config = match &args.manifests {
+    let state = match &args.manifests {
         Some(dir) => {
-            let revoker = Revoker::Memory(denylist.clone());
-            let started = start_agent(dir, &args, revoker.clone()).await?;
-            let config = Config {
-                store: started.store.clone(),
-                issuer: args.common.issuer.clone(),
-                revoker,
-                denylist,
-                watch_restarts: restarts,
-                // Keyless callers need the TokenReview API: refused with a clear 401.
-                reviewer: None,
-            };
-            agent = Some(started);
-            config
+            let started = from_manifests(dir, &args).await?;
+            let state = started.state.clone();
+            started.spawn(stop_rx.clone());
+            state
         }
         None => {
+            let denylist = Arc::new(Denylist::new(args.max_revocations));
+            let restarts = RestartCounter::default();
             let client = kube::Client::try_default()
                 .await
                 .map_err(|e| format!("cannot reach the cluster (or use --manifests DIR): {e}"))?;
@@ -49,34 +39,16 @@ pub async fn run(args: ServeArgs) -> Result<(), crate::BoxError> {
                 Reviewer::new(kube::Api::all(client.clone()), args.token_audiences.clone());
             let store =
                 crate::http::cluster::start(client, &args.common, &restarts, denylist.clone());
-            Config {
+            AppState::from_config(Config {
                 store,
                 issuer: args.common.issuer.clone(),
                 denylist,
                 revoker,
                 watch_restarts: restarts,
                 reviewer: Some(Arc::new(reviewer)),
-            }
+            })
         }
     };
-    let state = AppState::from_config(config);
-    if let Some(started) = agent {
-        state
-            .metrics
-            .token_files(started.first.minted_kinds(), started.first.earliest_expiry);
-        tokio::spawn(sweep_denylist(
-            state.denylist.clone(),
-            started.store.clone(),
-        ));
-        tokio::spawn(agent::run(
-            started.agent,
-            started.live,
-            started.store,
-            state.metrics.clone(),
-            started.first.next_renewal,
-            stop_rx.clone(),
-        ));
-    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -125,47 +97,52 @@ pub async fn run(args: ServeArgs) -> Result<(), crate::BoxError> {
     Ok(())
 }
 
-/// The key store of `--manifests DIR` after the agent's first pass (token files written), with
-/// revocations in memory; the agent itself is not kept running.
-pub async fn from_manifests(
-    dir: &Path,
-    args: &ServeArgs,
-) -> Result<Arc<SharedKeyStore>, crate::BoxError> {
-    let revoker = Revoker::Memory(Arc::new(Denylist::new(args.max_revocations)));
-    Ok(start_agent(dir, args, revoker).await?.store)
-}
-
-/// The agent of `--manifests DIR`, after its first pass.
-struct StartedAgent {
-    store: Arc<SharedKeyStore>,
+/// `serve --manifests DIR` after its first pass (token files written): the REST state, and
+/// the agent that [`FromManifests::spawn`] keeps running.
+pub struct FromManifests {
+    pub state: AppState,
+    pub store: Arc<SharedKeyStore>,
+    pub paths: agent::Paths,
     agent: Agent,
     live: LiveManifests,
     first: agent::Pass,
+    denylist_file: Arc<DenylistFile>,
 }
 
-/// Reads the manifests (any problem with them is a startup error), loads or creates the
-/// keyring, and makes the first pass: the token files are in place before the routes answer.
-async fn start_agent(
+impl FromManifests {
+    /// Runs the agent and the denylist sweep until `stop`.
+    pub fn spawn(self, stop: tokio::sync::watch::Receiver<bool>) {
+        tokio::spawn(sweep_denylist(
+            self.state.denylist.clone(),
+            self.store.clone(),
+            self.denylist_file,
+        ));
+        tokio::spawn(agent::run(
+            self.agent,
+            self.live,
+            self.store,
+            self.state.metrics.clone(),
+            self.first,
+            stop,
+        ));
+    }
+}
+
+/// Checks the directories, reads the manifests (any refused document is a startup error),
+/// loads or creates the keyring and the revocations, and makes the first pass: the token files
+/// are in place before the routes answer.
+pub async fn from_manifests(
     dir: &Path,
     args: &ServeArgs,
-    revoker: Revoker,
-) -> Result<StartedAgent, crate::BoxError> {
-    let mut live = LiveManifests::default();
-    if let Some(e) = live.reload(dir)?.into_iter().next() {
-        return Err(e.into());
+) -> Result<FromManifests, crate::BoxError> {
+    let paths = agent::state::prepare(dir, &args.tokens_dir, &args.state_dir)?;
+    let mut live = LiveManifests::new()?;
+    // At start every document must be admitted: there is no last good version to keep yet.
+    let refused = live.reload(dir)?;
+    if !refused.is_empty() {
+        return Err(crate::manifests::ManifestError::Refused(refused).into());
     }
     let manifests = live.merged();
-    let tokens = std::path::absolute(&args.tokens_dir)
-        .map_err(|e| format!("--tokens-dir {}: {e}", args.tokens_dir.display()))?;
-    let state = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| tokens.join(".tokenmint"));
-    let paths = agent::Paths {
-        manifests: dir.to_owned(),
-        tokens: tokens.clone(),
-        state,
-    };
     let common = &args.common;
     let (ring, from) = agent::keyring(
         &manifests,
@@ -175,11 +152,27 @@ async fn start_agent(
         common.algorithm,
     )?;
     tracing::info!(active_kid = %ring.active_kid(), source = %from, "keyring loaded");
+    let denylist = Arc::new(Denylist::new(args.max_revocations));
+    let denylist_file = Arc::new(DenylistFile::in_dir(&paths.state));
+    let revoked = denylist_file.load_into(&denylist)?;
+    tracing::info!(file = %denylist_file.path().display(), revoked, "revocations loaded");
+    let revoker = Revoker::File {
+        denylist: denylist.clone(),
+        file: denylist_file.clone(),
+    };
     let store = Arc::new(SharedKeyStore::fixed(KeyIndex::default(), ring));
-    let keyring =
-        crate::http::keys::KeyStore::keyring(store.as_ref()).ok_or("the keyring did not load")?;
+    let keyring = store.keyring().ok_or("the keyring did not load")?;
+    let state = AppState::from_config(Config {
+        store: store.clone(),
+        issuer: common.issuer.clone(),
+        revoker: revoker.clone(),
+        denylist,
+        watch_restarts: RestartCounter::default(),
+        // Keyless callers need the TokenReview API: refused with a clear 401.
+        reviewer: None,
+    });
     let mut agent = Agent::new(
-        paths,
+        paths.clone(),
         common.issuer.clone(),
         keyring,
         crate::clock::Clock::system(),
@@ -191,23 +184,31 @@ async fn start_agent(
         files = manifests.files.len(),
         service_keys = index.len(),
         tokens = first.kept + first.minted.len(),
-        tokens_dir = %tokens.display(),
+        tokens_dir = %paths.tokens.display(),
+        state_dir = %paths.state.display(),
         "manifests loaded; token files are kept under {}",
-        tokens.display()
+        paths.tokens.display()
     );
-    store.set_keys(index);
-    Ok(StartedAgent {
+    state.metrics.token_file_errors_init();
+    agent::publish(&store, &state.metrics, index, &first);
+    Ok(FromManifests {
+        state,
         store,
+        paths,
         agent,
         live,
         first,
+        denylist_file,
     })
 }
 
-/// Drops in-memory revocations of tokens that can no longer verify, every
+/// Drops revocations of tokens that can no longer verify (and rewrites their file), every
 /// [`crate::revocation::SWEEP_EVERY`], so `--max-revocations` bounds live entries only.
-async fn sweep_denylist(denylist: Arc<Denylist>, store: Arc<SharedKeyStore>) {
-    use crate::http::keys::KeyStore;
+async fn sweep_denylist(
+    denylist: Arc<Denylist>,
+    store: Arc<SharedKeyStore>,
+    file: Arc<DenylistFile>,
+) {
     loop {
         tokio::time::sleep(crate::revocation::SWEEP_EVERY).await;
         let keyring = store.keyring();
@@ -217,6 +218,9 @@ async fn sweep_denylist(denylist: Arc<Denylist>, store: Arc<SharedKeyStore>) {
                 count = gone.len(),
                 "dropped revocations of tokens that can no longer verify"
             );
+            if let Err(e) = file.save(&denylist).await {
+                tracing::error!(error = %e, "cannot rewrite the revocation list");
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokenmint::agent::{self, Agent, Paths};
 use tokenmint::clock::Clock;
-use tokenmint::http::keys::{KeyStore, SharedKeyStore};
+use tokenmint::key_store::{KeyStore, SharedKeyStore};
 use tokenmint::keyring::{Algorithm, Expect, Keyring};
 use tokenmint::manifests::LiveManifests;
 use tokenmint::revocation::{Denylist, Revoker};
@@ -51,12 +51,14 @@ impl Setup {
             "tokenmint-agent-{name}-{}",
             uuid::Uuid::new_v4().simple()
         ));
-        let paths = Paths {
-            manifests: root.join("manifests"),
-            tokens: root.join("tokens"),
-            state: root.join("tokens/.tokenmint"),
-        };
-        std::fs::create_dir_all(&paths.manifests).unwrap();
+        std::fs::create_dir_all(root.join("manifests")).unwrap();
+        // As `serve --manifests` makes them: checked, created 0700.
+        let paths = agent::state::prepare(
+            &root.join("manifests"),
+            &root.join("tokens"),
+            &root.join("state"),
+        )
+        .unwrap();
         Setup { root, paths }
     }
 
@@ -65,7 +67,7 @@ impl Setup {
     }
 
     fn live(&self) -> LiveManifests {
-        let mut live = LiveManifests::default();
+        let mut live = LiveManifests::new().unwrap();
         assert!(live.reload(&self.paths.manifests).unwrap().is_empty());
         live
     }
@@ -286,6 +288,91 @@ async fn a_broken_manifest_keeps_the_last_good_state_and_names_the_problem() {
     assert_eq!(kept.datasource_grants[0].spec.expiration, 3600);
 }
 
+#[tokio::test]
+async fn a_refused_edit_keeps_the_objects_last_good_version_and_the_others_work() {
+    let s = Setup::new("refused-edit");
+    s.manifest(
+        "a.yaml",
+        &format!("{KEY_NO_SECRET}---\n{}", grant("Data_3_E", 3600)),
+    );
+    let other = |name: &str, expiration: &str| {
+        grant("Other", 3600)
+            .replace("name: dashboards", &format!("name: {name}"))
+            .replace("expiration: 3600", &format!("expiration: {expiration}"))
+    };
+    s.manifest("b.yaml", &other("reports", "3600"));
+    let mut live = s.live();
+    // The edit of `reports` is refused (out of bounds); `audit`, new in the same file, is not.
+    s.manifest(
+        "b.yaml",
+        &format!(
+            "{}---\n{}",
+            other("reports", "50000"),
+            other("audit", "3000")
+        ),
+    );
+    let refused = live.reload(&s.paths.manifests).unwrap();
+    let messages: Vec<String> = refused.iter().map(ToString::to_string).collect();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(
+        messages[0].contains("b.yaml, document 1 (DatasourceGrant default/reports): spec.expiration: Invalid value: 50000")
+            && messages[0].contains("the last admitted version stays in effect"),
+        "{}",
+        messages[0]
+    );
+    let grants = live.merged().datasource_grants;
+    let expiration = |name: &str| {
+        grants
+            .iter()
+            .find(|g| g.metadata.name.as_deref() == Some(name))
+            .map(|g| g.spec.expiration)
+    };
+    assert_eq!(expiration("reports"), Some(3600), "the last good version");
+    assert_eq!(expiration("audit"), Some(3000));
+    assert_eq!(expiration("dashboards"), Some(3600));
+
+    // Moved to another file and refused there: still the last good version (kept by object,
+    // not by file). A second declaration of `dashboards` is refused, naming the first.
+    s.manifest("b.yaml", &other("audit", "3000"));
+    s.manifest(
+        "c.yaml",
+        &format!("{}---\n{}", other("reports", "soon"), grant("Other", 3000)),
+    );
+    let messages: Vec<String> = live
+        .reload(&s.paths.manifests)
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(messages[0].contains("c.yaml, document 1 (DatasourceGrant default/reports)"));
+    assert!(
+        messages[1].contains("c.yaml, document 2 (DatasourceGrant default/dashboards): DatasourceGrant default/dashboards is already declared in")
+            && messages[1].contains("a.yaml, document 2"),
+        "{}",
+        messages[1]
+    );
+    let kept = live.merged();
+    let dashboards = kept
+        .datasource_grants
+        .iter()
+        .find(|g| g.metadata.name.as_deref() == Some("dashboards"))
+        .unwrap();
+    assert_eq!(
+        dashboards.spec.data_source, "Data_3_E",
+        "the first declaration"
+    );
+    assert!(
+        kept.datasource_grants
+            .iter()
+            .any(|g| g.metadata.name.as_deref() == Some("reports") && g.spec.expiration == 3600)
+    );
+    // Removed from every file: gone.
+    s.manifest("c.yaml", "");
+    live.reload(&s.paths.manifests).unwrap();
+    assert_eq!(live.merged().datasource_grants.len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_in_the_manifests_take_effect_within_two_seconds() {
     let s = Setup::new("live");
@@ -294,6 +381,9 @@ async fn edits_in_the_manifests_take_effect_within_two_seconds() {
     let live = s.live();
     let mut agent = s.agent(Clock::system());
     let ring = Keyring::from_json(&agent.keyring.to_json()).unwrap();
+    let Revoker::Memory(denylist) = agent.revoker.clone() else {
+        panic!("a memory revoker")
+    };
     let (index, first) = agent.pass(&live.merged()).await;
     let store = Arc::new(SharedKeyStore::fixed(
         index,
@@ -305,7 +395,7 @@ async fn edits_in_the_manifests_take_effect_within_two_seconds() {
         live,
         store,
         Arc::new(tokenmint::http::metrics::Metrics::default()),
-        first.next_renewal,
+        first,
         stop_rx,
     ));
     let within = |what: &'static str, check: Box<dyn Fn() -> bool + Send>| async move {
@@ -330,10 +420,17 @@ async fn edits_in_the_manifests_take_effect_within_two_seconds() {
         }),
     )
     .await;
-    // Deleted: its directory goes.
+    // Deleted: its token revoked, its directory gone.
+    let token = s.token("dashboards-token");
+    let jti = claims(&ring, &token)["jti"].as_str().unwrap().to_owned();
+    assert!(!denylist.is_revoked(&jti));
     std::fs::remove_file(s.paths.manifests.join("grant.yaml")).unwrap();
     let dir = s.dir("dashboards-token");
     within("the deleted grant's files", Box::new(move || !dir.exists())).await;
+    assert!(
+        denylist.is_revoked(&jti),
+        "the deleted grant's token is still valid"
+    );
     stop.send(true).unwrap();
     task.await.unwrap();
 }

@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::http::Request;
 use std::path::Path;
 use std::sync::Arc;
-use tokenmint::http::keys::{KeyIndex, SharedKeyStore};
+use tokenmint::key_store::{KeyIndex, SharedKeyStore};
 use tokenmint::keyring::{Algorithm, Keyring};
 use tower::ServiceExt;
 

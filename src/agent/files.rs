@@ -12,12 +12,16 @@
 //! `..data` link swaps it in. A reader (or a crash) at any moment sees the old complete version
 //! or the new one, never a mix. `..data/.tokenmint.json` records what tokenmint needs to decide
 //! later (and marks the tree as tokenmint's: a directory without it is never written).
+//!
+//! Nothing here follows a link it did not make: the tree must be a real directory, `..data`
+//! must name a version directory beside it, files are opened with `O_NOFOLLOW` and created with
+//! `O_EXCL` (the caller has checked the directories above the tree, see [`super::trees`]).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt, symlink};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, symlink};
 use std::path::{Path, PathBuf};
 
 /// The link to the current version.
@@ -36,6 +40,9 @@ pub struct Meta {
     pub spec_hash: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_id: Option<String>,
+    /// The key that signed the token (what bounds the revocation of one that never expires).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
 }
 
 /// The current version of a tree: its files and record.
@@ -51,19 +58,44 @@ pub enum Found {
     Nothing,
     /// A tree tokenmint wrote.
     Ours(Current),
-    /// Something else: never written, never removed.
-    Foreign,
+    /// Something else, and what: never written, never removed.
+    Foreign(String),
 }
 
-fn mkdir(path: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
+/// Creates one directory, 0700; its parent must exist.
+pub fn mkdir(path: &Path) -> io::Result<()> {
+    fs::DirBuilder::new().mode(0o700).create(path)
 }
 
 fn sync_dir(path: &Path) -> io::Result<()> {
     fs::File::open(path)?.sync_all()
+}
+
+/// Reads a regular file, never through a link.
+fn read_file(path: &Path) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    crate::private_file::open(path)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The version directory `..data` names, if it is one of this tree's (`..<stamp>`, a real
+/// directory beside the link).
+fn current_version(dir: &Path) -> io::Result<Option<PathBuf>> {
+    let target = match fs::read_link(dir.join(DATA)) {
+        Ok(target) => target,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // Not a link (EINVAL): not a tree of ours.
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let name = target.to_string_lossy();
+    if target.components().count() != 1 || !name.starts_with("..") || name == DATA {
+        return Ok(None);
+    }
+    let version = dir.join(&target);
+    Ok(fs::symlink_metadata(&version)
+        .is_ok_and(|m| m.is_dir())
+        .then_some(version))
 }
 
 /// Reads the tree at `dir`.
@@ -71,53 +103,69 @@ pub fn read(dir: &Path) -> io::Result<Found> {
     match fs::symlink_metadata(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Nothing),
         Err(e) => return Err(e),
-        Ok(m) if !m.is_dir() => return Ok(Found::Foreign),
+        Ok(m) if m.is_symlink() => {
+            return Ok(Found::Foreign(format!(
+                "{} is a symbolic link",
+                dir.display()
+            )));
+        }
+        Ok(m) if !m.is_dir() => {
+            return Ok(Found::Foreign(format!(
+                "{} is not a directory",
+                dir.display()
+            )));
+        }
         Ok(_) => {}
     }
-    let data = dir.join(DATA);
-    let meta = match fs::read(data.join(META)) {
+    let foreign = || {
+        Found::Foreign(format!(
+            "{} holds files tokenmint did not write",
+            dir.display()
+        ))
+    };
+    let Some(version) = current_version(dir)? else {
+        // An empty directory (made by hand for us, or left by a crash before the first
+        // version was in place) is not someone else's data.
+        return Ok(if fs::read_dir(dir)?.next().is_none() {
+            Found::Nothing
+        } else {
+            foreign()
+        });
+    };
+    let meta = match read_file(&version.join(META)) {
         Ok(bytes) => match serde_json::from_slice::<Meta>(&bytes) {
             Ok(meta) => meta,
-            Err(_) => return Ok(Found::Foreign),
+            Err(_) => return Ok(foreign()),
         },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            // An empty directory (made by hand for us, or left by a crash before the first
-            // version was in place) is not someone else's data.
-            return Ok(if fs::read_dir(dir)?.next().is_none() {
-                Found::Nothing
-            } else {
-                Found::Foreign
-            });
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(foreign()),
         Err(e) => return Err(e),
     };
     let mut files = BTreeMap::new();
-    for entry in fs::read_dir(&data)? {
+    for entry in fs::read_dir(&version)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name == META {
             continue;
         }
-        files.insert(name, fs::read(entry.path())?);
+        files.insert(name, read_file(&entry.path())?);
     }
     Ok(Found::Ours(Current { files, meta }))
 }
 
 /// Replaces the files of `dir` with `files` and `meta`, atomically. `dir` must be absent or
-/// ours (see [`read`]).
+/// ours (see [`read`]), its parent a directory of ours.
 pub fn write(dir: &Path, files: &BTreeMap<String, Vec<u8>>, meta: &Meta) -> io::Result<()> {
-    mkdir(dir)?;
+    match mkdir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        other => other?,
+    }
     let stamp = jiff::Timestamp::now()
         .strftime("..%Y_%m_%d_%H_%M_%S.%f")
         .to_string();
     let version = dir.join(&stamp);
     mkdir(&version)?;
     let write_file = |name: &str, bytes: &[u8]| -> io::Result<()> {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(version.join(name))?;
+        let mut file = crate::private_file::create_new(&version.join(name))?;
         file.write_all(bytes)?;
         file.sync_all()
     };
@@ -154,7 +202,11 @@ pub fn write(dir: &Path, files: &BTreeMap<String, Vec<u8>>, meta: &Meta) -> io::
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("..") && name != DATA && name != stamp && entry.path().is_dir() {
+        if name.starts_with("..")
+            && name != DATA
+            && name != stamp
+            && entry.file_type().is_ok_and(|t| t.is_dir())
+        {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
@@ -169,37 +221,14 @@ pub fn remove(dir: &Path) -> io::Result<bool> {
             fs::remove_dir_all(dir)?;
             Ok(true)
         }
-        Found::Nothing | Found::Foreign => Ok(false),
+        Found::Nothing | Found::Foreign(_) => Ok(false),
     }
-}
-
-/// Writes `bytes` to `path` atomically (a temporary file renamed over it), mode 0600.
-pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    if let Some(parent) = path.parent() {
-        mkdir(parent)?;
-    }
-    let tmp = path.with_extension("tmp");
-    {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;
-    fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        sync_dir(parent)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn files(token: &str, expires: Option<&str>) -> BTreeMap<String, Vec<u8>> {
         let mut f = BTreeMap::from([("token".to_owned(), token.as_bytes().to_vec())]);
@@ -214,6 +243,7 @@ mod tests {
             owner: "DatasourceGrant default/g".into(),
             spec_hash: Some("h".into()),
             token_id: Some(id.into()),
+            kid: None,
         }
     }
 
@@ -230,6 +260,7 @@ mod tests {
     fn a_version_replaces_the_previous_one_whole() {
         let root = tempdir("replace");
         let dir = root.join("default/g-token");
+        fs::create_dir_all(dir.parent().unwrap()).unwrap();
         write(
             &dir,
             &files("one", Some("2026-01-01T00:00:00Z")),
@@ -269,6 +300,7 @@ mod tests {
     fn a_crash_between_writing_a_version_and_swapping_it_in_leaves_the_old_one_whole() {
         let root = tempdir("crash");
         let dir = root.join("default/g-token");
+        fs::create_dir_all(dir.parent().unwrap()).unwrap();
         write(&dir, &files("old", Some("e1")), &meta("1")).unwrap();
         // What a SIGKILL mid-write leaves: a half-written version never swapped in, and a
         // temporary link.
@@ -294,18 +326,52 @@ mod tests {
         let dir = root.join("theirs");
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("token"), "mine, not yours").unwrap();
-        assert!(matches!(read(&dir).unwrap(), Found::Foreign));
+        assert!(matches!(read(&dir).unwrap(), Found::Foreign(_)));
         assert!(!remove(&dir).unwrap());
         assert_eq!(
             fs::read_to_string(dir.join("token")).unwrap(),
             "mine, not yours"
         );
         fs::write(root.join("file"), "x").unwrap();
-        assert!(matches!(read(&root.join("file")).unwrap(), Found::Foreign));
+        assert!(matches!(
+            read(&root.join("file")).unwrap(),
+            Found::Foreign(_)
+        ));
         assert!(matches!(
             read(&root.join("absent")).unwrap(),
             Found::Nothing
         ));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn links_planted_in_a_tree_are_never_followed() {
+        let root = tempdir("links");
+        let elsewhere = root.join("elsewhere");
+        fs::create_dir_all(&elsewhere).unwrap();
+        fs::write(
+            elsewhere.join(META),
+            r#"{"owner":"DatasourceGrant default/g"}"#,
+        )
+        .unwrap();
+        fs::write(elsewhere.join("token"), "not ours").unwrap();
+        // `..data` naming a directory outside the tree: not a tree of ours.
+        let dir = root.join("g-token");
+        fs::create_dir_all(&dir).unwrap();
+        symlink(&elsewhere, dir.join(DATA)).unwrap();
+        assert!(matches!(read(&dir).unwrap(), Found::Foreign(_)));
+        assert!(!remove(&dir).unwrap());
+        // The tree itself a link: foreign, even to a tree of ours.
+        let ours = root.join("ours");
+        write(&ours, &files("t", None), &meta("1")).unwrap();
+        let link = root.join("link");
+        symlink(&ours, &link).unwrap();
+        assert!(matches!(read(&link).unwrap(), Found::Foreign(m) if m.contains("symbolic link")));
+        // A file of a version replaced by a link: not read through it.
+        let version = fs::read_link(ours.join(DATA)).unwrap();
+        fs::remove_file(ours.join(&version).join("token")).unwrap();
+        symlink(elsewhere.join("token"), ours.join(&version).join("token")).unwrap();
+        assert!(read(&ours).is_err());
         fs::remove_dir_all(root).unwrap();
     }
 
@@ -315,6 +381,7 @@ mod tests {
         use std::sync::atomic::{AtomicBool, Ordering};
         let root = tempdir("race");
         let dir = root.join("default/g-token");
+        fs::create_dir_all(dir.parent().unwrap()).unwrap();
         // Token and expiry of one version share a number: a mix would show.
         let version = |n: usize| {
             (

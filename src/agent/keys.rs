@@ -1,15 +1,20 @@
 //! The keys the agent keeps: the signing keyring (from the manifests, else in the state
-//! directory) and the key of each ServiceKey without a key Secret, generated once into files.
+//! directory) and the key of each ServiceKey without a key Secret, generated once into its
+//! tree `OUT/<namespace>/<secretName>/`, as the operator generates it into a Secret.
 
-use super::files::{self, Found, Meta};
-use super::{Agent, KEY, KEYRING_FILE, Pass, Paths, USERNAME};
+use super::files::{Found, Meta};
+use super::plan::Claim;
+use super::state::KEYRING_FILE;
+use super::trees::TreeName;
+use super::{Agent, KEY, Pass, Paths, USERNAME};
+use crate::desired::Failure;
+use crate::http::metrics::FileError;
 use crate::keyring::{Algorithm, Keyring};
 use crate::manifests::Manifests;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use kube::ResourceExt;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::io;
 
 /// The signing keyring: from the manifests, else persisted in the state directory (created
 /// once). Returns it and where it came from, for the log.
@@ -27,15 +32,15 @@ pub fn keyring(
         ));
     }
     let path = paths.state.join(KEYRING_FILE);
-    match std::fs::read(&path) {
+    match crate::private_file::read(&path) {
         Ok(bytes) => {
             let ring = Keyring::from_json(&bytes)
                 .map_err(|e| format!("{}: {e}; delete it to start over", path.display()))?;
             Ok((ring, path.display().to_string()))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let ring = Keyring::generate(algorithm, Timestamp::now())?;
-            files::write_private(&path, &ring.to_json())
+            crate::private_file::write(&path, &ring.to_json())
                 .map_err(|e| format!("cannot persist the keyring in {}: {e}", path.display()))?;
             Ok((ring, format!("{} (created)", path.display())))
         }
@@ -44,56 +49,54 @@ pub fn keyring(
 }
 
 impl Agent {
-    /// The keys of the ServiceKeys without a key Secret in the manifests: generated once into
-    /// files, read back after. Returns them as the Secrets the key index joins.
-    pub(super) fn generated_keys(&self, manifests: &Manifests, pass: &mut Pass) -> Vec<Secret> {
+    /// The keys of the ServiceKeys whose key trees this pass keeps: generated once into files,
+    /// read back after. Returns them as the Secrets the key index joins.
+    pub(super) fn generated_keys(
+        &self,
+        claims: Vec<(Claim<'_>, TreeName, io::Result<Found>)>,
+        pass: &mut Pass,
+    ) -> Vec<Secret> {
         let mut secrets = Vec::new();
-        for key in &manifests.service_keys {
-            let namespace = key.namespace().unwrap_or_default();
-            let name = key.key_secret_name();
-            let declared = manifests.secrets.iter().any(|s| {
-                s.namespace().as_deref() == Some(namespace.as_str()) && s.name_any() == name
-            });
-            if declared {
+        for (claim, tree, found) in claims {
+            let super::plan::Role::Key(key) = claim.role else {
                 continue;
-            }
-            let dir = self.dir(&namespace, &name);
-            let owner = format!("ServiceKey {namespace}/{}", key.name_any());
+            };
+            let owner = &claim.owner;
+            let dir = self.trees.path(&tree);
             let username = key.spec.principal.name.as_bytes().to_vec();
-            let value = match files::read(&dir) {
-                Ok(Found::Ours(current)) if current.meta.owner == owner => {
+            let value = match found {
+                Ok(Found::Ours(current)) => {
                     match current.files.get(KEY).filter(|k| !k.is_empty()) {
                         // Never rewritten; only a changed user name is.
                         Some(value) => {
                             if current.files.get(USERNAME) != Some(&username)
-                                && let Err(e) = self.write_key(&dir, &owner, value, &username)
+                                && let Err(e) = self.write_key(&tree, owner, value, &username)
                             {
-                                tracing::error!(dir = %dir.display(), error = %e, "cannot update the key's user name");
+                                failure!(self, pass, owner, dir = %dir.display(), error = %e, "cannot update the key's user name; retrying");
+                                pass.error(owner, super::tokens::classify(&e));
                             }
-                            value.clone()
+                            Some(value.clone())
                         }
-                        None => self.generate_key(&dir, &owner, &username, pass),
+                        None => self.generate_key(&tree, owner, &username, pass),
                     }
                 }
-                Ok(Found::Nothing) => self.generate_key(&dir, &owner, &username, pass),
-                Ok(_) => {
-                    tracing::error!(dir = %dir.display(), service_key = %owner, "a file tree not written by tokenmint is in the way of the generated key; it is never overwritten");
-                    pass.failed.push(owner);
-                    continue;
+                Ok(Found::Nothing) => self.generate_key(&tree, owner, &username, pass),
+                Ok(Found::Foreign(why)) => {
+                    let failure = Failure::secret_conflict(&claim.secret, claim.kind);
+                    failure!(self, pass, owner, owner = %owner, reason = failure.reason.as_str(), message = %failure.message, detail = %why, "no key");
+                    pass.error(owner, FileError::conflict);
+                    None
                 }
                 Err(e) => {
-                    tracing::error!(dir = %dir.display(), error = %e, "cannot read the generated key");
-                    pass.failed.push(owner);
-                    continue;
+                    failure!(self, pass, owner, dir = %dir.display(), error = %e, "cannot read the generated key; retrying");
+                    pass.error(owner, super::tokens::classify(&e));
+                    None
                 }
             };
-            if value.is_empty() {
-                continue;
-            }
-            pass.kept_dirs.insert(dir);
+            let Some(value) = value else { continue };
             let mut secret = Secret::default();
-            secret.metadata.name = Some(name);
-            secret.metadata.namespace = Some(namespace);
+            secret.metadata.name = Some(tree.secret().to_owned());
+            secret.metadata.namespace = Some(tree.namespace().to_owned());
             secret.data = Some(BTreeMap::from([(
                 KEY.to_owned(),
                 k8s_openapi::ByteString(value),
@@ -105,37 +108,41 @@ impl Agent {
 
     fn write_key(
         &self,
-        dir: &Path,
+        tree: &TreeName,
         owner: &str,
         key: &[u8],
         username: &[u8],
-    ) -> std::io::Result<()> {
+    ) -> io::Result<()> {
         let content = BTreeMap::from([
             (KEY.to_owned(), key.to_vec()),
             (USERNAME.to_owned(), username.to_vec()),
         ]);
-        files::write(
-            dir,
-            &content,
-            &Meta {
-                owner: owner.to_owned(),
-                ..Meta::default()
-            },
-        )
+        let meta = Meta {
+            owner: owner.to_owned(),
+            ..Meta::default()
+        };
+        self.trees.write(tree, &content, &meta)
     }
 
-    fn generate_key(&self, dir: &Path, owner: &str, username: &[u8], pass: &mut Pass) -> Vec<u8> {
+    fn generate_key(
+        &self,
+        tree: &TreeName,
+        owner: &str,
+        username: &[u8],
+        pass: &mut Pass,
+    ) -> Option<Vec<u8>> {
         let key = crate::reconcile::service_key::generate_key().into_bytes();
-        match self.write_key(dir, owner, &key, username) {
+        let dir = self.trees.path(tree);
+        match self.write_key(tree, owner, &key, username) {
             Ok(()) => {
                 tracing::info!(service_key = %owner, file = %dir.join(KEY).display(), "generated the service key");
                 pass.minted.push(owner.to_owned());
-                key
+                Some(key)
             }
             Err(e) => {
-                tracing::error!(dir = %dir.display(), error = %e, "cannot write the generated key");
-                pass.failed.push(owner.to_owned());
-                Vec::new()
+                failure!(self, pass, owner, dir = %dir.display(), error = %e, "cannot write the generated key; retrying");
+                pass.error(owner, super::tokens::classify(&e));
+                None
             }
         }
     }

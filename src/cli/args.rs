@@ -95,10 +95,11 @@ pub struct ServeArgs {
     /// DIR/<namespace>/<secretName>/token and expires-at.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_TOKENS_DIR)]
     pub tokens_dir: PathBuf,
-    /// With --manifests: where the keyring persists across restarts. Default
-    /// <tokens-dir>/.tokenmint.
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    /// With --manifests: private state that must outlive the process — the keyring (unless the
+    /// manifests hold one) and the revocation denylist. Never inside --tokens-dir (consumers
+    /// mount that); owned by this user and not writable by others (refused at start otherwise).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
     /// Most client connections served at once; further clients wait until one closes.
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: std::num::NonZeroUsize,
@@ -122,6 +123,10 @@ pub struct ServeArgs {
 
 /// Default of `--tokens-dir`: `tokens` in the working directory, printed in the log.
 pub const DEFAULT_TOKENS_DIR: &str = "tokens";
+
+/// Default of `--state-dir`: `.tokenmint` in the working directory, beside (not inside) the
+/// default `--tokens-dir`.
+pub const DEFAULT_STATE_DIR: &str = ".tokenmint";
 
 /// Default of `--token-audience`.
 pub const DEFAULT_TOKEN_AUDIENCE: &str = "tokenmint";

@@ -3,7 +3,7 @@
 
 use super::AppState;
 use super::error::{ApiError, Challenge, Flavor};
-use super::keys::{KeyEntry, KeyIndex};
+use crate::key_store::{KeyEntry, KeyIndex};
 use crate::keyring::Keyring;
 use crate::tokenreview::{ReviewError, ServiceAccount};
 use axum::http::{HeaderMap, header};
@@ -89,7 +89,7 @@ pub async fn calling_key(
 ) -> Result<Arc<KeyEntry>, ApiError> {
     let unauthorized = |m: String| ApiError::unauthorized(flavor, challenge, m);
     // One hash serves both lookups: keys and the review cache are indexed by SHA-256.
-    let presented = super::keys::digest(credential.as_bytes());
+    let presented = crate::key_store::digest(credential.as_bytes());
     if let Some(entry) = index.by_digest(&presented) {
         return Ok(entry);
     }

@@ -14,9 +14,9 @@
 //! - `""/configmaps` labelled as revocations in `--namespace`: list, watch (and create, by
 //!   `POST /oauth/revoke`).
 
-use super::keys::{KeyIndex, SharedKeyStore};
 use crate::cli::CommonArgs;
 use crate::crd::ServiceKey;
+use crate::key_store::{KeyIndex, SharedKeyStore};
 use crate::keyring::{self, Keyring};
 use crate::labels::{MANAGED_SELECTOR, ROLE_KEY, ROLE_LABEL};
 use crate::revocation::Denylist;
@@ -179,7 +179,7 @@ async fn watch_keyring(store: Arc<SharedKeyStore>, api: Api<Secret>, name: Strin
 }
 
 fn load_keyring(store: &SharedKeyStore, secret: &Secret) {
-    let Some(bytes) = super::keys::secret_value(secret, keyring::SECRET_KEY) else {
+    let Some(bytes) = crate::key_store::secret_value(secret, keyring::SECRET_KEY) else {
         tracing::error!(
             secret = %secret.name_any(),
             "keyring Secret has no {:?}; keeping the previous keyring",

@@ -28,6 +28,37 @@ pub enum TokenKind {
     user,
 }
 
+/// Why a token file (or generated key) could not be written by `serve --manifests`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)] // label values are Prometheus-style snake case
+pub enum FileError {
+    /// The file system is mounted read-only (EROFS).
+    read_only,
+    /// No space or quota left.
+    no_space,
+    /// The process may not write there.
+    permission,
+    /// The Secret name is taken (another object's tree, a declared Secret, something
+    /// tokenmint did not write): a SecretConflict, not retried until something changes.
+    conflict,
+    other,
+}
+
+impl FileError {
+    pub const ALL: [FileError; 5] = [
+        FileError::read_only,
+        FileError::no_space,
+        FileError::permission,
+        FileError::conflict,
+        FileError::other,
+    ];
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FileErrorLabels {
+    pub reason: FileError,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: &'static str,
@@ -48,6 +79,7 @@ pub struct Metrics {
     tokens: Family<TokenLabels, Counter>,
     /// `--manifests`: the token files the agent keeps.
     file_tokens_minted: Family<KindLabel, Counter>,
+    file_errors: Family<FileErrorLabels, Counter>,
     earliest_expiry: Gauge,
 }
 
@@ -94,11 +126,17 @@ impl Metrics {
             tokens.clone(),
         );
         let file_tokens_minted = Family::<KindLabel, Counter>::default();
+        let file_errors = Family::<FileErrorLabels, Counter>::default();
         let earliest_expiry = Gauge::default();
         registry.register(
             "tokenmint_tokens_minted",
             "Tokens (and generated keys) written into files by serve --manifests, by kind",
             file_tokens_minted.clone(),
+        );
+        registry.register(
+            "tokenmint_token_file_errors",
+            "Token files and generated keys serve --manifests could not write (or remove), by reason; failed writes are retried with backoff",
+            file_errors.clone(),
         );
         registry.register(
             "tokenmint_token_earliest_expiry_timestamp_seconds",
@@ -116,6 +154,7 @@ impl Metrics {
             latency,
             tokens,
             file_tokens_minted,
+            file_errors,
             earliest_expiry,
         }
     }
@@ -151,6 +190,23 @@ impl Metrics {
         }
         self.earliest_expiry
             .set(earliest_expiry.map_or(0, |t| t.as_second()));
+    }
+
+    /// Creates every `tokenmint_token_file_errors_total` series at zero (`serve --manifests`
+    /// at start), so that a rate over them is defined before the first failure.
+    pub fn token_file_errors_init(&self) {
+        for reason in FileError::ALL {
+            let _ = self.file_errors.get_or_create(&FileErrorLabels { reason });
+        }
+    }
+
+    /// Counts failed token-file writes and conflicts of a pass.
+    pub fn token_file_errors(&self, errors: impl IntoIterator<Item = FileError>) {
+        for reason in errors {
+            self.file_errors
+                .get_or_create(&FileErrorLabels { reason })
+                .inc();
+        }
     }
 
     pub fn token_issued(&self, kind: TokenKind) {
@@ -258,5 +314,32 @@ mod tests {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
         assert!(!text.contains("Bogus"));
+    }
+
+    #[test]
+    fn token_file_errors_exist_at_zero_from_the_start_and_count_by_reason() {
+        let metrics = Metrics::default();
+        assert!(
+            !metrics
+                .encode()
+                .unwrap()
+                .contains("token_file_errors_total{")
+        );
+        metrics.token_file_errors_init();
+        metrics.token_file_errors([
+            FileError::read_only,
+            FileError::read_only,
+            FileError::conflict,
+        ]);
+        let text = metrics.encode().unwrap();
+        for line in [
+            "tokenmint_token_file_errors_total{reason=\"read_only\"} 2",
+            "tokenmint_token_file_errors_total{reason=\"conflict\"} 1",
+            "tokenmint_token_file_errors_total{reason=\"no_space\"} 0",
+            "tokenmint_token_file_errors_total{reason=\"permission\"} 0",
+            "tokenmint_token_file_errors_total{reason=\"other\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }

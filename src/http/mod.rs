@@ -1,7 +1,6 @@
 //! REST routes of `tokenmint serve` (CONTRACT §6): the vendors' documented token routes plus
 //! probes, metrics, the JWKS and the OpenAPI document.
 //!
-//! - [`keys`]: the [`KeyStore`](keys::KeyStore) the routes authenticate against.
 //! - [`cluster`]: the store fed by kube watch caches.
 //! - [`auth`]: credentials from the `Authorization` header.
 //! - [`body`]: JSON bodies, field by field.
@@ -13,7 +12,6 @@ pub mod auth;
 pub mod body;
 pub mod cluster;
 pub mod error;
-pub mod keys;
 pub mod metrics;
 pub mod openapi;
 pub mod presented;
@@ -22,6 +20,7 @@ pub mod server;
 
 pub use server::{REQUEST_TIMEOUT, ServeOptions, serve, serve_with, shutdown_signal};
 
+use crate::key_store::{KeyIndex, KeyStore, NotReady};
 use crate::revocation::{Denylist, Revoker};
 use crate::tokenreview::Reviewer;
 use axum::Router;
@@ -32,7 +31,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use error::{ApiError, Flavor, HandlerError};
-use keys::{KeyIndex, KeyStore};
 use metrics::Metrics;
 use std::sync::Arc;
 use std::time::Instant;
@@ -135,12 +133,12 @@ impl AppState {
         flavor: Flavor,
     ) -> Result<(Arc<KeyIndex>, Arc<crate::keyring::Keyring>), ApiError> {
         if !self.store.synced() {
-            return Err(ApiError::not_ready(flavor, keys::NotReady::Syncing));
+            return Err(ApiError::not_ready(flavor, NotReady::Syncing));
         }
         let keyring = self
             .store
             .keyring()
-            .ok_or_else(|| ApiError::not_ready(flavor, keys::NotReady::NoKeyring))?;
+            .ok_or_else(|| ApiError::not_ready(flavor, NotReady::NoKeyring))?;
         Ok((self.store.keys(), keyring))
     }
 }

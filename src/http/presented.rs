@@ -4,7 +4,7 @@
 //! to the ServiceKey they are bound to. A token carries exactly the authority of that key, as
 //! it is now: a deleted ServiceKey or a replaced key voids it.
 
-use super::keys::{KeyEntry, KeyIndex};
+use crate::key_store::{KeyEntry, KeyIndex};
 use crate::keyring::{Expect, Keyring, VerifyError};
 use crate::revocation::Denylist;
 use crate::token::claims::{ACCESS_TYPE, Binding, GUEST_TYPE, SESSION_TYPE};

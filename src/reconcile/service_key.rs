@@ -294,12 +294,7 @@ async fn ensure_key(
 }
 
 fn conflict(name: &str) -> Failure {
-    Failure::new(
-        Reason::SecretConflict,
-        format!(
-            "Secret {name} exists and is not owned by this ServiceKey; tokenmint never overwrites it"
-        ),
-    )
+    Failure::secret_conflict(name, "ServiceKey")
 }
 
 /// Whether an existing key Secret lost our labels, type or the current username (the key

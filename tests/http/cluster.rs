@@ -8,7 +8,7 @@ use crate::support::fake_api::{Fake, wait_for};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use tokenmint::http::keys::{KeyStore, NotReady};
+use tokenmint::key_store::{KeyStore, NotReady};
 use tokenmint::keyring::{Algorithm, Keyring};
 use tokenmint::revocation::{Denylist, Revocation};
 
@@ -71,7 +71,7 @@ fn common_args() -> tokenmint::cli::CommonArgs {
 fn start(
     fake: &Fake,
     args: &tokenmint::cli::CommonArgs,
-) -> (Arc<tokenmint::http::keys::SharedKeyStore>, Arc<Denylist>) {
+) -> (Arc<tokenmint::key_store::SharedKeyStore>, Arc<Denylist>) {
     let denylist = Arc::new(Denylist::default());
     let store =
         tokenmint::http::cluster::start(fake.client(), args, &Default::default(), denylist.clone());

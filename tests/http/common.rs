@@ -8,8 +8,8 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
-use tokenmint::http::keys::{KeyIndex, SharedKeyStore};
 use tokenmint::http::{AppState, router};
+use tokenmint::key_store::{KeyIndex, SharedKeyStore};
 use tokenmint::keyring::{Algorithm, Expect, Keyring};
 use tokenmint::manifests::Manifests;
 use tower::ServiceExt;
@@ -78,15 +78,14 @@ pub struct TestApp {
 }
 
 pub fn index() -> KeyIndex {
-    let mut m = Manifests::default();
-    m.add_yaml(Path::new("fixtures.yaml"), FIXTURES).unwrap();
+    let m = Manifests::from_yaml(Path::new("fixtures.yaml"), FIXTURES).unwrap();
     KeyIndex::build(&m.service_keys, &m.secrets)
 }
 
 pub fn app_with(alg: Algorithm) -> TestApp {
     let ring = Keyring::generate(alg, jiff::Timestamp::now()).unwrap();
     let store = Arc::new(SharedKeyStore::fixed(index(), ring));
-    let keyring = tokenmint::http::keys::KeyStore::keyring(store.as_ref()).unwrap();
+    let keyring = tokenmint::key_store::KeyStore::keyring(store.as_ref()).unwrap();
     TestApp {
         router: router(AppState::new(store, ISSUER)),
         keyring,

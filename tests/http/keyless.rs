@@ -9,8 +9,8 @@ use crate::support::fake_api::{Fake, projected_token};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use tokenmint::http::keys::{KeyIndex, SharedKeyStore};
 use tokenmint::http::{AppState, Config};
+use tokenmint::key_store::{KeyIndex, SharedKeyStore};
 use tokenmint::keyring::{Algorithm, Keyring};
 use tokenmint::manifests::Manifests;
 use tokenmint::revocation::{Denylist, Revoker};
@@ -70,8 +70,7 @@ stringData: {key: tmk_other}
 "#;
 
 fn index() -> KeyIndex {
-    let mut m = Manifests::default();
-    m.add_yaml(std::path::Path::new("keys.yaml"), KEYS).unwrap();
+    let m = Manifests::from_yaml(std::path::Path::new("keys.yaml"), KEYS).unwrap();
     KeyIndex::build(&m.service_keys, &m.secrets)
 }
 
@@ -79,7 +78,7 @@ fn index() -> KeyIndex {
 fn app(fake: &Fake) -> (axum::Router, Arc<Keyring>) {
     let ring = Keyring::generate(Algorithm::HS256, jiff::Timestamp::now()).unwrap();
     let store = Arc::new(SharedKeyStore::fixed(index(), ring));
-    let keyring = tokenmint::http::keys::KeyStore::keyring(store.as_ref()).unwrap();
+    let keyring = tokenmint::key_store::KeyStore::keyring(store.as_ref()).unwrap();
     let denylist = Arc::new(Denylist::default());
     let state = AppState::from_config(Config {
         store,

@@ -3,7 +3,7 @@
 
 use super::common::*;
 use std::path::{Path, PathBuf};
-use tokenmint::http::keys::{KeyIndex, KeyStore};
+use tokenmint::key_store::{KeyIndex, KeyStore};
 use tokenmint::keyring::{Algorithm, Keyring};
 use tokenmint::manifests::Manifests;
 
@@ -72,7 +72,10 @@ async fn multi_document_files_with_data_and_string_data() {
 
     // And `serve`'s loader uses it, so tokens verify with the manifest's keyring.
     let args = serve_args(&dir);
-    let store = tokenmint::serve::from_manifests(&dir, &args).await.unwrap();
+    let store = tokenmint::serve::from_manifests(&dir, &args)
+        .await
+        .unwrap()
+        .store;
     assert_eq!(store.keyring().unwrap().active_kid(), keyring.active_kid());
     assert!(store.readiness().is_ok());
 }
@@ -88,6 +91,8 @@ fn serve_args(dir: &Path) -> tokenmint::cli::ServeArgs {
         dir.to_str().unwrap(),
         "--tokens-dir",
         dir.join("tokens").to_str().unwrap(),
+        "--state-dir",
+        dir.join("state").to_str().unwrap(),
     ])
     .unwrap();
     match cli.command {
@@ -101,7 +106,8 @@ async fn without_a_keyring_secret_the_keyring_persists_in_the_state_directory() 
     let dir = dir_with("persist", &[("a.yaml", SK)]);
     let store = tokenmint::serve::from_manifests(&dir, &serve_args(&dir))
         .await
-        .unwrap();
+        .unwrap()
+        .store;
     let kid = store.keyring().unwrap().active_kid().to_owned();
     // No key Secret: a key is generated (once) into the tokens directory.
     assert_eq!(store.keys().len(), 1);
@@ -110,10 +116,13 @@ async fn without_a_keyring_secret_the_keyring_persists_in_the_state_directory() 
     // A restart finds the same keyring and the same key.
     let again = tokenmint::serve::from_manifests(&dir, &serve_args(&dir))
         .await
-        .unwrap();
+        .unwrap()
+        .store;
     assert_eq!(again.keyring().unwrap().active_kid(), kid);
     assert!(again.keys().by_key(&key).is_some());
-    assert!(dir.join("tokens/.tokenmint/keyring.json").exists());
+    // In the state directory, outside the tokens directory consumers mount.
+    assert!(dir.join("state/keyring.json").exists());
+    assert!(!dir.join("tokens/.tokenmint").exists());
 }
 
 #[tokio::test]
@@ -129,17 +138,17 @@ async fn bad_manifests_are_startup_errors_naming_the_file() {
         (
             "noname",
             "apiVersion: v1\nkind: Secret\nmetadata: {}\n",
-            "metadata.name is required",
+            "metadata.name: Required value",
         ),
         (
             "spec",
             "apiVersion: tokenmint.dev/v1alpha1\nkind: ServiceKey\nmetadata: {name: broken}\nspec: {principal: {id: \"1\"}}\n",
-            "ServiceKey broken",
+            "ServiceKey default/broken",
         ),
         (
             "data",
             "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {key: \"not base64!\"}\n",
-            "Secret s",
+            "Secret default/s",
         ),
         (
             "keyring",
@@ -169,8 +178,13 @@ async fn the_quickstart_example_works() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart");
     let tokens = dir_with("quickstart-tokens", &[]);
     let mut args = serve_args(&dir);
-    args.tokens_dir = tokens.clone();
-    let store = tokenmint::serve::from_manifests(&dir, &args).await.unwrap();
+    args.state_dir = tokens.join("state");
+    args.tokens_dir = tokens.join("tokens");
+    let tokens = args.tokens_dir.clone();
+    let store = tokenmint::serve::from_manifests(&dir, &args)
+        .await
+        .unwrap()
+        .store;
     assert_eq!(store.keys().len(), 1);
     // The quick start's grant is in a file, as a pod would see its Secret.
     let token = std::fs::read_to_string(tokens.join("default/dashboards-token/token")).unwrap();

@@ -1068,7 +1068,7 @@ async fn jwks_probes_and_openapi() {
 #[tokio::test]
 async fn not_ready_without_keyring_or_sync() {
     use std::sync::Arc;
-    use tokenmint::http::keys::SharedKeyStore;
+    use tokenmint::key_store::SharedKeyStore;
     let store = Arc::new(SharedKeyStore::default());
     let router = tokenmint::http::router(tokenmint::http::AppState::new(store.clone(), ISSUER));
     let r = call(&router, "GET", "/readyz", None, "").await;

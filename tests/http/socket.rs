@@ -473,7 +473,7 @@ async fn clients_that_never_read_cannot_starve_the_probes() {
     };
     let (addr, _stop) = spawn_server(t.router.clone(), options).await;
     // The probes on their own listener, as `--probe-listen` serves them.
-    let store = std::sync::Arc::new(tokenmint::http::keys::SharedKeyStore::fixed(
+    let store = std::sync::Arc::new(tokenmint::key_store::SharedKeyStore::fixed(
         index(),
         tokenmint::keyring::Keyring::generate(
             tokenmint::keyring::Algorithm::HS256,

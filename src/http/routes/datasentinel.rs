@@ -44,10 +44,10 @@ pub async fn create(
 /// HTTP Basic `name:key` (the vendor's), or keyless: `Bearer <ServiceAccount token>`.
 async fn caller(
     state: &AppState,
-    index: &crate::http::keys::KeyIndex,
+    index: &crate::key_store::KeyIndex,
     keyring: &crate::keyring::Keyring,
     headers: &HeaderMap,
-) -> Result<std::sync::Arc<crate::http::keys::KeyEntry>, ApiError> {
+) -> Result<std::sync::Arc<crate::key_store::KeyEntry>, ApiError> {
     match auth::keyless_on_basic_route(state, index, keyring, headers).await {
         Some(keyless) => keyless,
         None => auth::name_and_key(index, headers),

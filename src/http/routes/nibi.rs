@@ -13,9 +13,9 @@ use crate::http::AppState;
 use crate::http::auth;
 use crate::http::body::{self, Fields};
 use crate::http::error::{ApiError, Challenge, Flavor};
-use crate::http::keys::KeyEntry;
 use crate::http::metrics::TokenKind;
 use crate::http::presented::{self, Expiry, Kind};
+use crate::key_store::KeyEntry;
 use crate::token::mint::{DatasourceRequest, MintError};
 use axum::Json;
 use axum::body::Bytes;
@@ -123,7 +123,7 @@ struct TokenAnswer<'a> {
 /// token is bound to, or the key listing the caller's ServiceAccount.
 async fn caller(
     state: &AppState,
-    index: &crate::http::keys::KeyIndex,
+    index: &crate::key_store::KeyIndex,
     keyring: &crate::keyring::Keyring,
     credential: &str,
 ) -> Result<Arc<KeyEntry>, ApiError> {

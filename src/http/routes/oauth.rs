@@ -6,8 +6,8 @@
 use crate::http::AppState;
 use crate::http::auth;
 use crate::http::error::{ApiError, Flavor};
-use crate::http::keys::{KeyEntry, KeyIndex};
 use crate::http::presented::{self, Expiry, Presented};
+use crate::key_store::{KeyEntry, KeyIndex};
 use crate::keyring::Keyring;
 use crate::revocation::{Revocation, RevocationError};
 use axum::Json;
@@ -109,7 +109,9 @@ pub async fn revoke(
             .await
             .map_err(|e| match e {
                 RevocationError::Full { .. } => ApiError::not_ready(FLAVOR, e),
-                RevocationError::Kube(e) => ApiError::internal(FLAVOR, e),
+                RevocationError::Kube(_) | RevocationError::Persist { .. } => {
+                    ApiError::internal(FLAVOR, e)
+                }
             })?;
     }
     Ok((StatusCode::OK, Json(json!({}))).into_response())

@@ -47,7 +47,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
 /// The public signing keys; empty for HS256, whose key is secret.
 pub async fn jwks(State(state): State<AppState>) -> Result<Response, ApiError> {
     let keyring = state.store.keyring().ok_or_else(|| {
-        ApiError::not_ready(Flavor::Generic, crate::http::keys::NotReady::NoKeyring)
+        ApiError::not_ready(Flavor::Generic, crate::key_store::NotReady::NoKeyring)
     })?;
     Ok(Json(keyring.jwks()).into_response())
 }

@@ -18,7 +18,7 @@ use super::owned_secret::{
 use super::restart::{self, RESTARTED_FOR_ANNOTATION};
 use super::status;
 use super::verified::{Content, TokenRecord};
-use super::{Context, Error, Failure, Reason, rfc3339};
+use super::{Context, Error, Failure, rfc3339};
 use crate::crd::WorkloadRef;
 use crate::desired::Desired;
 use crate::labels::ROLE_TOKEN;
@@ -172,13 +172,7 @@ pub fn token_secret(
 }
 
 fn conflict(target: &TokenTarget) -> Failure {
-    Failure::new(
-        Reason::SecretConflict,
-        format!(
-            "Secret {} exists and is not owned by this {}; tokenmint never overwrites it",
-            target.secret_name, target.owner.kind
-        ),
-    )
+    Failure::secret_conflict(target.secret_name, &target.owner.kind)
 }
 
 /// Keeps the token of `target` in its Secret: the shared path of every kind. A fresh token is

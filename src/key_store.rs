@@ -1,4 +1,5 @@
-//! Where the REST routes look up ServiceKeys and the keyring.
+//! Where ServiceKeys and the keyring are looked up: by the REST routes, and by the token-file
+//! agent of `serve --manifests` (which builds the index).
 //!
 //! Both sources (the cluster's watch cache and `--manifests`) reduce to the same immutable
 //! [`KeyIndex`], rebuilt whenever the source changes and swapped in whole; a request only takes
@@ -244,6 +245,9 @@ pub enum NotReady {
     NoKeyring,
     /// These watches have been failing for longer than [`STALE_AFTER`].
     Stale(Vec<&'static str>),
+    /// `--manifests`: the token files of these objects are past their renew time (or were
+    /// never written) because writing them fails.
+    Overdue(Vec<String>),
 }
 
 impl std::fmt::Display for NotReady {
@@ -259,6 +263,13 @@ impl std::fmt::Display for NotReady {
                     "watches failing for over {}s (caches may be stale): {}",
                     STALE_AFTER.as_secs(),
                     watches.join(", ")
+                );
+            }
+            NotReady::Overdue(objects) => {
+                return write!(
+                    f,
+                    "token files past their renew time or missing, writes failing (retried): {}",
+                    objects.join(", ")
                 );
             }
         })
@@ -277,8 +288,13 @@ pub trait KeyStore: Send + Sync + 'static {
     fn stale(&self) -> Vec<&'static str> {
         Vec::new()
     }
+    /// Objects whose token files are overdue (`--manifests`).
+    fn overdue(&self) -> Vec<String> {
+        Vec::new()
+    }
 
-    /// `Ok` when tokens can be minted and verified.
+    /// `Ok` when tokens can be minted and verified (and, with `--manifests`, every token file
+    /// is current).
     fn readiness(&self) -> Result<(), NotReady> {
         if !self.synced() {
             return Err(NotReady::Syncing);
@@ -289,6 +305,10 @@ pub trait KeyStore: Send + Sync + 'static {
         let stale = self.stale();
         if !stale.is_empty() {
             return Err(NotReady::Stale(stale));
+        }
+        let overdue = self.overdue();
+        if !overdue.is_empty() {
+            return Err(NotReady::Overdue(overdue));
         }
         Ok(())
     }
@@ -303,6 +323,8 @@ pub struct SharedKeyStore {
     synced: std::sync::atomic::AtomicBool,
     /// The watches feeding it (none for fixed content).
     health: crate::watch::Health,
+    /// What the token-file agent could not keep current (`--manifests`).
+    overdue: RwLock<Vec<String>>,
 }
 
 /// How long a watch may fail before `/readyz` says so. The caches keep serving what they hold
@@ -337,6 +359,11 @@ impl SharedKeyStore {
         *self.keyring.write().unwrap_or_else(|e| e.into_inner()) = keyring.map(Arc::new);
     }
 
+    /// The objects whose token files are overdue, as of the agent's last pass.
+    pub fn set_overdue(&self, objects: Vec<String>) {
+        *self.overdue.write().unwrap_or_else(|e| e.into_inner()) = objects;
+    }
+
     pub fn mark_synced(&self) {
         self.synced
             .store(true, std::sync::atomic::Ordering::Release);
@@ -361,6 +388,13 @@ impl KeyStore for SharedKeyStore {
 
     fn stale(&self) -> Vec<&'static str> {
         self.health.unsynced_for(STALE_AFTER)
+    }
+
+    fn overdue(&self) -> Vec<String> {
+        self.overdue
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
