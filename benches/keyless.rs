@@ -35,7 +35,7 @@ const KEY: &str = "tmk_bench_key";
 const MANIFESTS: &str = r#"
 apiVersion: tokenmint.dev/v1alpha1
 kind: ServiceKey
-metadata: {name: reports, namespace: team-a, creationTimestamp: "2026-01-01T00:00:00Z"}
+metadata: {name: reports, namespace: team-a, uid: uid-reports, creationTimestamp: "2026-01-01T00:00:00Z"}
 spec:
   principal: {id: "7", email: reports@example.com, name: reports}
   dataSources: [Data_3_E]
@@ -76,7 +76,11 @@ fn main() {
         );
         let manifests =
             Manifests::from_yaml(std::path::Path::new("bench.yaml"), MANIFESTS).unwrap();
-        let index = KeyIndex::build(&manifests.service_keys, &manifests.secrets);
+        let index = KeyIndex::build(
+            &manifests.service_keys,
+            &manifests.secrets,
+            tokenmint::key_store::Source::Manifests,
+        );
         let ring = Keyring::generate(Algorithm::HS256, jiff::Timestamp::now()).unwrap();
         let denylist = Arc::new(Denylist::default());
         let state = AppState::from_config(Config {
@@ -88,6 +92,9 @@ fn main() {
             reviewer: Some(Arc::new(Reviewer::new(
                 kube::Api::all(fake.client()),
                 vec!["tokenmint".into()],
+                tokenmint::tokenreview::Issuers::fixed(vec![
+                    fake_api::SERVICE_ACCOUNT_ISSUER.into(),
+                ]),
             ))),
         });
         let router = tokenmint::http::router(state);

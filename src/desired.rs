@@ -3,7 +3,9 @@
 //! the cluster-less agent (`serve --manifests`) both start here, so they refuse, keep and
 //! re-mint alike.
 
-use crate::crd::{DatasourceGrantSpec, GuestTokenRequestSpec, ServiceKeySpec, SessionTokenSpec};
+use crate::crd::{
+    DatasourceGrantSpec, GuestTokenRequestSpec, ServiceKey, ServiceKeySpec, SessionTokenSpec,
+};
 use crate::token::mint::{
     DatasourceRequest, GuestRequest, Issuing, MintError, Minted, Minter, RequestError, Subject,
     validate_datasource, validate_guest,
@@ -18,6 +20,8 @@ use std::time::Duration;
 pub enum Reason {
     SecretConflict,
     ServiceKeyNotFound,
+    /// The ServiceKey exists but has no key in place (yet): nothing can be bound to it.
+    ServiceKeyNotReady,
     Forbidden,
     InvalidFilter,
     InvalidSpec,
@@ -29,6 +33,7 @@ impl Reason {
         match self {
             Reason::SecretConflict => "SecretConflict",
             Reason::ServiceKeyNotFound => "ServiceKeyNotFound",
+            Reason::ServiceKeyNotReady => "ServiceKeyNotReady",
             Reason::Forbidden => "Forbidden",
             Reason::InvalidFilter => "InvalidFilter",
             Reason::InvalidSpec => "InvalidSpec",
@@ -69,6 +74,55 @@ impl Failure {
     }
 }
 
+/// The ServiceKey a resource's token is issued with, as far as the token binds to it.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRef<'a> {
+    pub spec: &'a ServiceKeySpec,
+    /// Its `metadata.uid` (without a cluster: the one the agent assigned).
+    pub uid: &'a str,
+    /// The fingerprint of its key (the operator reads the ServiceKey's
+    /// `status.keyFingerprint`); `None` while no key is in place.
+    pub fingerprint: Option<&'a str>,
+}
+
+impl<'a> KeyRef<'a> {
+    /// A ServiceKey of the API server: its uid, and the fingerprint its reconcile published in
+    /// status.
+    pub fn of(key: &'a ServiceKey) -> Self {
+        KeyRef {
+            spec: &key.spec,
+            uid: key.metadata.uid.as_deref().unwrap_or_default(),
+            fingerprint: key
+                .status
+                .as_ref()
+                .and_then(|s| s.key_fingerprint.as_deref()),
+        }
+    }
+}
+
+/// What a token carries to name its ServiceKey ([`crate::token::claims::Binding`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Bound {
+    service_key: String,
+    uid: String,
+    fingerprint: String,
+}
+
+impl Bound {
+    /// Its part of a spec hash: a replaced key or a re-created ServiceKey re-mints.
+    fn hashed(&self) -> Value {
+        json!({"serviceKey": self.service_key, "uid": self.uid, "keyFingerprint": self.fingerprint})
+    }
+
+    fn issuing(&self) -> Issuing<'_> {
+        Issuing {
+            service_key: &self.service_key,
+            service_key_uid: &self.uid,
+            key_fingerprint: &self.fingerprint,
+        }
+    }
+}
+
 /// The token a resource should hold.
 #[derive(Debug, Clone)]
 pub struct Desired<'a> {
@@ -77,6 +131,7 @@ pub struct Desired<'a> {
     pub renew_before: Option<Duration>,
     /// Whether the token must expire (all but never-expiring guest tokens).
     pub require_exp: bool,
+    bound: Bound,
     token: Token<'a>,
 }
 
@@ -84,18 +139,14 @@ pub struct Desired<'a> {
 enum Token<'a> {
     Datasource {
         subject: Subject<'a>,
-        service_key: String,
         request: DatasourceRequest<'a>,
     },
     Guest {
         subject: Subject<'a>,
-        service_key: String,
         request: GuestRequest<'a>,
     },
     Session {
         subject: Subject<'a>,
-        service_key: String,
-        key_fingerprint: String,
         ttl: Duration,
     },
 }
@@ -103,30 +154,28 @@ enum Token<'a> {
 impl Desired<'_> {
     /// Signs a fresh token.
     pub fn mint(&self, minter: &Minter, now: Timestamp) -> Result<Minted, MintError> {
+        let issuing = self.bound.issuing();
         match &self.token {
-            Token::Datasource {
-                subject,
-                service_key,
-                request,
-            } => minter.datasource_token(*subject, service_key, request, now),
-            Token::Guest {
-                subject,
-                service_key,
-                request,
-            } => minter.guest_token(*subject, service_key, request, now),
-            Token::Session {
-                subject,
-                service_key,
-                key_fingerprint,
-                ttl,
-            } => {
-                let issuing = Issuing {
-                    service_key,
-                    key_fingerprint,
-                };
+            Token::Datasource { subject, request } => {
+                minter.datasource_token(*subject, issuing, request, now)
+            }
+            Token::Guest { subject, request } => {
+                minter.guest_token(*subject, issuing, request, now)
+            }
+            Token::Session { subject, ttl } => {
                 Ok(minter.session_token(*subject, issuing, *ttl, now)?.0)
             }
         }
+    }
+
+    /// The uid of the ServiceKey the token is bound to.
+    pub fn service_key_uid(&self) -> &str {
+        &self.bound.uid
+    }
+
+    /// Whether the token never expires (a guest token without `expiryTime`).
+    pub fn never_expires(&self) -> bool {
+        !self.require_exp
     }
 }
 
@@ -149,26 +198,39 @@ pub fn spec_hash(inputs: &Value) -> String {
 }
 
 /// The ServiceKey `key_name` (found in `namespace`, or not), unless `refusal` says why it may not
-/// issue this token.
+/// issue this token; with what its tokens are bound to, once its key is in place.
 fn usable<'a>(
     namespace: &str,
     key_name: &str,
-    key: Option<&'a ServiceKeySpec>,
+    key: Option<KeyRef<'a>>,
     refusal: impl FnOnce(&ServiceKeySpec) -> Option<String>,
-) -> Result<&'a ServiceKeySpec, Failure> {
+) -> Result<(&'a ServiceKeySpec, Bound), Failure> {
     let key = key.ok_or_else(|| {
         Failure::new(
             Reason::ServiceKeyNotFound,
             format!("ServiceKey {key_name} not found in namespace {namespace}"),
         )
     })?;
-    match refusal(key) {
-        Some(why) => Err(Failure::new(
+    if let Some(why) = refusal(key.spec) {
+        return Err(Failure::new(
             Reason::Forbidden,
             format!("ServiceKey {key_name} {why}"),
-        )),
-        None => Ok(key),
+        ));
     }
+    let fingerprint = key.fingerprint.ok_or_else(|| {
+        Failure::new(
+            Reason::ServiceKeyNotReady,
+            format!(
+                "ServiceKey {key_name} has no key in place yet (see its status); every token is bound to its key, so none is minted until it has one"
+            ),
+        )
+    })?;
+    let bound = Bound {
+        service_key: format!("{namespace}/{key_name}"),
+        uid: key.uid.to_owned(),
+        fingerprint: fingerprint.to_owned(),
+    };
+    Ok((key.spec, bound))
 }
 
 fn renew_before(
@@ -188,11 +250,11 @@ fn request_failure(e: RequestError) -> Failure {
 pub fn datasource_grant<'a>(
     namespace: &str,
     spec: &'a DatasourceGrantSpec,
-    key: Option<&'a ServiceKeySpec>,
+    key: Option<KeyRef<'a>>,
     issuer: &str,
 ) -> Result<Desired<'a>, Failure> {
     let key_name = &spec.service_key_ref.name;
-    let key = usable(namespace, key_name, key, |key| {
+    let (key, bound) = usable(namespace, key_name, key, |key| {
         (!key.allows_data_source(&spec.data_source)).then(|| {
             format!(
                 "does not allow data source {:?} (dataSources: {:?})",
@@ -208,7 +270,6 @@ pub fn datasource_grant<'a>(
         filter: spec.filter.as_deref(),
     };
     validate_datasource(&request).map_err(request_failure)?;
-    let service_key = format!("{namespace}/{key_name}");
     let shaping = DatasourceGrantSpec {
         rollout_restart: Vec::new(),
         ..spec.clone()
@@ -218,14 +279,14 @@ pub fn datasource_grant<'a>(
             "kind": "DatasourceGrant",
             "spec": shaping,
             "principal": key.principal,
-            "serviceKey": service_key,
+            "binding": bound.hashed(),
             "issuer": issuer,
         })),
         renew_before,
         require_exp: true,
+        bound,
         token: Token::Datasource {
             subject: key.principal.subject(),
-            service_key,
             request,
         },
     })
@@ -235,11 +296,11 @@ pub fn datasource_grant<'a>(
 pub fn guest_token<'a>(
     namespace: &str,
     spec: &'a GuestTokenRequestSpec,
-    key: Option<&'a ServiceKeySpec>,
+    key: Option<KeyRef<'a>>,
     issuer: &str,
 ) -> Result<Desired<'a>, Failure> {
     let key_name = &spec.service_key_ref.name;
-    let key = usable(namespace, key_name, key, |key| {
+    let (key, bound) = usable(namespace, key_name, key, |key| {
         if !key.allows_workspace(&spec.workspace_name) {
             return Some(format!(
                 "does not allow workspace {:?} (workspaces: {:?})",
@@ -265,7 +326,6 @@ pub fn guest_token<'a>(
         expiry_time_ms: spec.expiry_time,
     };
     validate_guest(&request).map_err(request_failure)?;
-    let service_key = format!("{namespace}/{key_name}");
     let shaping = GuestTokenRequestSpec {
         rollout_restart: Vec::new(),
         ..spec.clone()
@@ -275,48 +335,44 @@ pub fn guest_token<'a>(
             "kind": "GuestTokenRequest",
             "spec": shaping,
             "principal": key.principal,
-            "serviceKey": service_key,
+            "binding": bound.hashed(),
             "issuer": issuer,
         })),
         renew_before,
         require_exp: spec.expiry_time.is_some(),
+        bound,
         token: Token::Guest {
             subject: key.principal.subject(),
-            service_key,
             request,
         },
     })
 }
 
-/// The session token of the ServiceKey `namespace/name`, bound to the key whose fingerprint is
-/// `key_fingerprint`.
+/// The session token of the ServiceKey `namespace/name`, bound to it and its key.
 pub fn session_token<'a>(
     namespace: &str,
     name: &str,
-    key: &'a ServiceKeySpec,
+    key: KeyRef<'a>,
     session: &SessionTokenSpec,
-    key_fingerprint: &str,
     issuer: &str,
 ) -> Result<Desired<'a>, Failure> {
     let ttl = session
         .ttl()
         .map_err(|e| Failure::new(Reason::InvalidSpec, format!("sessionToken.ttl: {e}")))?;
-    let service_key = format!("{namespace}/{name}");
+    let (spec, bound) = usable(namespace, name, Some(key), |_| None)?;
     Ok(Desired {
         spec_hash: spec_hash(&json!({
             "kind": "ServiceKey/session",
             "session": session,
-            "principal": key.principal,
-            "serviceKey": service_key,
-            "keyFingerprint": key_fingerprint,
+            "principal": spec.principal,
+            "binding": bound.hashed(),
             "issuer": issuer,
         })),
         renew_before: None,
         require_exp: true,
+        bound,
         token: Token::Session {
-            subject: key.principal.subject(),
-            service_key,
-            key_fingerprint: key_fingerprint.to_owned(),
+            subject: spec.principal.subject(),
             ttl,
         },
     })
@@ -373,6 +429,15 @@ mod tests {
         }
     }
 
+    /// `key` as the ServiceKey `uid-k` with its key in place.
+    fn bound(key: &ServiceKeySpec) -> KeyRef<'_> {
+        KeyRef {
+            spec: key,
+            uid: "uid-k",
+            fingerprint: Some("fp"),
+        }
+    }
+
     fn reason<T: std::fmt::Debug>(r: Result<T, Failure>) -> Reason {
         r.unwrap_err().reason
     }
@@ -380,20 +445,49 @@ mod tests {
     #[test]
     fn grants_are_checked_against_their_service_key() {
         let k = key(&["ds"], &["w"]);
-        assert!(datasource_grant("ns", &grant("ds", None), Some(&k), "i").is_ok());
+        assert!(datasource_grant("ns", &grant("ds", None), Some(bound(&k)), "i").is_ok());
         assert_eq!(
             reason(datasource_grant("ns", &grant("ds", None), None, "i")),
             Reason::ServiceKeyNotFound
         );
         assert_eq!(
-            reason(datasource_grant("ns", &grant("other", None), Some(&k), "i")),
+            reason(datasource_grant(
+                "ns",
+                &grant("other", None),
+                Some(bound(&k)),
+                "i"
+            )),
+            Reason::Forbidden
+        );
+        // Its key is not in place yet: nothing unbound is minted; a forbidden grant is still
+        // Forbidden (its token must go).
+        let keyless = KeyRef {
+            fingerprint: None,
+            ..bound(&k)
+        };
+        assert_eq!(
+            reason(datasource_grant(
+                "ns",
+                &grant("ds", None),
+                Some(keyless),
+                "i"
+            )),
+            Reason::ServiceKeyNotReady
+        );
+        assert_eq!(
+            reason(datasource_grant(
+                "ns",
+                &grant("other", None),
+                Some(keyless),
+                "i"
+            )),
             Reason::Forbidden
         );
         assert_eq!(
             reason(datasource_grant(
                 "ns",
                 &grant("ds", Some("1=1; drop")),
-                Some(&k),
+                Some(bound(&k)),
                 "i"
             )),
             Reason::InvalidFilter
@@ -403,14 +497,14 @@ mod tests {
     #[test]
     fn guest_tokens_respect_data_source_scope() {
         let k = key(&["Data_3_E"], &["w1"]);
-        assert!(guest_token("ns", &guest("w1", None), Some(&k), "i").is_ok());
-        assert!(guest_token("ns", &guest("w1", Some("Data_3_E")), Some(&k), "i").is_ok());
+        assert!(guest_token("ns", &guest("w1", None), Some(bound(&k)), "i").is_ok());
+        assert!(guest_token("ns", &guest("w1", Some("Data_3_E")), Some(bound(&k)), "i").is_ok());
         let refused =
-            guest_token("ns", &guest("w1", Some("PayrollDB")), Some(&k), "i").unwrap_err();
+            guest_token("ns", &guest("w1", Some("PayrollDB")), Some(bound(&k)), "i").unwrap_err();
         assert_eq!(refused.reason, Reason::Forbidden);
         assert!(refused.message.contains("PayrollDB"), "{}", refused.message);
         assert_eq!(
-            reason(guest_token("ns", &guest("w2", None), Some(&k), "i")),
+            reason(guest_token("ns", &guest("w2", None), Some(bound(&k)), "i")),
             Reason::Forbidden
         );
     }
@@ -418,7 +512,7 @@ mod tests {
     #[test]
     fn the_hash_changes_with_every_shaping_input_and_only_those() {
         let k = key(&["*"], &["*"]);
-        let base = datasource_grant("ns", &grant("ds", None), Some(&k), "i")
+        let base = datasource_grant("ns", &grant("ds", None), Some(bound(&k)), "i")
             .unwrap()
             .spec_hash;
         let mut restart = grant("ds", None);
@@ -427,22 +521,40 @@ mod tests {
             name: "app".into(),
         });
         assert_eq!(
-            datasource_grant("ns", &restart, Some(&k), "i")
+            datasource_grant("ns", &restart, Some(bound(&k)), "i")
                 .unwrap()
                 .spec_hash,
             base
         );
         for other in [
-            datasource_grant("ns", &grant("ds2", None), Some(&k), "i"),
-            datasource_grant("other", &grant("ds", None), Some(&k), "i"),
-            datasource_grant("ns", &grant("ds", None), Some(&k), "j"),
+            datasource_grant("ns", &grant("ds2", None), Some(bound(&k)), "i"),
+            datasource_grant("other", &grant("ds", None), Some(bound(&k)), "i"),
+            datasource_grant("ns", &grant("ds", None), Some(bound(&k)), "j"),
         ] {
             assert_ne!(other.unwrap().spec_hash, base);
+        }
+        // Bound to another key, or to a ServiceKey created again under the same name.
+        for other in [
+            KeyRef {
+                fingerprint: Some("replaced"),
+                ..bound(&k)
+            },
+            KeyRef {
+                uid: "uid-recreated",
+                ..bound(&k)
+            },
+        ] {
+            assert_ne!(
+                datasource_grant("ns", &grant("ds", None), Some(other), "i")
+                    .unwrap()
+                    .spec_hash,
+                base
+            );
         }
         let mut renamed = k.clone();
         renamed.principal.email = "x@y.z".into();
         assert_ne!(
-            datasource_grant("ns", &grant("ds", None), Some(&renamed), "i")
+            datasource_grant("ns", &grant("ds", None), Some(bound(&renamed)), "i")
                 .unwrap()
                 .spec_hash,
             base

@@ -36,6 +36,9 @@ pub fn digest(key: &[u8]) -> KeyDigest {
 pub struct KeyEntry {
     pub namespace: String,
     pub name: String,
+    /// `metadata.uid` (without a cluster: the one the agent assigned): tokens carry it, so a
+    /// ServiceKey deleted and created again voids them.
+    pub uid: String,
     pub spec: ServiceKeySpec,
     /// `metadata.creationTimestamp`, reported by the Nexla routes.
     pub created: Option<Timestamp>,
@@ -61,13 +64,17 @@ impl KeyEntry {
     pub fn issuing(&self) -> Issuing<'_> {
         Issuing {
             service_key: &self.reference,
+            service_key_uid: &self.uid,
             key_fingerprint: &self.fingerprint,
         }
     }
 
-    /// Whether a token's binding names this very key (same ServiceKey, same key material).
+    /// Whether a token's binding names this very key: the same ServiceKey (by name and by
+    /// uid, so not one created again under its name) with the same key material.
     pub fn binds(&self, binding: &Binding) -> bool {
-        binding.service_key == self.reference() && binding.key_fingerprint == self.fingerprint
+        binding.service_key == self.reference()
+            && binding.service_key_uid == self.uid
+            && binding.key_fingerprint == self.fingerprint
     }
 
     /// Lifetime of session tokens (`spec.sessionToken.ttl`, default 1h). A TTL the schema
@@ -88,6 +95,17 @@ impl KeyEntry {
     }
 }
 
+/// Where ServiceKeys and their key Secrets come from, which decides how they are joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The API server: a key Secret counts only when its ServiceKey owns it (a same-named
+    /// Secret it does not own is the conflict the operator reports, and is not used).
+    Cluster,
+    /// Manifests (`serve --manifests`): no owner references; each ServiceKey carries the uid
+    /// the manifest sets or the agent assigned.
+    Manifests,
+}
+
 /// An immutable snapshot of every usable ServiceKey, indexed by key digest and by
 /// `namespace/name`.
 #[derive(Debug, Default)]
@@ -100,13 +118,14 @@ pub struct KeyIndex {
 
 impl KeyIndex {
     /// Joins ServiceKeys with their key Secrets (same namespace, name
-    /// [`ServiceKey::key_secret_name`], data key `key`, owned by the ServiceKey when it has a
-    /// uid). A ServiceKey without a readable,
-    /// non-empty key is skipped: it cannot authenticate anyone yet. Two ServiceKeys with the
-    /// same key are both skipped, since the key would not say who is calling.
+    /// [`ServiceKey::key_secret_name`], data key `key`; in a cluster, owned by the ServiceKey).
+    /// A ServiceKey without a uid or without a readable, non-empty key is skipped: it cannot
+    /// bind tokens or authenticate anyone yet. Two ServiceKeys with the same key are both
+    /// skipped, since the key would not say who is calling.
     pub fn build<'a>(
         service_keys: impl IntoIterator<Item = &'a ServiceKey>,
         secrets: impl IntoIterator<Item = &'a Secret>,
+        source: Source,
     ) -> Self {
         let secrets: HashMap<(String, String), &Secret> = secrets
             .into_iter()
@@ -119,11 +138,12 @@ impl KeyIndex {
             let Some(secret) = secrets.get(&(namespace.clone(), sk.key_secret_name())) else {
                 continue;
             };
-            // From the API server a ServiceKey has a uid, and its key Secret must be owned by it:
-            // a same-named Secret it does not own is a conflict the operator refuses to use
-            // (SecretConflict), and so do we. Manifests carry no uids.
-            if let Some(uid) = sk.uid()
-                && !secret.owner_references().iter().any(|o| o.uid == uid)
+            let Some(uid) = sk.uid().filter(|uid| !uid.is_empty()) else {
+                continue;
+            };
+            // A same-named Secret the ServiceKey does not own is a conflict the operator
+            // refuses to use (SecretConflict), and so do we.
+            if source == Source::Cluster && !secret.owner_references().iter().any(|o| o.uid == uid)
             {
                 continue;
             }
@@ -138,6 +158,7 @@ impl KeyIndex {
                 reference: format!("{namespace}/{name}"),
                 namespace,
                 name,
+                uid,
                 spec: sk.spec.clone(),
                 created: sk.metadata.creation_timestamp.as_ref().map(|t| t.0),
                 fingerprint: key_fingerprint(&key),
@@ -184,7 +205,7 @@ impl KeyIndex {
             .cloned()
     }
 
-    /// The entry a token's binding names, if it still has that key.
+    /// The entry a token's binding names, if it is still that ServiceKey with that key.
     pub fn bound(&self, binding: &Binding) -> Option<Arc<KeyEntry>> {
         self.by_reference
             .get(&binding.service_key)
@@ -406,7 +427,7 @@ mod tests {
     fn sk(ns: &str, name: &str, id: &str) -> ServiceKey {
         let mut sk: ServiceKey = serde_json::from_value(serde_json::json!({
             "apiVersion": "tokenmint.dev/v1alpha1", "kind": "ServiceKey",
-            "metadata": {"name": name, "namespace": ns},
+            "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{ns}-{name}")},
             "spec": {"principal": {"id": id, "email": "a@b.c", "name": "u"}}
         }))
         .unwrap();
@@ -444,17 +465,18 @@ mod tests {
             // Wrong namespace: does not belong to a/three.
             secret("b", "three-service-key", "k3", false),
         ];
-        let index = KeyIndex::build(&keys, &secrets);
+        let index = KeyIndex::build(&keys, &secrets, Source::Manifests);
         assert_eq!(index.len(), 2);
         assert_eq!(index.by_key(b"k1").unwrap().reference(), "a/one");
         assert_eq!(index.by_key(b"k2").unwrap().reference(), "b/two");
         assert!(index.by_key(b"k3").is_none());
         assert!(index.by_key(b"k").is_none());
         assert!(index.by_reference("a/three").is_none());
-        // A binding is honoured only with the same key material.
+        // A binding is honoured only by the same object with the same key material.
         let one = index.by_key(b"k1").unwrap();
         let binding = Binding {
             service_key: "a/one".into(),
+            service_key_uid: "uid-a-one".into(),
             key_fingerprint: key_fingerprint(b"k1"),
         };
         assert!(index.bound(&binding).is_some());
@@ -463,12 +485,22 @@ mod tests {
             ..binding.clone()
         };
         assert!(index.bound(&replaced).is_none());
+        let recreated = Binding {
+            service_key_uid: "uid-of-the-one-before".into(),
+            ..binding.clone()
+        };
+        assert!(index.bound(&recreated).is_none());
         let namesake = Binding {
             service_key: "b/one".into(),
             ..binding
         };
         assert!(index.bound(&namesake).is_none());
         assert_eq!(one.fingerprint, key_fingerprint(b"k1"));
+        // Without a uid nothing can be bound to it: not usable.
+        let mut anonymous = sk("c", "four", "4");
+        anonymous.metadata.uid = None;
+        let secret = secret("c", "four-service-key", "k4", false);
+        assert!(KeyIndex::build([&anonymous], [&secret], Source::Manifests).is_empty());
     }
 
     #[test]
@@ -477,12 +509,19 @@ mod tests {
         let mut key = sk("a", "one", "1");
         key.metadata.uid = Some("uid-1".into());
         let mut secret = secret("a", "one-service-key", "k1", false);
-        assert!(KeyIndex::build([&key], [&secret]).is_empty(), "not owned");
+        assert!(
+            KeyIndex::build([&key], [&secret], Source::Cluster).is_empty(),
+            "not owned"
+        );
+        assert_eq!(
+            KeyIndex::build([&key], [&secret], Source::Manifests).len(),
+            1
+        );
         secret.metadata.owner_references = Some(vec![OwnerReference {
             uid: "uid-1".into(),
             ..OwnerReference::default()
         }]);
-        assert_eq!(KeyIndex::build([&key], [&secret]).len(), 1);
+        assert_eq!(KeyIndex::build([&key], [&secret], Source::Cluster).len(), 1);
     }
 
     #[test]
@@ -492,6 +531,6 @@ mod tests {
             secret("a", "one-service-key", "same", false),
             secret("a", "two-service-key", "same", false),
         ];
-        assert!(KeyIndex::build(&keys, &secrets).is_empty());
+        assert!(KeyIndex::build(&keys, &secrets, Source::Manifests).is_empty());
     }
 }

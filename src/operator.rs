@@ -12,17 +12,19 @@ pub mod admin;
 pub mod lease;
 
 use crate::cli::OperatorArgs;
+use crate::crd::ServiceKey;
 use crate::fence::Fence;
 use crate::reconcile::controllers::{self, Readiness, Shared};
 use crate::reconcile::events::Events;
 use crate::reconcile::metrics::Metrics;
 use crate::reconcile::{Clock, SharedKeyring, keyring};
-use crate::revocation::Revoker;
+use crate::revocation::{Denylist, Revoker};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 use lease::{Elector, LeaseTiming};
+use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -120,11 +122,22 @@ pub async fn run(args: OperatorArgs) -> Result<(), crate::BoxError> {
     metrics.set_leader(true);
     handle_pending_rotation(&keyring_api, &args, &metrics).await;
 
+    // The revocations, followed as every `serve` replica does: the quota and bucket sizes its
+    // own writes need, and the markers its never-expiring guest tokens are judged by.
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let revocations = Arc::new(Denylist::default());
+    tokio::spawn(crate::revocation::follow(
+        configmaps.clone(),
+        revocations.clone(),
+        readiness
+            .health
+            .probe("revocations", &metrics.watch_restarts()),
+    ));
     tokio::spawn(sweep_revocations(
         configmaps.clone(),
         shared_ring.clone(),
         fence.clone(),
+        (revocations.clone(), service_key_apis(&client, &args)),
     ));
     let reporter = Reporter {
         controller: "tokenmint".into(),
@@ -140,7 +153,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), crate::BoxError> {
         clock: Clock::system(),
         revoker: Revoker::Kube {
             api: configmaps,
-            local: None,
+            denylist: revocations,
         },
         fence,
     };
@@ -203,8 +216,44 @@ async fn handle_pending_rotation(
     }
 }
 
-/// Drops revocations of tokens that can no longer verify, every [`crate::revocation::SWEEP_EVERY`].
-async fn sweep_revocations(api: Api<ConfigMap>, keyring: SharedKeyring, fence: Fence) {
+/// The ServiceKeys of every watched scope (all namespaces, or each `--watch-namespace`).
+fn service_key_apis(client: &Client, args: &OperatorArgs) -> Vec<Api<ServiceKey>> {
+    if args.common.watch_namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        args.common
+            .watch_namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    }
+}
+
+/// The uids of every ServiceKey, when they can all be listed.
+async fn service_key_uids(apis: &[Api<ServiceKey>]) -> Option<HashSet<String>> {
+    let mut uids = HashSet::new();
+    for api in apis {
+        let keys = api
+            .list_metadata(&kube::api::ListParams::default())
+            .await
+            .map_err(
+                |e| tracing::warn!(error = %e, "cannot list ServiceKeys; markers are swept later"),
+            )
+            .ok()?;
+        uids.extend(keys.into_iter().filter_map(|k| k.metadata.uid));
+    }
+    Some(uids)
+}
+
+/// Deletes the revocations that deny nothing any more, every
+/// [`crate::revocation::SWEEP_EVERY`]: buckets whose day has passed, legacy ConfigMaps, and
+/// (when there are any) the markers of ServiceKeys that are gone.
+async fn sweep_revocations(
+    api: Api<ConfigMap>,
+    keyring: SharedKeyring,
+    fence: Fence,
+    (revocations, service_keys): (Arc<Denylist>, Vec<Api<ServiceKey>>),
+) {
     loop {
         tokio::time::sleep(crate::revocation::SWEEP_EVERY).await;
         if !fence.is_valid() {
@@ -214,12 +263,21 @@ async fn sweep_revocations(api: Api<ConfigMap>, keyring: SharedKeyring, fence: F
             let ring = keyring.read().expect("keyring lock");
             ring.kids().map(str::to_owned).collect()
         };
+        let known = if revocations.has_markers() {
+            service_key_uids(&service_keys).await
+        } else {
+            None
+        };
         let fence = fence.clone();
-        if let Err(e) = crate::revocation::sweep(&api, &kids, jiff::Timestamp::now(), move || {
-            fence.is_valid()
-        })
-        .await
-        {
+        let swept = crate::revocation::sweep(
+            &api,
+            &kids,
+            known.as_ref(),
+            jiff::Timestamp::now(),
+            move || fence.is_valid(),
+        )
+        .await;
+        if let Err(e) = swept {
             tracing::warn!(error = %e, "revocation sweep failed; retrying later");
         }
     }

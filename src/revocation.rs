@@ -1,315 +1,200 @@
-//! Revocation: a denylist of token ids, honoured by every route that accepts a token.
+//! Revocation: what every route that accepts a token refuses, on every replica.
 //!
-//! In a cluster each revoked token is one ConfigMap in the release namespace (`--namespace`),
-//! named after its `jti` and labelled [`ROLE_REVOCATION`]: written by whoever revokes (a
-//! `serve` replica for `POST /oauth/revoke`, the operator for `tokenmint.dev/revoke`, a deleted
-//! resource or a withdrawn permission), watched by every `serve` replica, so a revocation is
-//! honoured everywhere as fast as a watch event travels and survives every restart. With
-//! `--manifests` the denylist is kept in a file of the state directory ([`DenylistFile`]),
-//! rewritten on every change and loaded at start.
+//! Three kinds of record, none per ServiceKey change (a replaced key or a re-created
+//! ServiceKey voids its tokens through their binding, see [`crate::token::claims::Binding`]):
+//! - a token, by `jti`, until it would have expired;
+//! - a session family, by `sid`: revoking a session token revokes the sessions refreshed from
+//!   it and their refreshes (RFC 7009 §2.1), until the last of them could have expired;
+//! - a marker per ServiceKey: its never-expiring guest tokens issued at or before that second
+//!   are revoked. Such tokens would otherwise pin an entry for ever; revoking one revokes every
+//!   never-expiring guest token of the same ServiceKey issued up to the same second, and
+//!   whoever holds one (the operator's Secrets, the agent's files) mints it again.
 //!
-//! Bounded: an entry is dropped once the token it names would have expired (the operator's
-//! leader sweeps; every replica ignores such entries meanwhile). A guest token that never
-//! expires is denied until its signing key leaves the keyring — after which it does not verify
-//! anyway — so its entry is dropped then. [`Denylist::capacity`] caps what a replica holds;
-//! past it, new revocations are refused (503) rather than forgotten.
+//! Who asks matters ([`Origin`]): a caller (`POST /oauth/revoke`) is held to a quota of live
+//! entries per ServiceKey (`--max-revocations-per-service-key`, 429 past it) and to this
+//! replica's capacity (`--max-revocations`, 503 past it), so that no tenant can exhaust the
+//! list for the others; the system (a deleted resource, a withdrawn permission, the
+//! `tokenmint.dev/revoke` annotation) is never refused for room, and no replica ever drops an
+//! entry it learns from storage — on a watch event, a relist or at start alike.
+//!
+//! Storage ([`store`]): in a cluster, ConfigMaps in the release namespace, bucketed by expiry
+//! day (up to [`store::BUCKET_ENTRIES`] entries each, one data key per entry, added with a
+//! merge patch so several writers never conflict) and deleted whole by the leader once their
+//! day has passed; markers in a few sharded ConfigMaps. Every replica follows them with one
+//! watch into its [`Denylist`]. With `--manifests`, one file of the state directory
+//! ([`DenylistFile`]).
 
-use crate::keyring::Keyring;
-use futures::StreamExt;
-use jiff::Timestamp;
-use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::runtime::watcher;
-use prometheus_client::metrics::gauge::Gauge;
-use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
-
+mod denylist;
 mod persisted;
+pub mod store;
+
+pub use denylist::{Denied, Denylist, Slot, Snapshot, id_bits};
 pub use persisted::DenylistFile;
+pub use store::{ROLE_REVOCATION, follow, load, selector, sweep};
 
-/// `tokenmint.dev/secret-role` value of revocation ConfigMaps.
-pub const ROLE_REVOCATION: &str = "revocation";
-/// Label selector of the revocation ConfigMaps.
-pub fn selector() -> String {
-    format!(
-        "{},{}={ROLE_REVOCATION}",
-        crate::labels::MANAGED_SELECTOR,
-        crate::labels::ROLE_LABEL
-    )
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Slack on expiry before an entry is dropped (the verifiers' clock-skew leeway and then some).
+pub const EXPIRY_SLACK_SECS: i64 = crate::keyring::LEEWAY_SECS as i64 + 30;
+
+/// How often entries that deny nothing any more are dropped (and the leader deletes expired
+/// buckets).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// Who asks for a revocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// `POST /oauth/revoke`: held to its ServiceKey's quota and the replica's capacity.
+    Caller,
+    /// tokenmint itself (deletion, withdrawn permission, the revoke annotation): never refused
+    /// for room.
+    System,
 }
-/// Slack on expiry before an entry is dropped (the verifiers' clock-skew leeway).
-const EXPIRY_SLACK_SECS: i64 = crate::keyring::LEEWAY_SECS as i64 + 30;
 
-const JTI_KEY: &str = "jti";
-const EXPIRES_AT_KEY: &str = "expires-at";
-const KID_KEY: &str = "kid";
-const REASON_KEY: &str = "reason";
+/// What a revocation denies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One token until it expires (Unix seconds).
+    Token { jti: String, expires_at: i64 },
+    /// Every session of the family `sid` until `until`.
+    Family { sid: String, until: i64 },
+    /// Every never-expiring guest token of the ServiceKey issued at or before `issued_at`.
+    NeverExpiring { issued_at: i64 },
+}
 
-/// One revoked token.
+impl Target {
+    /// The entry it makes, if any (a marker is none).
+    pub fn slot(&self) -> Option<Slot> {
+        match self {
+            Target::Token { jti, .. } => Some(Slot::Token(id_bits(jti))),
+            Target::Family { sid, .. } => Some(Slot::Family(id_bits(sid))),
+            Target::NeverExpiring { .. } => None,
+        }
+    }
+
+    /// The second that bounds it: the token's expiry, the family's end, the marker.
+    pub fn at(&self) -> i64 {
+        match self {
+            Target::Token { expires_at, .. } => *expires_at,
+            Target::Family { until, .. } => *until,
+            Target::NeverExpiring { issued_at } => *issued_at,
+        }
+    }
+}
+
+/// One revocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
-    pub jti: String,
-    /// When the token expires; `None` for a guest token that never does.
-    pub expires_at: Option<Timestamp>,
-    /// The key that signed it (bounds the entry of a token that never expires).
-    pub kid: Option<String>,
-    /// Who revoked it and why, for audit (`kubectl get cm -l tokenmint.dev/secret-role=revocation`).
+    pub target: Target,
+    /// The uid of the ServiceKey the revoked token is bound to.
+    pub service_key_uid: String,
+    pub origin: Origin,
+    /// Who revoked it and why, for the log (audit); not stored.
     pub reason: String,
+}
+
+impl Revocation {
+    /// The revocation of a token of ours, from its claims (verified, or our own): a session
+    /// revokes its family until the last member issued so far could expire — `session_ttl`
+    /// after now when the ServiceKey's session lifetime is known, and never before this
+    /// token's own lifetime after now; a guest token without `exp` raises its ServiceKey's
+    /// marker; any other token is revoked until its `exp`. `None` for a token not bound to a
+    /// ServiceKey (nothing honours it anyway).
+    pub fn of_claims(
+        claims: &Value,
+        origin: Origin,
+        reason: String,
+        session_ttl: Option<Duration>,
+        now: i64,
+    ) -> Option<Self> {
+        let text = |claim: &str| claims.get(claim).and_then(Value::as_str);
+        let int = |claim: &str| claims.get(claim).and_then(Value::as_i64);
+        let service_key_uid = text("service_key_uid")?.to_owned();
+        let (iat, exp) = (int("iat")?, int("exp"));
+        let target = match (text("sid"), exp) {
+            (Some(sid), Some(exp)) => {
+                let lifetime = (exp - iat).max(0);
+                let ttl = session_ttl.map_or(0, |t| i64::try_from(t.as_secs()).unwrap_or(0));
+                Target::Family {
+                    sid: sid.to_owned(),
+                    until: now.saturating_add(lifetime.max(ttl)),
+                }
+            }
+            (_, None) => Target::NeverExpiring { issued_at: iat },
+            (None, Some(exp)) => Target::Token {
+                jti: text("jti")?.to_owned(),
+                expires_at: exp,
+            },
+        };
+        Some(Revocation {
+            target,
+            service_key_uid,
+            origin,
+            reason,
+        })
+    }
+
+    /// The system's revocation of a token it holds: `jti`, its times as far as known, whether
+    /// it is a session (whose family it starts: `sid` = `jti`), and its ServiceKey's uid. A
+    /// never-expiring token whose issue time is unknown raises the marker to `now`.
+    pub fn of_held(
+        (jti, issued_at, expires_at): (&str, Option<i64>, Option<i64>),
+        session: bool,
+        service_key_uid: String,
+        reason: String,
+        now: i64,
+    ) -> Self {
+        let target = match (session, expires_at) {
+            (true, exp) => Target::Family {
+                sid: jti.to_owned(),
+                until: match (issued_at, exp) {
+                    (Some(iat), Some(exp)) => now.saturating_add((exp - iat).max(0)),
+                    (_, exp) => exp.unwrap_or(now).max(now),
+                },
+            },
+            (false, Some(exp)) => Target::Token {
+                jti: jti.to_owned(),
+                expires_at: exp,
+            },
+            (false, None) => Target::NeverExpiring {
+                issued_at: issued_at.unwrap_or(now),
+            },
+        };
+        Revocation {
+            target,
+            service_key_uid,
+            origin: Origin::System,
+            reason,
+        }
+    }
+
+    /// Whether there is nothing left to deny at `now` (the token expired).
+    pub fn is_moot(&self, now: i64) -> bool {
+        self.target.slot().is_some() && self.target.at() + EXPIRY_SLACK_SECS < now
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RevocationError {
     #[error("cannot record the revocation: {0}")]
     Kube(#[from] kube::Error),
-    #[error("the revocation denylist is full ({capacity} entries); raise --max-revocations")]
+    #[error(
+        "this ServiceKey has {quota} live revocations, its quota (--max-revocations-per-service-key); retry once one has expired, in {retry_after} s"
+    )]
+    Quota { quota: usize, retry_after: u64 },
+    #[error(
+        "the revocation denylist of this replica is full ({capacity} entries, --max-revocations); retry later"
+    )]
     Full { capacity: usize },
     #[error("cannot record the revocation in {}: {source}", path.display())]
     Persist {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Entry {
-    expires_at: Option<i64>,
-    kid: Option<String>,
-}
-
-impl From<&Revocation> for Entry {
-    fn from(revocation: &Revocation) -> Self {
-        Entry {
-            expires_at: revocation.expires_at.map(|t| t.as_second()),
-            kid: revocation.kid.clone(),
-        }
-    }
-}
-
-impl Entry {
-    /// Whether the entry can go: its token expired, or (never expiring) its key is no longer
-    /// among `kids` (the keyring's).
-    fn obsolete(&self, now: i64, kids: Option<&[String]>) -> bool {
-        match (self.expires_at, &self.kid, kids) {
-            (Some(exp), _, _) => exp + EXPIRY_SLACK_SECS < now,
-            (None, Some(kid), Some(kids)) => !kids.contains(kid),
-            (None, _, _) => false,
-        }
-    }
-}
-
-/// How often revocations of tokens that can no longer verify are dropped.
-pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// The revoked token ids a replica knows.
-#[derive(Debug)]
-pub struct Denylist {
-    entries: RwLock<HashMap<String, Entry>>,
-    capacity: usize,
-    size: Gauge,
-    limit: Gauge,
-}
-
-impl Default for Denylist {
-    fn default() -> Self {
-        Denylist::new(crate::cli::DEFAULT_MAX_REVOCATIONS)
-    }
-}
-
-impl Denylist {
-    pub fn new(capacity: usize) -> Self {
-        let limit = Gauge::default();
-        limit.set(i64::try_from(capacity).unwrap_or(i64::MAX));
-        Denylist {
-            entries: RwLock::default(),
-            capacity,
-            size: Gauge::default(),
-            limit,
-        }
-    }
-
-    /// Registers `tokenmint_revocation_denylist_entries` and `..._capacity`.
-    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
-        registry.register(
-            "tokenmint_revocation_denylist_entries",
-            "Revoked tokens this replica denies",
-            self.size.clone(),
-        );
-        registry.register(
-            "tokenmint_revocation_denylist_capacity",
-            "Most revoked tokens a replica holds (--max-revocations); past it revocations are refused",
-            self.limit.clone(),
-        );
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    pub fn len(&self) -> usize {
-        self.read().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Entry>> {
-        self.entries.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
-        self.entries.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn is_revoked(&self, jti: &str) -> bool {
-        // An empty list (the common case) costs no hashing.
-        let entries = self.read();
-        !entries.is_empty() && entries.contains_key(jti)
-    }
-
-    /// Whether one more entry fits.
-    pub fn has_room(&self) -> bool {
-        self.len() < self.capacity
-    }
-
-    /// Adds a revocation; refused when full (an entry already present always fits).
-    pub fn insert(&self, revocation: &Revocation) -> Result<(), RevocationError> {
-        let mut entries = self.write();
-        if entries.len() >= self.capacity && !entries.contains_key(&revocation.jti) {
-            return Err(RevocationError::Full {
-                capacity: self.capacity,
-            });
-        }
-        entries.insert(revocation.jti.clone(), Entry::from(revocation));
-        self.size.set(entries.len() as i64);
-        Ok(())
-    }
-
-    pub fn remove(&self, jti: &str) {
-        let mut entries = self.write();
-        entries.remove(jti);
-        self.size.set(entries.len() as i64);
-    }
-
-    /// Every entry, as revocations (without their reasons, which the list does not keep).
-    pub fn snapshot(&self) -> Vec<Revocation> {
-        let mut all: Vec<Revocation> = self
-            .read()
-            .iter()
-            .map(|(jti, e)| Revocation {
-                jti: jti.clone(),
-                expires_at: e.expires_at.and_then(|s| Timestamp::from_second(s).ok()),
-                kid: e.kid.clone(),
-                reason: String::new(),
-            })
-            .collect();
-        all.sort_by(|a, b| a.jti.cmp(&b.jti));
-        all
-    }
-
-    /// Adds revocations recorded earlier, whatever the capacity: the capacity refuses new
-    /// revocations, it never forgets one.
-    pub fn restore(&self, revocations: &[Revocation]) {
-        let mut entries = self.write();
-        for revocation in revocations {
-            entries.insert(revocation.jti.clone(), Entry::from(revocation));
-        }
-        self.size.set(entries.len() as i64);
-    }
-
-    /// Replaces every entry (a fresh list of the ConfigMaps).
-    fn replace(&self, fresh: HashMap<String, Entry>) {
-        let mut entries = self.write();
-        *entries = fresh;
-        self.size.set(entries.len() as i64);
-    }
-
-    /// Drops entries whose tokens can no longer verify; returns their ids.
-    pub fn sweep(&self, now: Timestamp, keyring: Option<&Keyring>) -> Vec<String> {
-        let now = now.as_second();
-        let kids: Option<Vec<String>> = keyring.map(|k| k.kids().map(str::to_owned).collect());
-        let mut entries = self.write();
-        let gone: Vec<String> = entries
-            .iter()
-            .filter(|(_, e)| e.obsolete(now, kids.as_deref()))
-            .map(|(jti, _)| jti.clone())
-            .collect();
-        for jti in &gone {
-            entries.remove(jti);
-        }
-        self.size.set(entries.len() as i64);
-        gone
-    }
-}
-
-/// Name of the ConfigMap recording the revocation of `jti`: the jti itself when it is a valid
-/// object name (our uuids), else a digest of it.
-pub fn object_name(jti: &str) -> String {
-    let plain = !jti.is_empty()
-        && jti.len() <= 200
-        && jti
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !jti.starts_with('-')
-        && !jti.ends_with('-');
-    if plain {
-        format!("tokenmint-revoked-{jti}")
-    } else {
-        let digest = Sha256::digest(jti.as_bytes());
-        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        format!("tokenmint-revoked-{hex}")
-    }
-}
-
-/// The ConfigMap recording `revocation` in `namespace`.
-pub fn config_map(namespace: &str, revocation: &Revocation) -> ConfigMap {
-    let mut data = BTreeMap::from([
-        (JTI_KEY.to_owned(), revocation.jti.clone()),
-        (REASON_KEY.to_owned(), revocation.reason.clone()),
-    ]);
-    if let Some(exp) = revocation.expires_at {
-        data.insert(
-            EXPIRES_AT_KEY.to_owned(),
-            crate::token::assess::rfc3339(exp),
-        );
-    }
-    if let Some(kid) = &revocation.kid {
-        data.insert(KID_KEY.to_owned(), kid.clone());
-    }
-    ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(object_name(&revocation.jti)),
-            namespace: Some(namespace.to_owned()),
-            labels: Some(BTreeMap::from([
-                (
-                    crate::labels::MANAGED_BY_LABEL.to_owned(),
-                    crate::labels::MANAGED_BY_VALUE.to_owned(),
-                ),
-                (
-                    crate::labels::ROLE_LABEL.to_owned(),
-                    ROLE_REVOCATION.to_owned(),
-                ),
-            ])),
-            ..ObjectMeta::default()
-        },
-        data: Some(data),
-        ..ConfigMap::default()
-    }
-}
-
-/// The revocation a ConfigMap records, if it is one.
-pub fn parse(config_map: &ConfigMap) -> Option<Revocation> {
-    let data = config_map.data.as_ref()?;
-    let jti = data.get(JTI_KEY).filter(|j| !j.is_empty())?;
-    Some(Revocation {
-        jti: jti.clone(),
-        expires_at: data.get(EXPIRES_AT_KEY).and_then(|t| t.parse().ok()),
-        kid: data.get(KID_KEY).cloned(),
-        reason: data.get(REASON_KEY).cloned().unwrap_or_default(),
-    })
 }
 
 /// Where revocations are recorded. (A handful exist per process: their size does not matter.)
@@ -326,11 +211,11 @@ pub enum Revoker {
         denylist: Arc<Denylist>,
         file: Arc<DenylistFile>,
     },
-    /// ConfigMaps in the release namespace; `local` (a `serve` replica's own denylist) also
-    /// learns at once, before its watch brings the ConfigMap back.
+    /// ConfigMaps in the release namespace; `denylist` (the replica's own, following them)
+    /// holds the quotas and learns at once, before its watch brings the change back.
     Kube {
         api: Api<ConfigMap>,
-        local: Option<Arc<Denylist>>,
+        denylist: Arc<Denylist>,
     },
 }
 
@@ -339,187 +224,94 @@ impl Revoker {
         Revoker::Disabled
     }
 
-    /// Records `revocation`. Idempotent: revoking a revoked token succeeds.
-    pub async fn revoke(&self, revocation: &Revocation) -> Result<(), RevocationError> {
+    /// The denylist this revoker records into, if any.
+    pub fn denylist(&self) -> Option<&Arc<Denylist>> {
         match self {
-            Revoker::Disabled => Ok(()),
-            Revoker::Memory(denylist) => denylist.insert(revocation),
-            Revoker::File { denylist, file } => {
-                denylist.insert(revocation)?;
-                file.save(denylist).await?;
-                tracing::info!(token_id = %revocation.jti, reason = %revocation.reason, "revoked token");
-                Ok(())
-            }
-            Revoker::Kube { api, local } => {
-                if let Some(local) = local
-                    && !local.has_room()
-                {
-                    return Err(RevocationError::Full {
-                        capacity: local.capacity(),
-                    });
-                }
-                let namespace = api.namespace().unwrap_or_default().to_owned();
-                let params = PostParams {
-                    field_manager: Some(crate::labels::FIELD_MANAGER.into()),
-                    ..PostParams::default()
-                };
-                match api
-                    .create(&params, &config_map(&namespace, revocation))
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.is_already_exists() => {}
-                    Err(e) => return Err(e.into()),
-                }
-                tracing::info!(token_id = %revocation.jti, reason = %revocation.reason, "revoked token");
-                if let Some(local) = local {
-                    local.insert(revocation)?;
-                }
-                Ok(())
-            }
+            Revoker::Disabled => None,
+            Revoker::Memory(denylist)
+            | Revoker::File { denylist, .. }
+            | Revoker::Kube { denylist, .. } => Some(denylist),
         }
     }
-}
 
-/// Keeps `denylist` equal to the revocation ConfigMaps of `api`'s namespace, through a
-/// self-healing watch. Runs until the process ends.
-pub async fn follow(api: Api<ConfigMap>, denylist: Arc<Denylist>, probe: crate::watch::Probe) {
-    let config = watcher::Config::default().labels(&selector());
-    let events =
-        crate::watch::resilient(move || watcher(api.clone(), config.clone()).boxed(), probe);
-    let mut events = std::pin::pin!(events);
-    let mut relist: Option<HashMap<String, Entry>> = None;
-    while let Some(event) = events.next().await {
-        let entry = |cm: &ConfigMap| parse(cm).map(|r| (r.jti.clone(), Entry::from(&r)));
-        match event {
-            watcher::Event::Init => relist = Some(HashMap::new()),
-            watcher::Event::InitApply(cm) => {
-                if let (Some(fresh), Some((jti, e))) = (&mut relist, entry(&cm)) {
-                    fresh.insert(jti, e);
-                }
-            }
-            watcher::Event::InitDone => {
-                if let Some(fresh) = relist.take() {
-                    denylist.replace(fresh);
-                }
-            }
-            watcher::Event::Apply(cm) => {
-                if let Some(revocation) = parse(&cm)
-                    && let Err(e) = denylist.insert(&revocation)
-                {
-                    tracing::error!(token_id = %revocation.jti, error = %e, "cannot hold a revocation");
-                }
-            }
-            watcher::Event::Delete(cm) => {
-                if let Some(revocation) = parse(&cm) {
-                    denylist.remove(&revocation.jti);
-                }
-            }
-        }
-    }
-}
-
-/// Deletes the revocation ConfigMaps whose tokens can no longer verify, given the keyring's
-/// `kids` (operator leader, periodically). Returns how many were deleted.
-pub async fn sweep(
-    api: &Api<ConfigMap>,
-    kids: &[String],
-    now: Timestamp,
-    may_write: impl Fn() -> bool,
-) -> Result<usize, kube::Error> {
-    let list = api.list(&ListParams::default().labels(&selector())).await?;
-    let mut deleted = 0;
-    for cm in list {
-        let Some(revocation) = parse(&cm) else {
-            continue;
+    /// Records `revocation`. Idempotent: revoking a revoked token succeeds. A caller's is
+    /// refused past its quota or the capacity; the system's only fail when storage does.
+    pub async fn revoke(&self, revocation: &Revocation) -> Result<(), RevocationError> {
+        let now = jiff::Timestamp::now().as_second();
+        let Some(denylist) = self.denylist() else {
+            return Ok(());
         };
-        let entry = Entry::from(&revocation);
-        if !entry.obsolete(now.as_second(), Some(kids)) || !may_write() {
-            continue;
+        if revocation.is_moot(now) || !denylist.admit(revocation, now)? {
+            return Ok(());
         }
-        match api.delete(&cm.name_any(), &DeleteParams::default()).await {
-            Ok(_) => deleted += 1,
-            Err(kube::Error::Api(s)) if s.is_not_found() => {}
-            Err(e) => return Err(e),
+        match self {
+            Revoker::Disabled => return Ok(()),
+            Revoker::Memory(denylist) => denylist.record(revocation),
+            Revoker::File { denylist, file } => {
+                denylist.record(revocation);
+                file.save(denylist).await?;
+            }
+            Revoker::Kube { api, denylist } => store::record(api, denylist, revocation).await?,
         }
-    }
-    if deleted > 0 {
         tracing::info!(
-            deleted,
-            "dropped revocations of tokens that can no longer verify"
+            target = ?revocation.target,
+            service_key_uid = %revocation.service_key_uid,
+            origin = ?revocation.origin,
+            reason = %revocation.reason,
+            "revoked"
         );
+        Ok(())
     }
-    Ok(deleted)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keyring::Algorithm;
-
-    fn revocation(jti: &str, expires_at: Option<i64>, kid: Option<&str>) -> Revocation {
-        Revocation {
-            jti: jti.into(),
-            expires_at: expires_at.map(|s| Timestamp::from_second(s).unwrap()),
-            kid: kid.map(str::to_owned),
-            reason: "test".into(),
-        }
-    }
+    use serde_json::json;
 
     #[test]
-    fn the_denylist_is_bounded_and_swept() {
-        let now = Timestamp::now();
-        let ring = Keyring::generate(Algorithm::HS256, now).unwrap();
-        let live_kid = ring.active_kid().to_owned();
-        let list = Denylist::new(3);
-        let t = now.as_second();
-        list.insert(&revocation("expired", Some(t - 3_600), None))
-            .unwrap();
-        list.insert(&revocation("live", Some(t + 3_600), None))
-            .unwrap();
-        list.insert(&revocation("forever", None, Some(&live_kid)))
-            .unwrap();
-        assert!(list.is_revoked("live") && list.is_revoked("expired"));
-        assert!(!list.is_revoked("other"));
-        // Full: a new entry is refused, an existing one is not.
-        assert!(matches!(
-            list.insert(&revocation("more", Some(t), None)),
-            Err(RevocationError::Full { capacity: 3 })
-        ));
-        list.insert(&revocation("live", Some(t + 3_600), None))
-            .unwrap();
-        assert_eq!(list.sweep(now, Some(&ring)), vec!["expired".to_owned()]);
-        assert_eq!(list.len(), 2);
-        // A never-expiring token's entry goes with its key.
-        let orphan = Denylist::new(10);
-        orphan
-            .insert(&revocation("forever", None, Some("gone-kid")))
-            .unwrap();
-        orphan
-            .insert(&revocation("kept", None, Some(&live_kid)))
-            .unwrap();
-        assert_eq!(orphan.sweep(now, Some(&ring)), vec!["forever".to_owned()]);
-        assert!(orphan.is_revoked("kept"));
-    }
-
-    #[test]
-    fn config_maps_round_trip_and_are_named_safely() {
-        let r = revocation(
-            "0b6f0e3c-5d2a-4d7e-9a51-1f7c6f0e2a11",
-            Some(1_900_000_000),
-            Some("hs256-abc"),
-        );
-        let cm = config_map("tokenmint-system", &r);
+    fn revocations_follow_the_kind_of_token() {
+        let now = 10_000;
+        let of = |claims: Value| {
+            Revocation::of_claims(
+                &claims,
+                Origin::Caller,
+                "t".into(),
+                Some(Duration::from_secs(7_200)),
+                now,
+            )
+            .map(|r| r.target)
+        };
         assert_eq!(
-            cm.metadata.name.as_deref(),
-            Some("tokenmint-revoked-0b6f0e3c-5d2a-4d7e-9a51-1f7c6f0e2a11")
+            of(json!({"jti": "j", "iat": 1, "exp": 20_000, "service_key_uid": "u"})),
+            Some(Target::Token {
+                jti: "j".into(),
+                expires_at: 20_000
+            })
         );
-        assert_eq!(parse(&cm), Some(r));
-        let odd = object_name("Not/A Name");
-        assert!(
-            odd.starts_with("tokenmint-revoked-") && odd.len() == 18 + 32,
-            "{odd}"
+        // A session: its family, until the longest a member could still live.
+        assert_eq!(
+            of(
+                json!({"jti": "j", "sid": "s", "iat": 9_000, "exp": 12_600, "service_key_uid": "u"})
+            ),
+            Some(Target::Family {
+                sid: "s".into(),
+                until: now + 7_200
+            })
         );
-        assert!(parse(&ConfigMap::default()).is_none());
+        assert_eq!(
+            of(json!({"jti": "j", "sid": "s", "iat": 0, "exp": 86_400, "service_key_uid": "u"})),
+            Some(Target::Family {
+                sid: "s".into(),
+                until: now + 86_400
+            })
+        );
+        // A guest token that never expires: the marker, at its iat.
+        assert_eq!(
+            of(json!({"jti": "j", "iat": 9_999, "service_key_uid": "u"})),
+            Some(Target::NeverExpiring { issued_at: 9_999 })
+        );
+        // Unbound: nothing to revoke.
+        assert_eq!(of(json!({"jti": "j", "iat": 1, "exp": 2})), None);
     }
 }

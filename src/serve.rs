@@ -7,7 +7,7 @@ use crate::http::{AppState, Config, ServeOptions, router, serve_with, shutdown_s
 use crate::key_store::{KeyIndex, KeyStore, SharedKeyStore};
 use crate::manifests::LiveManifests;
 use crate::revocation::{Denylist, DenylistFile, Revoker};
-use crate::tokenreview::Reviewer;
+use crate::tokenreview::{Issuers, Reviewer};
 use crate::watch::RestartCounter;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,17 +26,28 @@ pub async fn run(args: ServeArgs) -> Result<(), crate::BoxError> {
             state
         }
         None => {
-            let denylist = Arc::new(Denylist::new(args.max_revocations));
+            let denylist = Arc::new(Denylist::new(
+                args.max_revocations,
+                args.max_revocations_per_service_key,
+            ));
             let restarts = RestartCounter::default();
             let client = kube::Client::try_default()
                 .await
                 .map_err(|e| format!("cannot reach the cluster (or use --manifests DIR): {e}"))?;
             let revoker = Revoker::Kube {
                 api: kube::Api::namespaced(client.clone(), &args.common.namespace),
-                local: Some(denylist.clone()),
+                denylist: denylist.clone(),
             };
-            let reviewer =
-                Reviewer::new(kube::Api::all(client.clone()), args.token_audiences.clone());
+            let issuers = if args.service_account_issuers.is_empty() {
+                Issuers::discover(client.clone())
+            } else {
+                Issuers::fixed(args.service_account_issuers.clone())
+            };
+            let reviewer = Reviewer::new(
+                kube::Api::all(client.clone()),
+                args.token_audiences.clone(),
+                issuers,
+            );
             let store =
                 crate::http::cluster::start(client, &args.common, &restarts, denylist.clone());
             AppState::from_config(Config {
@@ -114,7 +125,6 @@ impl FromManifests {
     pub fn spawn(self, stop: tokio::sync::watch::Receiver<bool>) {
         tokio::spawn(sweep_denylist(
             self.state.denylist.clone(),
-            self.store.clone(),
             self.denylist_file,
         ));
         tokio::spawn(agent::run(
@@ -152,7 +162,10 @@ pub async fn from_manifests(
         common.algorithm,
     )?;
     tracing::info!(active_kid = %ring.active_kid(), source = %from, "keyring loaded");
-    let denylist = Arc::new(Denylist::new(args.max_revocations));
+    let denylist = Arc::new(Denylist::new(
+        args.max_revocations,
+        args.max_revocations_per_service_key,
+    ));
     let denylist_file = Arc::new(DenylistFile::in_dir(&paths.state));
     let revoked = denylist_file.load_into(&denylist)?;
     tracing::info!(file = %denylist_file.path().display(), revoked, "revocations loaded");
@@ -202,21 +215,16 @@ pub async fn from_manifests(
     })
 }
 
-/// Drops revocations of tokens that can no longer verify (and rewrites their file), every
+/// Drops revocations that deny nothing any more (and rewrites their file), every
 /// [`crate::revocation::SWEEP_EVERY`], so `--max-revocations` bounds live entries only.
-async fn sweep_denylist(
-    denylist: Arc<Denylist>,
-    store: Arc<SharedKeyStore>,
-    file: Arc<DenylistFile>,
-) {
+async fn sweep_denylist(denylist: Arc<Denylist>, file: Arc<DenylistFile>) {
     loop {
         tokio::time::sleep(crate::revocation::SWEEP_EVERY).await;
-        let keyring = store.keyring();
-        let gone = denylist.sweep(jiff::Timestamp::now(), keyring.as_deref());
-        if !gone.is_empty() {
+        let gone = denylist.sweep(jiff::Timestamp::now());
+        if gone > 0 {
             tracing::info!(
-                count = gone.len(),
-                "dropped revocations of tokens that can no longer verify"
+                count = gone,
+                "dropped revocations of tokens that have expired"
             );
             if let Err(e) = file.save(&denylist).await {
                 tracing::error!(error = %e, "cannot rewrite the revocation list");

@@ -3,19 +3,29 @@
 //! `tokenmint`), and `system:serviceaccount:NS:NAME` acts as the ServiceKey of NS that lists
 //! NAME in `spec.serviceAccounts`.
 //!
-//! Answers are cached by a SHA-256 of the token (never the token itself): positives for at most
-//! [`POSITIVE_TTL`] and never past the token's own `exp`, negatives for [`NEGATIVE_TTL`]; the
-//! cache holds at most [`CACHE_CAPACITY`] answers. A warm token costs a hash and a map lookup,
-//! no API call. A deleted ServiceAccount's tokens stop working within the positive TTL.
+//! Only plausible tokens are reviewed: a JWT whose `iss` is the cluster's service-account
+//! issuer (`--service-account-issuer`, else read once from the API server's
+//! `/.well-known/openid-configuration`), whose `aud` holds one of our audiences and whose `exp`
+//! is ahead. Anything else is refused without an API call and without touching a cache, so no
+//! one can make `serve` call the API server, or push good answers out, with made-up tokens. At
+//! most [`MAX_IN_FLIGHT`] reviews run at once; past that a request is answered 503 with
+//! `Retry-After`.
+//!
+//! Answers are cached by a SHA-256 of the token (never the token itself), accepted and refused
+//! apart so that refusals never evict an accepted answer: acceptances for at most
+//! [`POSITIVE_TTL`] and never past the token's own `exp` ([`CACHE_CAPACITY`] of them),
+//! refusals for [`NEGATIVE_TTL`] ([`REFUSED_CAPACITY`]). A warm token costs a hash and a map
+//! lookup, no API call. A deleted ServiceAccount's tokens stop working within the positive TTL.
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -23,8 +33,72 @@ use tokio::time::Instant;
 pub const POSITIVE_TTL: Duration = Duration::from_secs(60);
 /// How long a refusal is reused (a burst of requests with a bad token costs one review).
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
-/// Most answers kept.
+/// Most accepted answers kept.
 pub const CACHE_CAPACITY: usize = 10_000;
+/// Most refusals kept, apart from the accepted answers.
+pub const REFUSED_CAPACITY: usize = 10_000;
+/// Most TokenReviews under way at once.
+pub const MAX_IN_FLIGHT: usize = 64;
+/// `Retry-After` when a review cannot be made now (too many under way, issuer unknown yet).
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How far in the future a token's `nbf` may be (clock skew).
+const NBF_LEEWAY_SECS: i64 = 60;
+/// Where the API server publishes its service-account issuer (granted to every ServiceAccount
+/// by Kubernetes' default `system:service-account-issuer-discovery` binding).
+pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+
+/// The issuers a ServiceAccount token may carry: given (`--service-account-issuer`), or read
+/// from the API server's discovery document, retried in the background until it answers.
+#[derive(Clone, Debug, Default)]
+pub struct Issuers(Arc<RwLock<Option<Vec<String>>>>);
+
+impl Issuers {
+    pub fn fixed(issuers: Vec<String>) -> Self {
+        Issuers(Arc::new(RwLock::new(Some(issuers))))
+    }
+
+    /// Issuers read from `client`'s API server: unknown until its discovery document answers
+    /// (tried at once, then after 1 s doubling to 30 s).
+    pub fn discover(client: kube::Client) -> Self {
+        let issuers = Issuers::default();
+        let found = issuers.clone();
+        tokio::spawn(async move {
+            let mut wait = Duration::from_secs(1);
+            loop {
+                match discover_issuer(&client).await {
+                    Ok(issuer) => {
+                        tracing::info!(%issuer, "the cluster's service-account issuer");
+                        *found.0.write().unwrap_or_else(|e| e.into_inner()) = Some(vec![issuer]);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?wait, "cannot read the cluster's service-account issuer ({DISCOVERY_PATH}); keyless callers are answered 503 until it is known (or set --service-account-issuer)");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        });
+        issuers
+    }
+
+    fn get(&self) -> Option<Vec<String>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+async fn discover_issuer(client: &kube::Client) -> Result<String, String> {
+    let request = axum::http::Request::get(DISCOVERY_PATH)
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    let document: Value = client.request(request).await.map_err(|e| e.to_string())?;
+    document
+        .get("issuer")
+        .and_then(Value::as_str)
+        .filter(|i| !i.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| "the discovery document has no issuer".to_owned())
+}
 
 /// A ServiceAccount, as TokenReview authenticated it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +114,8 @@ pub enum ReviewError {
     /// not a ServiceAccount's token. Safe to return to the client.
     #[error("{0}")]
     Unauthenticated(String),
-    /// The review itself failed (API server unreachable): try again.
+    /// The review cannot be made now (API server unreachable, too many reviews under way,
+    /// issuer not known yet): try again.
     #[error("cannot verify the ServiceAccount token now: {0}")]
     Unavailable(String),
 }
@@ -51,8 +126,8 @@ enum Answer {
     Refused(String),
 }
 
-#[derive(Default)]
 struct Cache {
+    capacity: usize,
     /// Answer, valid until, and the insertion number its `order` entry carries.
     answers: HashMap<[u8; 32], (Answer, Instant, u64)>,
     /// Insertion order, for eviction when full. An entry whose number no longer matches
@@ -62,6 +137,15 @@ struct Cache {
 }
 
 impl Cache {
+    fn new(capacity: usize) -> Self {
+        Cache {
+            capacity,
+            answers: HashMap::new(),
+            order: VecDeque::new(),
+            inserted: 0,
+        }
+    }
+
     fn get(&mut self, key: &[u8; 32], now: Instant) -> Option<Answer> {
         match self.answers.get(key) {
             Some((answer, until, _)) if now < *until => Some(answer.clone()),
@@ -74,7 +158,7 @@ impl Cache {
     }
 
     fn put(&mut self, key: [u8; 32], answer: Answer, until: Instant) {
-        while self.answers.len() >= CACHE_CAPACITY {
+        while self.answers.len() >= self.capacity {
             let Some((oldest, number)) = self.order.pop_front() else {
                 break;
             };
@@ -87,7 +171,7 @@ impl Cache {
             }
         }
         // Drop the order entries of answers already gone (expired, replaced).
-        if self.order.len() > 2 * CACHE_CAPACITY {
+        if self.order.len() > 2 * self.capacity {
             let answers = &self.answers;
             self.order
                 .retain(|(k, number)| answers.get(k).is_some_and(|(_, _, n)| n == number));
@@ -101,7 +185,9 @@ impl Cache {
 /// Label of the review counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
-    /// `accepted`, `refused`, `error`, or `cached` (answered from the cache).
+    /// `accepted`, `refused`, `error`, `cached` (answered from the cache), `implausible`
+    /// (refused without a review: not a current ServiceAccount token for us) or `busy` (too
+    /// many reviews under way).
     pub outcome: &'static str,
 }
 
@@ -109,7 +195,10 @@ pub struct OutcomeLabel {
 pub struct Reviewer {
     api: Api<TokenReview>,
     audiences: Vec<String>,
-    cache: Mutex<Cache>,
+    issuers: Issuers,
+    accepted: Mutex<Cache>,
+    refused: Mutex<Cache>,
+    in_progress: tokio::sync::Semaphore,
     reviews: Family<OutcomeLabel, Counter>,
     /// The `cached` series, resolved once: it is counted on every keyless request.
     cached: Counter,
@@ -159,7 +248,7 @@ pub fn service_account_of(username: &str) -> Option<ServiceAccount> {
 }
 
 impl Reviewer {
-    pub fn new(api: Api<TokenReview>, audiences: Vec<String>) -> Self {
+    pub fn new(api: Api<TokenReview>, audiences: Vec<String>, issuers: Issuers) -> Self {
         let reviews = Family::<OutcomeLabel, Counter>::default();
         let cached = reviews
             .get_or_create(&OutcomeLabel { outcome: "cached" })
@@ -167,11 +256,65 @@ impl Reviewer {
         Reviewer {
             api,
             audiences,
-            cache: Mutex::default(),
+            issuers,
+            accepted: Mutex::new(Cache::new(CACHE_CAPACITY)),
+            refused: Mutex::new(Cache::new(REFUSED_CAPACITY)),
+            in_progress: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
             reviews,
             cached,
             in_flight: Mutex::default(),
         }
+    }
+
+    /// Whether `token` may be a current ServiceAccount token for us: a JWT of one of the
+    /// cluster's issuers, for one of our audiences, not expired, already valid. Checked before
+    /// any review or cache, without verifying the signature (the review does that).
+    fn plausible(&self, token: &str) -> Result<(), ReviewError> {
+        let refused = |why: &str| {
+            self.count("implausible");
+            Err(ReviewError::Unauthenticated(format!(
+                "not a ServiceAccount token tokenmint accepts: {why}"
+            )))
+        };
+        let Some(claims) = crate::token::claims::unverified(token) else {
+            return refused("not a JWT");
+        };
+        let Some(issuers) = self.issuers.get() else {
+            self.count("busy");
+            return Err(ReviewError::Unavailable(
+                "the cluster's service-account issuer is not known yet".into(),
+            ));
+        };
+        if !claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .is_some_and(|iss| issuers.iter().any(|i| i == iss))
+        {
+            return refused("another issuer than the cluster's");
+        }
+        let audiences: Vec<&str> = match claims.get("aud") {
+            Some(Value::String(aud)) => vec![aud.as_str()],
+            Some(Value::Array(auds)) => auds.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        if !audiences
+            .iter()
+            .any(|a| self.audiences.iter().any(|ours| ours == a))
+        {
+            return refused(&format!(
+                "its audience is not {}",
+                self.audiences.join(" or ")
+            ));
+        }
+        let now = jiff::Timestamp::now().as_second();
+        let int = |claim: &str| claims.get(claim).and_then(Value::as_i64);
+        if int("exp").is_none_or(|exp| exp <= now) {
+            return refused("expired, or no exp");
+        }
+        if int("nbf").is_some_and(|nbf| nbf > now + NBF_LEEWAY_SECS) {
+            return refused("not valid yet");
+        }
+        Ok(())
     }
 
     /// Registers `tokenmint_tokenreviews_total{outcome}`.
@@ -190,11 +333,14 @@ impl Reviewer {
     /// The cached answer for the token whose SHA-256 is `digest` (computed once by the caller,
     /// which also looks keys up by it), if there is a fresh one: no API call, no parsing.
     pub fn cached(&self, digest: &[u8; 32]) -> Option<Result<ServiceAccount, ReviewError>> {
-        let answer = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(digest, Instant::now())?;
+        let now = Instant::now();
+        let from = |cache: &Mutex<Cache>| {
+            cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(digest, now)
+        };
+        let answer = from(&self.accepted).or_else(|| from(&self.refused))?;
         self.cached.inc();
         Some(match answer {
             Answer::Accepted(account) => Ok(account),
@@ -209,6 +355,7 @@ impl Reviewer {
         if let Some(answer) = self.cached(&key) {
             return answer;
         }
+        self.plausible(token)?;
         let flight = self
             .in_flight
             .lock()
@@ -227,8 +374,14 @@ impl Reviewer {
             .clone()
     }
 
-    /// One TokenReview, its answer cached.
+    /// One TokenReview (if one of the [`MAX_IN_FLIGHT`] places is free), its answer cached.
     async fn ask(&self, token: &str, key: [u8; 32]) -> Result<ServiceAccount, ReviewError> {
+        let Ok(_place) = self.in_progress.try_acquire() else {
+            self.count("busy");
+            return Err(ReviewError::Unavailable(format!(
+                "{MAX_IN_FLIGHT} ServiceAccount token reviews are under way"
+            )));
+        };
         let now = Instant::now();
         let review = TokenReview {
             spec: TokenReviewSpec {
@@ -245,18 +398,18 @@ impl Reviewer {
                 return Err(ReviewError::Unavailable(e.to_string()));
             }
         };
-        let until = match &answer {
+        let (cache, until) = match &answer {
             Answer::Accepted(_) => {
                 let mut until = now + POSITIVE_TTL;
                 if let Some(exp) = unverified_exp(token) {
                     let left = exp - jiff::Timestamp::now().as_second();
                     until = until.min(now + Duration::from_secs(u64::try_from(left).unwrap_or(0)));
                 }
-                until
+                (&self.accepted, until)
             }
-            Answer::Refused(_) => now + NEGATIVE_TTL,
+            Answer::Refused(_) => (&self.refused, now + NEGATIVE_TTL),
         };
-        self.cache
+        cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .put(key, answer.clone(), until);
@@ -300,6 +453,22 @@ impl Reviewer {
 mod tests {
     use super::*;
 
+    /// A JWT-shaped token of the cluster's issuer, for `tokenmint`, expiring in an hour.
+    fn plausible_token() -> String {
+        use base64::Engine;
+        let b64 = |v: Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap())
+        };
+        let exp = jiff::Timestamp::now().as_second() + 3_600;
+        format!(
+            "{}.{}.sig",
+            b64(serde_json::json!({"alg": "RS256"})),
+            b64(
+                serde_json::json!({"iss": "https://kubernetes.default.svc", "aud": ["tokenmint"], "exp": exp})
+            )
+        )
+    }
+
     #[test]
     fn service_account_usernames() {
         assert_eq!(
@@ -323,7 +492,7 @@ mod tests {
     #[test]
     fn the_cache_is_bounded_and_answers_expire() {
         let now = Instant::now();
-        let mut cache = Cache::default();
+        let mut cache = Cache::new(CACHE_CAPACITY);
         let answer = Answer::Refused("x".into());
         for i in 0..(CACHE_CAPACITY + 10) {
             let mut key = [0u8; 32];
@@ -342,7 +511,7 @@ mod tests {
     #[test]
     fn a_refreshed_answer_is_not_evicted_by_its_older_insertion() {
         let now = Instant::now();
-        let mut cache = Cache::default();
+        let mut cache = Cache::new(CACHE_CAPACITY);
         let key_of = |i: usize| {
             let mut key = [0u8; 32];
             key[..8].copy_from_slice(&(i as u64).to_le_bytes());
@@ -372,8 +541,13 @@ mod tests {
         // An API server that never answers.
         let (service, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = kube::Client::new(service, "default");
-        let reviewer = Reviewer::new(Api::all(client), vec!["tokenmint".into()]);
-        let mut review = Box::pin(reviewer.review("a.b.c"));
+        let reviewer = Reviewer::new(
+            Api::all(client),
+            vec!["tokenmint".into()],
+            Issuers::fixed(vec!["https://kubernetes.default.svc".into()]),
+        );
+        let token = plausible_token();
+        let mut review = Box::pin(reviewer.review(&token));
         // Under way: the flight is in the table.
         assert!(futures::poll!(review.as_mut()).is_pending());
         assert_eq!(reviewer.in_flight.lock().unwrap().len(), 1);

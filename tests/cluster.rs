@@ -116,7 +116,7 @@ impl Cluster {
             clock: Clock::system(),
             revoker: tokenmint::revocation::Revoker::Kube {
                 api: Api::namespaced(client.clone(), &namespace),
-                local: None,
+                denylist: Default::default(),
             },
             fence: tokenmint::fence::Fence::always(),
         };

@@ -25,7 +25,9 @@
 //! Not exercised: `operator::run`'s own glue (it needs a kubeconfig, a listener and signals),
 //! which this test mirrors call for call. Its one extra request, `GET /version` in `connect`, is
 //! a non-resource URL every authenticated user may read (system:public-info-viewer), so it
-//! needs no rule.
+//! needs no rule; nor does serve's `GET /.well-known/openid-configuration` (the service-account
+//! issuer, which the default system:service-account-issuer-discovery binding grants every
+//! ServiceAccount).
 //!
 //! Besides the requests themselves, the fake derives the two checks the API server makes on a
 //! request's behalf: `create` for a server-side apply that creates an object, and the
@@ -307,7 +309,9 @@ fn seed(fake: &Fake) {
                             "labels": {MANAGED_BY_LABEL: "tokenmint", "tokenmint.dev/owner-kind": "DatasourceGrant",
                                        "tokenmint.dev/secret-role": "token"},
                             "annotations": {"tokenmint.dev/token-id": "5e1c0a4e-7d43-4d0b-8a6e-2f4c1b9d7a01",
-                                            "tokenmint.dev/expires-at": "2026-12-31T00:00:00Z"},
+                                            "tokenmint.dev/expires-at": "2036-12-31T00:00:00Z",
+                                            "tokenmint.dev/issued-at": "2114380800",
+                                            "tokenmint.dev/service-key-uid": "uid-analytics"},
                             "ownerReferences": owner_ref("DatasourceGrant", "forbidden")},
                "data": {"token": "eA=="}}),
     );
@@ -460,7 +464,7 @@ async fn code_uses_exactly_the_rbac_table() {
         clock: Clock::system(),
         revoker: Revoker::Kube {
             api: revocations.clone(),
-            local: None,
+            denylist: Default::default(),
         },
         fence: fence.clone(),
     };
@@ -536,8 +540,9 @@ async fn code_uses_exactly_the_rbac_table() {
 
     // The leader's sweep of revocations whose tokens can no longer verify.
     fake.phase("operator: revocation sweep");
-    let far_future = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 400);
-    let swept = tokenmint::revocation::sweep(&revocations, &[], far_future, || true)
+    // Past the day of the forbidden grant's token expiry (2036-12-31), and its leeway.
+    let far_future = jiff::Timestamp::from_second(2_120_000_000).unwrap();
+    let swept = tokenmint::revocation::sweep(&revocations, &[], None, far_future, || true)
         .await
         .expect("sweep");
     assert!(
@@ -623,26 +628,59 @@ async fn code_uses_exactly_the_rbac_table() {
     // POST /oauth/revoke records a revocation as the operator does.
     let revoker = Revoker::Kube {
         api: Api::namespaced(client.clone(), RELEASE_NS),
-        local: Some(denylist.clone()),
+        denylist: denylist.clone(),
     };
-    revoker
-        .revoke(&tokenmint::revocation::Revocation {
+    // Two entries of one day (its bucket created, then patched), and a ServiceKey's marker
+    // raised twice (its shard read, created; read, patched with its resourceVersion).
+    use tokenmint::revocation::{Revocation, Target};
+    let in_an_hour = jiff::Timestamp::now().as_second() + 3_600;
+    for target in [
+        Target::Token {
             jti: "0b6f0e3c-5d2a-4d7e-9a51-1f7c6f0e2a11".into(),
-            expires_at: None,
-            kid: None,
-            reason: "rbac test".into(),
-        })
-        .await
-        .expect("revoked");
-    // A keyless caller: its ServiceAccount token is checked with TokenReview.
+            expires_at: in_an_hour,
+        },
+        Target::Token {
+            jti: "1b6f0e3c-5d2a-4d7e-9a51-1f7c6f0e2a11".into(),
+            expires_at: in_an_hour,
+        },
+        Target::NeverExpiring { issued_at: 100 },
+        Target::NeverExpiring { issued_at: 200 },
+    ] {
+        revoker
+            .revoke(&Revocation {
+                target,
+                service_key_uid: "uid-analytics".into(),
+                origin: tokenmint::revocation::Origin::Caller,
+                reason: "rbac test".into(),
+            })
+            .await
+            .expect("revoked");
+    }
+    assert!(fake.saw("serve", "patch", "configmaps", None));
+    assert!(fake.saw("serve", "get", "configmaps", None));
+    // A keyless caller: its ServiceAccount token is checked with TokenReview, once the
+    // cluster's issuer is known (the discovery document is a non-resource URL every
+    // ServiceAccount may read: Kubernetes' default system:service-account-issuer-discovery
+    // binding grants it to the group system:serviceaccounts).
+    let projected = fake_api::projected_token("report-api", 600);
     fake.service_account_token(
-        "a.b.c",
+        &projected,
         "system:serviceaccount:team-a:report-api",
         &["tokenmint"],
     );
-    let reviewer =
-        tokenmint::tokenreview::Reviewer::new(Api::all(client.clone()), vec!["tokenmint".into()]);
-    let account = reviewer.review("a.b.c").await.expect("reviewed");
+    let reviewer = tokenmint::tokenreview::Reviewer::new(
+        Api::all(client.clone()),
+        vec!["tokenmint".into()],
+        tokenmint::tokenreview::Issuers::discover(client.clone()),
+    );
+    let account = loop {
+        match reviewer.review(&projected).await {
+            Err(tokenmint::tokenreview::ReviewError::Unavailable(_)) => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            answer => break answer.expect("reviewed"),
+        }
+    };
     assert_eq!(account.name, "report-api");
     wait_for(&fake, "serve's watches", || {
         fake.saw("serve", "create", "tokenreviews", None)
@@ -676,7 +714,7 @@ async fn code_uses_exactly_the_rbac_table() {
         clock: Clock::system(),
         revoker: Revoker::Kube {
             api: Api::namespaced(client.clone(), RELEASE_NS),
-            local: None,
+            denylist: Default::default(),
         },
         fence: tokenmint::fence::Fence::always(),
     };
@@ -762,6 +800,23 @@ async fn code_uses_exactly_the_rbac_table() {
 
     // --- observed == table ---
     let calls = fake.calls();
+    // Non-resource URLs need no rule of ours. The only one used is the service-account issuer
+    // discovery document (serve, for keyless callers), which Kubernetes' default ClusterRole-
+    // Binding system:service-account-issuer-discovery grants to the group
+    // system:serviceaccounts, so to every ServiceAccount.
+    let non_resource: BTreeSet<&str> = calls
+        .iter()
+        .filter(|c| c.group == "<non-resource>")
+        .map(|c| c.resource.as_str())
+        .collect();
+    assert_eq!(
+        non_resource,
+        BTreeSet::from(["/.well-known/openid-configuration"])
+    );
+    let calls: Vec<Call> = calls
+        .into_iter()
+        .filter(|c| c.group != "<non-resource>")
+        .collect();
     let observed: BTreeSet<Right> = calls.iter().map(right).collect();
     let want = expected();
     let ungranted: Vec<String> = observed

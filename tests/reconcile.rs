@@ -6,7 +6,7 @@ use axum::http::{Method, Request, Response, StatusCode};
 use base64::Engine;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use kube::client::Body;
 use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
 use kube::runtime::controller::Action;
@@ -362,8 +362,16 @@ fn service_key(data_sources: &[&str]) -> ServiceKey {
         },
     );
     key.metadata = meta("analytics", "uid-sk", 1);
+    // Its key in place, as its own reconcile publishes it.
+    key.status = Some(TokenStatus {
+        key_fingerprint: Some(KEY_FINGERPRINT.into()),
+        ..TokenStatus::default()
+    });
     key
 }
+
+/// The fingerprint `service_key` publishes for its key.
+const KEY_FINGERPRINT: &str = "fp-analytics";
 
 fn grant() -> DatasourceGrant {
     let mut grant = DatasourceGrant::new(
@@ -680,7 +688,11 @@ async fn an_edited_secret_is_restored() {
         minter
             .datasource_token(
                 principal.subject(),
-                "team-a/analytics",
+                tokenmint::token::mint::Issuing {
+                    service_key: "team-a/analytics",
+                    service_key_uid: "uid-sk",
+                    key_fingerprint: KEY_FINGERPRINT,
+                },
                 &tokenmint::token::mint::DatasourceRequest {
                     data_source: "Other",
                     expiration: 3600,
@@ -804,6 +816,39 @@ async fn a_deleted_service_key_removes_the_token() {
         "no longer names the deleted Secret"
     );
     assert_eq!(h.denylist.len(), 1, "its token is revoked");
+}
+
+#[tokio::test]
+async fn nothing_is_minted_unbound_while_the_service_key_has_no_key_in_place() {
+    let mut h = Harness::new();
+    // Not reconciled yet (created with its grants): the grant waits quietly, no request.
+    let mut key = service_key(&["*"]);
+    key.status = None;
+    h.cache_key(&key);
+    let task = h.grant(&grant());
+    assert_eq!(
+        h.finish(task).await.unwrap(),
+        Action::requeue(reconcile::KEY_PENDING_RECHECK)
+    );
+    // Its key Secret is someone else's (the ServiceKey says so): the grant says why, and
+    // keeps what it has (nothing here) — no Secret written, no revocation.
+    key.status = Some(TokenStatus {
+        conditions: vec![Condition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            reason: "SecretConflict".into(),
+            message: "Secret analytics-key exists and is not owned by this ServiceKey".into(),
+            observed_generation: Some(1),
+            last_transition_time: Time(t0()),
+        }],
+        ..TokenStatus::default()
+    });
+    h.cache_key(&key);
+    let task = h.grant(&grant());
+    let (status, _) = h.expect_status(GRANT_STATUS, &grant()).await;
+    assert_eq!(h.finish(task).await.unwrap(), Action::await_change());
+    assert_eq!(ready(&status), ("False", "ServiceKeyNotReady"));
+    assert!(h.denylist.is_empty());
 }
 
 #[tokio::test]
@@ -1007,8 +1052,53 @@ async fn a_never_expiring_guest_token_has_no_expiry_and_no_renewal() {
     let (status, _) = h.expect_status(status_path, &forbidden).await;
     h.finish(task).await.unwrap();
     assert_eq!(ready(&status), ("False", "Forbidden"));
-    // A never-expiring token is revoked too (its entry lives as long as its signing key).
-    assert!(h.denylist.is_revoked(claims["jti"].as_str().unwrap()));
+    // A never-expiring token is revoked too: by its ServiceKey's marker, not by an entry that
+    // would stay for ever.
+    assert!(h.denylist.denies(&claims).is_some());
+    assert!(h.denylist.is_empty(), "no entry pinned");
+}
+
+#[tokio::test]
+async fn a_never_expiring_guest_token_revoked_by_its_keys_marker_is_minted_again_after_it() {
+    let mut h = Harness::new();
+    h.cache_key(&service_key(&["*"]));
+    let request = guest_request("forever", None);
+    let path = format!("{SECRETS}/forever-token");
+    let status_path =
+        "/apis/tokenmint.dev/v1alpha1/namespaces/team-a/guesttokenrequests/forever/status";
+    let task = h.guest(&request);
+    let secret = h.expect_create(&path).await;
+    let (_, updated) = h.expect_status(status_path, &request).await;
+    h.finish(task).await.unwrap();
+    h.cache_secret(&secret_of(&secret));
+    let held = h.verify(&data(&secret, "token").unwrap(), false);
+    // A second later, another never-expiring guest token of the ServiceKey, issued in this
+    // very second, is revoked through POST /oauth/revoke: the marker covers this one too.
+    h.clock.advance(SignedDuration::from_secs(1));
+    let iat = held["iat"].as_i64().unwrap();
+    let marker = h.clock.now().as_second();
+    assert_eq!(marker, iat + 1);
+    h.denylist.record(&tokenmint::revocation::Revocation {
+        target: tokenmint::revocation::Target::NeverExpiring { issued_at: marker },
+        service_key_uid: "uid-sk".into(),
+        origin: tokenmint::revocation::Origin::Caller,
+        reason: "test".into(),
+    });
+    assert!(h.denylist.denies(&held).is_some());
+    // Judged again (the marker's rise triggers it): minted anew, issued after the marker even
+    // within the same second, and the old one not revoked again (no write besides the Secret).
+    let task = h.guest(&updated);
+    let rotated = h.expect_apply(&path).await;
+    h.expect_status(status_path, &updated).await;
+    h.finish(task).await.unwrap();
+    let fresh = h.verify(&data(&rotated, "token").unwrap(), false);
+    assert_eq!(fresh["iat"].as_i64().unwrap(), marker + 1, "{fresh}");
+    assert!(h.denylist.denies(&fresh).is_none());
+    let last = h.events.published().last().cloned().unwrap();
+    assert_eq!(
+        (last.reason.as_str(), last.action.as_str()),
+        ("Rotated", "Denylisted")
+    );
 }
 
 const KEYRING_PATH: &str = "/api/v1/namespaces/tokenmint-system/secrets/tokenmint-keyring";
@@ -1433,12 +1523,11 @@ async fn a_secret_created_by_someone_else_during_the_mint_is_never_written() {
     assert_eq!(ready(&status), ("False", "SecretConflict"));
 }
 
-#[tokio::test]
-async fn dropping_the_expiry_removes_the_expires_at_key_left_by_the_create() {
-    let mut h = Harness::new();
-    h.cache_key(&service_key(&["Data_3_E"]));
+/// A GuestTokenRequest `name` of the `analytics` key for workspace w1, expiring after
+/// `expiry_time` milliseconds (never without).
+fn guest_request(name: &str, expiry_time: Option<i64>) -> GuestTokenRequest {
     let mut request = GuestTokenRequest::new(
-        "acme-embed",
+        name,
         GuestTokenRequestSpec {
             service_key_ref: tokenmint::crd::ServiceKeyRef {
                 name: "analytics".into(),
@@ -1447,12 +1536,21 @@ async fn dropping_the_expiry_removes_the_expires_at_key_left_by_the_create() {
             client_id: "acme".into(),
             datasource_name: None,
             params: None,
-            expiry_time: Some(3_600_000),
+            expiry_time,
             secret_name: None,
             renew_before: None,
             rollout_restart: vec![],
         },
     );
+    request.metadata = meta(name, &format!("uid-{name}"), 1);
+    request
+}
+
+#[tokio::test]
+async fn dropping_the_expiry_removes_the_expires_at_key_left_by_the_create() {
+    let mut h = Harness::new();
+    h.cache_key(&service_key(&["Data_3_E"]));
+    let mut request = guest_request("acme-embed", Some(3_600_000));
     request.metadata = meta("acme-embed", "uid-gtr", 1);
     let path = format!("{SECRETS}/acme-embed-token");
     let status_path =

@@ -1,6 +1,8 @@
 //! The operator and the REST sidecar against a fake API server that misbehaves the way real
 //! ones do: first lists that answer late, `410 Gone` after an API-server restart, dropped
-//! watches, outages; and leader election with its release on shutdown and its fencing.
+//! watches, outages; and leader election with its release on shutdown and its fencing. Also
+//! what users do under the operator's feet: a ServiceKey's key replaced, a ServiceKey deleted
+//! and created again.
 //!
 //! Each test asserts the outcome a user sees (every object Ready, a new object reconciled after
 //! the fault) and that recovery needs no restart of the process.
@@ -367,13 +369,14 @@ async fn a_grant_deleted_after_its_secret_leaves_a_revocation_that_expires_and_n
     // The revocation goes once the token has expired (it used to stay for ever).
     let swept = running
         .denylist
-        .sweep(expires + jiff::SignedDuration::from_hours(1), None);
-    assert_eq!(swept, vec![jti]);
+        .sweep(expires + jiff::SignedDuration::from_hours(1));
+    assert_eq!(swept, 1);
+    assert!(!running.denylist.is_revoked(&jti));
     running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_never_expiring_guest_token_deleted_after_its_secret_is_swept_with_its_key() {
+async fn a_never_expiring_guest_token_deleted_after_its_secret_pins_no_entry_and_is_refused() {
     let fake = Fake::default();
     service_key(&fake);
     let request = custom(
@@ -387,23 +390,105 @@ async fn a_never_expiring_guest_token_deleted_after_its_secret_is_swept_with_its
         ready_names(&fake, "guesttokenrequests").contains("forever")
     })
     .await;
-    let status = fake
-        .get("tokenmint.dev", "guesttokenrequests", TEAM, "forever")
-        .unwrap()["status"]
-        .clone();
-    assert!(status.get("expiresAt").is_none(), "{status}");
-    let jti = status["tokenId"].as_str().unwrap().to_owned();
+    let token = secret_token(&fake, "forever-token");
+    let claims = tokenmint::token::claims::unverified(&token).unwrap();
+    assert!(claims.get("exp").is_none(), "{claims}");
+    let uid = claims["service_key_uid"].as_str().unwrap().to_owned();
+    assert_eq!(uid, "uid-analytics");
     delete_in_foreground(&fake, "guesttokenrequests", "forever").await;
+    // Revoked by its ServiceKey's marker, without an entry that would stay for ever.
     wait_for(&fake, Duration::from_secs(10), "the token revoked", || {
-        running.denylist.is_revoked(&jti)
+        running.denylist.denies(&claims).is_some()
     })
     .await;
-    // Kept while its key may still be in the keyring; dropped once the keyring no longer has it.
+    assert!(running.denylist.is_empty(), "no entry pinned");
     let far = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 365);
-    assert!(running.denylist.sweep(far, None).is_empty());
-    let other = Keyring::generate(Algorithm::HS256, jiff::Timestamp::now()).unwrap();
-    assert_eq!(running.denylist.sweep(far, Some(&other)), vec![jti]);
+    running.denylist.sweep(far);
+    assert!(running.denylist.denies(&claims).is_some());
     running.stop().await;
+}
+
+/// The binding claims of the token in the Secret `name`: ServiceKey uid and key fingerprint.
+fn binding_of(fake: &Fake, name: &str) -> Option<(String, String)> {
+    fake.get("", "secrets", TEAM, name)?;
+    let claims = tokenmint::token::claims::unverified(&secret_token(fake, name))?;
+    Some((
+        claims["service_key_uid"].as_str()?.to_owned(),
+        claims["key_fingerprint"].as_str()?.to_owned(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_key_or_a_re_created_service_key_re_mints_every_token_bound_to_it() {
+    use base64::Engine;
+    use tokenmint::token::claims::key_fingerprint;
+    let fake = Fake::default();
+    service_key(&fake);
+    grant(&fake, "dashboards");
+    guest(&fake, "embed");
+    let running = start(&fake);
+    let key_secret = || fake.get("", "secrets", TEAM, "analytics-service-key");
+    let key_of = |secret: serde_json::Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(secret["data"]["key"].as_str().unwrap())
+            .unwrap()
+    };
+    let bound_to = |uid: &str, key: &[u8]| {
+        let want = Some((uid.to_owned(), key_fingerprint(key)));
+        binding_of(&fake, "dashboards-token") == want && binding_of(&fake, "embed-token") == want
+    };
+    wait_for(&fake, PATIENCE, "tokens bound to the key", || {
+        key_secret().is_some_and(|s| bound_to("uid-analytics", &key_of(s)))
+    })
+    .await;
+    // The key published in the ServiceKey's status is the one in its Secret.
+    let key = key_of(key_secret().unwrap());
+    let status = &fake
+        .get("tokenmint.dev", "servicekeys", TEAM, "analytics")
+        .unwrap()["status"];
+    assert_eq!(status["keyFingerprint"], key_fingerprint(&key));
+
+    // Someone replaces the key in its Secret: both tokens are minted again, bound to it.
+    let mut replaced = key_secret().unwrap();
+    replaced["data"]["key"] = base64::engine::general_purpose::STANDARD
+        .encode("tmk_replaced_by_hand")
+        .into();
+    fake.put("", "secrets", replaced);
+    wait_for(&fake, PATIENCE, "tokens bound to the new key", || {
+        bound_to("uid-analytics", b"tmk_replaced_by_hand")
+    })
+    .await;
+
+    // The ServiceKey is deleted (its key Secret with it, as the garbage collector does) and
+    // created again under its name: a new uid, a new key, new tokens.
+    fake.delete("tokenmint.dev", "servicekeys", TEAM, "analytics");
+    fake.delete("", "secrets", TEAM, "analytics-service-key");
+    let mut again = custom(
+        "ServiceKey",
+        "analytics",
+        json!({"principal": {"id": "1", "email": "jcw@example.com", "name": "jcw"},
+               "dataSources": ["*"], "workspaces": ["*"]}),
+    );
+    again["metadata"]["uid"] = json!("uid-analytics-again");
+    fake.put("tokenmint.dev", "servicekeys", again);
+    wait_for(
+        &fake,
+        PATIENCE,
+        "tokens bound to the new ServiceKey",
+        || key_secret().is_some_and(|s| bound_to("uid-analytics-again", &key_of(s))),
+    )
+    .await;
+    running.stop().await;
+}
+
+/// The token in the Secret `name` of the team's namespace.
+fn secret_token(fake: &Fake, name: &str) -> String {
+    use base64::Engine;
+    let secret = fake.get("", "secrets", TEAM, name).unwrap();
+    let token = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"]["token"].as_str().unwrap())
+        .unwrap();
+    String::from_utf8(token).unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -549,3 +549,66 @@ async fn an_object_removed_or_renamed_has_its_token_revoked_even_while_stopped()
     );
     assert!(s.token("default", "dashboards-token").is_none());
 }
+
+/// A user access token of `key`.
+async fn token_of(started: &FromManifests, key: &str) -> String {
+    let (status, body) = call(started, "/api/admin/v1/api_token/get_access_token", key, "").await;
+    assert_eq!(status, 200, "{body}");
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Whether `token` introspects active for `key`.
+async fn active(started: &FromManifests, key: &str, token: String) -> bool {
+    let (_, answer) = call(started, "/oauth/introspect", key, &format!("token={token}")).await;
+    answer["active"] == true
+}
+
+#[tokio::test]
+async fn a_replaced_key_or_a_service_key_removed_and_added_back_voids_its_earlier_tokens() {
+    let s = Setup::new("binding");
+    let with = |key_value: &str| {
+        format!(
+            "{}---\n{}---\n{}",
+            key("default", "analytics", None),
+            key_secret("default", "analytics", key_value),
+            grant("default", "dashboards", "d", None)
+        )
+    };
+    s.manifest("a.yaml", &with(KEY));
+    let started = s.start().await.unwrap();
+    let first = token_of(&started, KEY).await;
+    let grant_token = s.token("default", "dashboards-token").unwrap();
+    let uid = claims(&started, &grant_token)["service_key_uid"].clone();
+    assert!(active(&started, KEY, first.clone()).await);
+    assert!(active(&started, KEY, grant_token.clone()).await);
+    drop(started);
+
+    // The key replaced in DIR: earlier tokens void, the grant's minted again.
+    const NEW_KEY: &str = "tmk_test_key_for_token_files_REPLACED";
+    s.manifest("a.yaml", &with(NEW_KEY));
+    let started = s.start().await.unwrap();
+    assert!(!active(&started, NEW_KEY, first.clone()).await);
+    assert!(!active(&started, NEW_KEY, grant_token.clone()).await);
+    let regranted = s.token("default", "dashboards-token").unwrap();
+    assert_ne!(regranted, grant_token);
+    assert_eq!(
+        claims(&started, &regranted)["service_key_uid"],
+        uid,
+        "same object"
+    );
+    let second = token_of(&started, NEW_KEY).await;
+    drop(started);
+
+    // Removed from DIR, then added back with the same key: another object (a new uid).
+    s.manifest("a.yaml", "");
+    drop(s.start().await.unwrap());
+    s.manifest("a.yaml", &with(NEW_KEY));
+    let started = s.start().await.unwrap();
+    assert!(!active(&started, NEW_KEY, second.clone()).await);
+    assert!(!active(&started, NEW_KEY, regranted.clone()).await);
+    let (status, _) = call(&started, "/api/admin/v1/get_datasource_token", &second, "").await;
+    assert_eq!(status, 401);
+    let third = s.token("default", "dashboards-token").unwrap();
+    assert_ne!(claims(&started, &third)["service_key_uid"], uid);
+    assert!(active(&started, NEW_KEY, third).await);
+}

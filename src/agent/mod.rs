@@ -39,18 +39,18 @@ mod run;
 pub mod state;
 mod tokens;
 pub mod trees;
+mod uids;
 
 pub use keys::keyring;
 pub use run::{publish, run};
 
 use crate::clock::Clock;
-use crate::crd::service_key::ServiceKeySpec;
-use crate::desired::{self, Desired, Failure, Reason};
+use crate::desired::{self, Desired, Failure, KeyRef, Reason};
 use crate::http::metrics::FileError;
-use crate::key_store::KeyIndex;
+use crate::key_store::{KeyIndex, Source};
 use crate::keyring::Keyring;
 use crate::manifests::Manifests;
-use crate::revocation::{Revocation, Revoker};
+use crate::revocation::{Origin, Revocation, Revoker};
 use crate::token::assess::rfc3339;
 use files::{Current, Found};
 use jiff::Timestamp;
@@ -137,6 +137,8 @@ pub struct Agent {
     /// logged at debug and not counted again.
     reported: HashSet<(String, u32)>,
     conflicts: HashSet<String>,
+    /// The ServiceKeys' uids, as the API server would assign them.
+    uids: uids::Uids,
 }
 
 impl Agent {
@@ -149,6 +151,7 @@ impl Agent {
     ) -> Self {
         let trees = Trees::new(paths.tokens.clone());
         let managed = trees.scan();
+        let uids = uids::Uids::load(&paths.state);
         Agent {
             paths,
             issuer,
@@ -159,6 +162,7 @@ impl Agent {
             managed,
             reported: HashSet::new(),
             conflicts: HashSet::new(),
+            uids,
         }
     }
 
@@ -219,18 +223,36 @@ impl Agent {
             .partition(|(c, ..)| matches!(c.role, Role::Key(_)));
         let generated = self.generated_keys(keys, &mut pass);
         let secrets: Vec<&Secret> = manifests.secrets.iter().chain(&generated).collect();
-        let index = KeyIndex::build(&manifests.service_keys, secrets);
-        // One lookup table, not a scan of every ServiceKey per grant.
-        let specs: HashMap<(&str, &str), &ServiceKeySpec> = manifests
-            .service_keys
+        let service_keys = self.uids.assign(&manifests.service_keys);
+        let index = KeyIndex::build(&service_keys, secrets, Source::Manifests);
+        // One lookup table, not a scan of every ServiceKey per grant: each ServiceKey as its
+        // tokens bind to it (its uid, and its key's fingerprint once it has a usable key).
+        let entries: Vec<_> = service_keys
             .iter()
-            .filter_map(|k| {
+            .map(|k| {
+                index.by_reference(&format!(
+                    "{}/{}",
+                    k.namespace().unwrap_or_default(),
+                    k.name_any()
+                ))
+            })
+            .collect();
+        let bound: HashMap<(&str, &str), KeyRef> = service_keys
+            .iter()
+            .zip(&entries)
+            .filter_map(|(k, entry)| {
                 let namespace = k.metadata.namespace.as_deref()?;
-                Some(((namespace, k.metadata.name.as_deref()?), &k.spec))
+                let name = k.metadata.name.as_deref()?;
+                let key = KeyRef {
+                    spec: &k.spec,
+                    uid: k.metadata.uid.as_deref()?,
+                    fingerprint: entry.as_ref().map(|e| e.fingerprint.as_str()),
+                };
+                Some(((namespace, name), key))
             })
             .collect();
         for (claim, tree, found) in tokens {
-            match self.desired(&claim, &specs, &index) {
+            match self.desired(&claim, &bound) {
                 Some(desired) => {
                     self.keep_token(&claim, &tree, found, desired, &mut pass)
                         .await
@@ -270,11 +292,10 @@ impl Agent {
     fn desired<'m>(
         &self,
         claim: &Claim<'m>,
-        specs: &HashMap<(&str, &str), &'m ServiceKeySpec>,
-        index: &KeyIndex,
+        bound: &HashMap<(&str, &str), KeyRef<'m>>,
     ) -> Option<Result<Desired<'m>, Failure>> {
         let issuer = &self.issuer;
-        let key_of = |namespace: &str, name: &str| specs.get(&(namespace, name)).copied();
+        let key_of = |namespace: &str, name: &str| bound.get(&(namespace, name)).copied();
         Some(match claim.role {
             Role::Grant(grant) => {
                 let namespace = grant.namespace().unwrap_or_default();
@@ -290,15 +311,8 @@ impl Agent {
                 let namespace = key.namespace().unwrap_or_default();
                 let name = key.name_any();
                 let session = key.spec.session_token.as_ref()?;
-                let entry = index.by_reference(&format!("{namespace}/{name}"))?;
-                desired::session_token(
-                    &namespace,
-                    &name,
-                    &key.spec,
-                    session,
-                    &entry.fingerprint,
-                    issuer,
-                )
+                let bound = key_of(&namespace, &name).filter(|k| k.fingerprint.is_some())?;
+                desired::session_token(&namespace, &name, bound, session, issuer)
             }
             Role::Key(_) => return None,
         })
@@ -331,7 +345,7 @@ impl Agent {
         if let Some(revocation) = self.revocation_of(&current, reason)
             && let Err(e) = self.revoker.revoke(&revocation).await
         {
-            failure!(self, pass, owner, owner = %owner, token_id = %revocation.jti, error = %e, "cannot revoke the token of a deleted object; its files stay until it is");
+            failure!(self, pass, owner, owner = %owner, target = ?revocation.target, error = %e, "cannot revoke the token of a deleted object; its files stay until it is");
             pass.error(owner, FileError::other);
             return false;
         }
@@ -350,27 +364,17 @@ impl Agent {
         }
     }
 
-    /// The revocation of the token a tree holds (none for a generated key): its id, expiry and
-    /// signing key, so that the entry can be dropped once the token could no longer verify.
+    /// The revocation of the token a tree holds (none for a generated key, nor for a token not
+    /// bound to a ServiceKey's uid, which nothing honours): read from the token itself, ours.
     fn revocation_of(&self, current: &Current, reason: String) -> Option<Revocation> {
-        let jti = current.meta.token_id.clone()?;
-        let text = |name: &str| {
-            current
-                .files
-                .get(name)
-                .and_then(|b| std::str::from_utf8(b).ok())
-        };
-        let kid = current.meta.kid.clone().or_else(|| {
-            jsonwebtoken::decode_header(text(TOKEN)?)
-                .ok()
-                .and_then(|h| h.kid)
-        });
-        Some(Revocation {
-            jti,
-            expires_at: text(EXPIRES_AT).and_then(|t| t.parse().ok()),
-            kid,
-            reason,
-        })
+        current.meta.token_id.as_ref()?;
+        let token = current
+            .files
+            .get(TOKEN)
+            .and_then(|b| std::str::from_utf8(b).ok())?;
+        let claims = crate::token::claims::unverified(token)?;
+        let now = self.clock.now().as_second();
+        Revocation::of_claims(&claims, Origin::System, reason, None, now)
     }
 }
 

@@ -64,6 +64,9 @@ pub async fn run(
     };
     let mut backoff = Backoff::default();
     let mut last = first;
+    // A marker raised (a never-expiring guest token revoked): the others of its ServiceKey,
+    // held in files, are judged again.
+    let mut raised = agent.revoker.denylist().map(|d| d.subscribe());
     loop {
         let renewal = until(last.next_renewal, agent.clock.now());
         let wait = match backoff.after(&last) {
@@ -88,11 +91,29 @@ pub async fn run(
                     }
                 }
             }
+            Some(()) = marker_raised(&mut raised) => {}
             _ = tokio::time::sleep(wait) => {}
         }
         let (index, pass) = agent.pass(&live.merged()).await;
         publish(&store, &metrics, index, &pass);
         last = pass;
+    }
+}
+
+/// The next rise of a ServiceKey's marker (`None` once there can be none: never, then).
+async fn marker_raised(
+    raised: &mut Option<tokio::sync::broadcast::Receiver<Arc<str>>>,
+) -> Option<()> {
+    use tokio::sync::broadcast::error::RecvError;
+    let Some(rx) = raised else {
+        return std::future::pending().await;
+    };
+    match rx.recv().await {
+        Ok(_) | Err(RecvError::Lagged(_)) => Some(()),
+        Err(RecvError::Closed) => {
+            *raised = None;
+            None
+        }
     }
 }
 

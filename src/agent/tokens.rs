@@ -65,7 +65,11 @@ impl Agent {
                             self.revoke(owner, &revocation).await;
                         }
                     }
-                    if let Err(e) = self.trees.remove(tree) {
+                    // Without a usable key nothing is bound or minted, and nothing taken away
+                    // (as the operator does): the token in place lives or dies with its key.
+                    if failure.reason != crate::desired::Reason::ServiceKeyNotReady
+                        && let Err(e) = self.trees.remove(tree)
+                    {
                         tracing::error!(dir = %dir.display(), error = %e, "cannot remove token files");
                     }
                 }
@@ -82,7 +86,15 @@ impl Agent {
             keyring: &self.keyring,
             issuer: &self.issuer,
         };
-        let candidate = match desired.mint(&minter, now) {
+        let denylist = self.revoker.denylist();
+        let issue_at = match denylist {
+            // Never expiring: issued after its ServiceKey's marker, so not born revoked.
+            Some(denylist) if desired.never_expires() => {
+                denylist.issue_time(desired.service_key_uid(), now)
+            }
+            _ => now,
+        };
+        let candidate = match desired.mint(&minter, issue_at) {
             Ok(candidate) => candidate,
             Err(e) => {
                 failure!(self, pass, owner, owner = %owner, error = %e, "cannot mint");
@@ -99,7 +111,23 @@ impl Agent {
                 &candidate.token,
                 renewal,
                 now,
-            ),
+            )
+            .and_then(|info| {
+                // A never-expiring guest token revoked by its ServiceKey's marker.
+                let revoked = desired.never_expires()
+                    && info.expires_at.is_none()
+                    && denylist.is_some_and(|d| {
+                        d.never_expiring_revoked(
+                            desired.service_key_uid(),
+                            info.issued_at.as_second(),
+                        )
+                    });
+                if revoked {
+                    Err(MintReason::Denylisted)
+                } else {
+                    Ok(info)
+                }
+            }),
             _ => Err(MintReason::Missing),
         };
         let reason = match verdict {

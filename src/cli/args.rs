@@ -111,14 +111,26 @@ pub struct ServeArgs {
     /// that no load on --listen can starve the probes (the chart points its probes here).
     #[arg(long, value_name = "ADDR")]
     pub probe_listen: Option<SocketAddr>,
-    /// Most revoked tokens this replica holds in its denylist; past it, revocations are
-    /// refused (503) rather than forgotten.
+    /// Most revocations this replica holds past which POST /oauth/revoke is refused (503)
+    /// rather than forgotten. Revocations by tokenmint itself (deleted resources, withdrawn
+    /// permissions, the revoke annotation) and those learned from other replicas are always
+    /// kept.
     #[arg(long, default_value_t = DEFAULT_MAX_REVOCATIONS)]
     pub max_revocations: usize,
+    /// Most live revocations the callers of one ServiceKey may have asked for with
+    /// POST /oauth/revoke; past it, 429 with Retry-After (until its earliest one expires), so
+    /// that no tenant can fill the denylist for the others.
+    #[arg(long, default_value_t = DEFAULT_MAX_REVOCATIONS_PER_SERVICE_KEY)]
+    pub max_revocations_per_service_key: usize,
     /// Audience a projected ServiceAccount token must carry to act as a ServiceKey that lists
     /// its ServiceAccount; repeatable.
     #[arg(long = "token-audience", value_name = "AUD", default_values_t = [DEFAULT_TOKEN_AUDIENCE.to_owned()])]
     pub token_audiences: Vec<String>,
+    /// The `iss` of the cluster's ServiceAccount tokens (the API server's
+    /// --service-account-issuer); repeatable. Only tokens of these issuers are sent to
+    /// TokenReview. Default: read from the API server's /.well-known/openid-configuration.
+    #[arg(long = "service-account-issuer", value_name = "URL")]
+    pub service_account_issuers: Vec<String>,
 }
 
 /// Default of `--tokens-dir`: `tokens` in the working directory, printed in the log.
@@ -137,6 +149,9 @@ pub const DEFAULT_MAX_CONNECTIONS: std::num::NonZeroUsize =
 
 /// Default of `--max-revocations`.
 pub const DEFAULT_MAX_REVOCATIONS: usize = 100_000;
+
+/// Default of `--max-revocations-per-service-key`.
+pub const DEFAULT_MAX_REVOCATIONS_PER_SERVICE_KEY: usize = 1_000;
 
 fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
     s.parse()

@@ -44,7 +44,7 @@ pub enum InspectArgs {
 pub const RIGHTS: &[Right] = &[
     Right::required("", "secrets", "get", Place::Namespace),
     Right::required("", "secrets", "get", Place::Keyring).optional("the signature check"),
-    Right::required("", "configmaps", "get", Place::OperatorNamespace)
+    Right::required("", "configmaps", "list", Place::OperatorNamespace)
         .optional("the revocation check"),
 ];
 
@@ -195,7 +195,7 @@ pub async fn inspect(
         not_yet_valid: time("nbf").is_some_and(|nbf| nbf > now),
     };
     let signature = verify(session, token, &claims).await;
-    let revoked = revoked(session, claims["jti"].as_str()).await;
+    let revoked = revoked(session, &claims).await;
     let fine = !matches!(
         signature.result,
         SignatureResult::Invalid | SignatureResult::UnknownKid
@@ -284,29 +284,24 @@ fn classify(ring: &Keyring, keyring: &str, token: &str, claims: &Value) -> Signa
     Signature { result, detail }
 }
 
-async fn revoked(session: &Session, jti: Option<&str>) -> Revoked {
-    let Some(jti) = jti else {
-        return Revoked {
-            result: RevokedResult::NotChecked,
-            detail: "the token has no jti".into(),
-        };
-    };
+async fn revoked(session: &Session, claims: &Value) -> Revoked {
     let op = &session.operator;
-    let name = revocation::object_name(jti);
     let api: Api<ConfigMap> = Api::namespaced(session.client.clone(), &op.namespace);
-    match api.get_opt(&name).await {
-        Ok(Some(cm)) => Revoked {
-            result: RevokedResult::Revoked,
-            detail: revocation::parse(&cm).map_or_else(String::new, |r| r.reason),
-        },
-        Ok(None) => Revoked {
-            result: RevokedResult::NotRevoked,
-            detail: String::new(),
+    match revocation::load(&api, session.now).await {
+        Ok(denylist) => match denylist.denies(claims) {
+            Some(why) => Revoked {
+                result: RevokedResult::Revoked,
+                detail: why.to_string(),
+            },
+            None => Revoked {
+                result: RevokedResult::NotRevoked,
+                detail: String::new(),
+            },
         },
         Err(e) => Revoked {
             result: RevokedResult::NotChecked,
             detail: format!(
-                "cannot read ConfigMap {}/{name}: {}",
+                "cannot list the revocation ConfigMaps of {}: {}",
                 op.namespace,
                 output::describe(&e)
             ),

@@ -89,6 +89,13 @@ pub struct TokenStatus {
     /// The `jti` claim of the current token, to correlate with audit logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_id: Option<String>,
+    /// ServiceKeys only: a one-way fingerprint of the key in place (96 bits of a
+    /// domain-separated SHA-256, base64url; it reveals nothing usable of the key). Every token
+    /// issued with the ServiceKey carries it and is honoured only while it is current: a
+    /// replaced key changes it, voiding them all. Absent while no key is in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub key_fingerprint: Option<String>,
 }
 
 type Crd =

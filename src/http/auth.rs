@@ -134,7 +134,8 @@ fn service_key_of(
                 ))
             }),
         Err(ReviewError::Unauthenticated(why)) => Err(unauthorized(why)),
-        Err(e @ ReviewError::Unavailable(_)) => Err(ApiError::not_ready(flavor, e)),
+        Err(e @ ReviewError::Unavailable(_)) => Err(ApiError::not_ready(flavor, e)
+            .with_retry_after(crate::tokenreview::RETRY_AFTER.as_secs())),
     }
 }
 

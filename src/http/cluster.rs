@@ -16,7 +16,7 @@
 
 use crate::cli::CommonArgs;
 use crate::crd::ServiceKey;
-use crate::key_store::{KeyIndex, SharedKeyStore};
+use crate::key_store::{KeyIndex, SharedKeyStore, Source};
 use crate::keyring::{self, Keyring};
 use crate::labels::{MANAGED_SELECTOR, ROLE_KEY, ROLE_LABEL};
 use crate::revocation::Denylist;
@@ -138,6 +138,7 @@ async fn rebuild(
         let index = KeyIndex::build(
             keys.iter().map(Arc::as_ref),
             secrets.iter().map(Arc::as_ref),
+            Source::Cluster,
         );
         tracing::debug!(
             service_keys = keys.len(),

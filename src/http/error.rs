@@ -54,6 +54,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub challenge: Option<Challenge>,
+    /// Seconds for the `Retry-After` header (429, 503).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -63,7 +65,14 @@ impl ApiError {
             code,
             message: message.into(),
             challenge: None,
+            retry_after: None,
         }
+    }
+
+    /// Asks the client to wait `seconds` before trying again.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
     }
 
     /// The error for `status` in `flavor`'s vocabulary.
@@ -127,6 +136,7 @@ pub fn code_for(flavor: Flavor, status: StatusCode) -> &'static str {
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "REQUEST_HEADER_FIELDS_TOO_LARGE",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "UNSUPPORTED_MEDIA_TYPE",
             StatusCode::UNPROCESSABLE_ENTITY => "UNPROCESSABLE_ENTITY",
+            StatusCode::TOO_MANY_REQUESTS => "TOO_MANY_REQUESTS",
             StatusCode::SERVICE_UNAVAILABLE => "SERVICE_UNAVAILABLE",
             s if s.is_server_error() => "INTERNAL_SERVER_ERROR",
             _ => "BAD_REQUEST",
@@ -159,6 +169,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response.extensions_mut().insert(HandlerError);
         response

@@ -43,6 +43,7 @@ fn error_statuses(flavor: Flavor) -> &'static [StatusCode] {
             StatusCode::REQUEST_TIMEOUT,
             StatusCode::PAYLOAD_TOO_LARGE,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            StatusCode::TOO_MANY_REQUESTS,
             StatusCode::INTERNAL_SERVER_ERROR,
             StatusCode::SERVICE_UNAVAILABLE,
         ],
@@ -171,7 +172,20 @@ impl Errors {
             .unauthorized(auth, unauthorized)
             .add(StatusCode::REQUEST_TIMEOUT, timeout_description())
             .add(StatusCode::PAYLOAD_TOO_LARGE, too_large_description())
-            .add(StatusCode::SERVICE_UNAVAILABLE, "Not ready: the ServiceKey caches are not synced or there is no signing keyring yet; or (keyless) TokenReview cannot answer right now.")
+            .unavailable(NOT_READY)
+    }
+
+    /// The 503, which may ask the client to come back later (`Retry-After`).
+    fn unavailable(self, description: &str) -> Self {
+        self.add(StatusCode::SERVICE_UNAVAILABLE, description)
+            .retry_after(StatusCode::SERVICE_UNAVAILABLE)
+    }
+
+    /// The `Retry-After` header of the answer of `status`.
+    fn retry_after(mut self, status: StatusCode) -> Self {
+        self.responses[status.as_str()]["headers"] =
+            json!({"Retry-After": {"$ref": "#/components/headers/RetryAfter"}});
+        self
     }
 
     /// A failure of ours, e.g. signing (the cause is in the server log, not the answer).
@@ -196,6 +210,9 @@ impl Errors {
         Value::Object(all.into_iter().collect())
     }
 }
+
+/// Why a token route answers 503.
+const NOT_READY: &str = "Not ready: the ServiceKey caches are not synced or there is no signing keyring yet; or (keyless) a ServiceAccount token cannot be checked right now: TokenReview fails, the cluster's service-account issuer is not known yet, or too many reviews are under way (with Retry-After).";
 
 fn timeout_description() -> String {
     format!(
@@ -239,7 +256,7 @@ pub fn document() -> Value {
                 "operationId": operation_id,
                 "tags": ["Nibi"],
                 "summary": summary,
-                "description": "A user access token for the principal of the service key, living the ServiceKey's accessTokenTTL (default 24 h), bound to that ServiceKey and its current key. Claims: iat nbf jti exp identity{id} fresh type service_key key_fingerprint iss. Any request body is read (up to the size limit) and ignored; no Content-Type is required.",
+                "description": "A user access token for the principal of the service key, living the ServiceKey's accessTokenTTL (default 24 h), bound to that ServiceKey and its current key. Claims: iat nbf jti exp identity{id} fresh type service_key service_key_uid key_fingerprint iss. Any request body is read (up to the size limit) and ignored; no Content-Type is required.",
                 "security": [{"serviceKeyBearer": []}, {"serviceAccountBearer": []}],
             }),
             Errors::new(Flavor::Generic)
@@ -283,7 +300,7 @@ pub fn document() -> Value {
                 Errors::new(Flavor::Generic)
                     .token_route(
                         Auth::Bearer,
-                        "Missing, malformed or unknown service key, or an invalid, expired or revoked access token, or one whose ServiceKey no longer exists or has another key.",
+                        "Missing, malformed or unknown service key, or an invalid, expired or revoked access token, or one whose ServiceKey no longer exists (or was created again) or has another key.",
                         "Malformed JSON, a body that is not an object, a field of the wrong type, a missing or empty data_source, an expiration outside the range or an invalid filter.",
                     )
                     .add(StatusCode::FORBIDDEN, "The key may not grant this data source (its ServiceKey's dataSources).")
@@ -333,7 +350,7 @@ pub fn document() -> Value {
                 Errors::new(Flavor::Generic)
                     .token_route(
                         Auth::Bearer,
-                        "Missing or malformed token; a token that is not a session token, has expired (no leeway) or was revoked; or its ServiceKey no longer exists or has another key.",
+                        "Missing or malformed token; a token that is not a session token, has expired (no leeway) or was revoked (itself, or any session of its family); or its ServiceKey no longer exists (or was created again) or has another key.",
                         "",
                     )
                     .internal()
@@ -374,7 +391,7 @@ pub fn document() -> Value {
                         .add(StatusCode::BAD_REQUEST, "Neither token nor user-token given, or one of them empty; or more than one Authorization header.")
                         .unauthorized(Auth::Basic, "Missing or malformed credentials, a wrong user name or key, or a user-token that is invalid, expired, revoked or not minted with this key.")
                         .add(StatusCode::PAYLOAD_TOO_LARGE, too_large_description())
-                        .add(StatusCode::SERVICE_UNAVAILABLE, "Not ready: the ServiceKey caches are not synced or there is no signing keyring yet; or (keyless) TokenReview cannot answer right now.")
+                        .unavailable(NOT_READY)
                         .with(ok(StatusCode::OK, json_response("The token's content.", schema_ref("UserTokenInfo")))),
                 ),
             },
@@ -383,15 +400,17 @@ pub fn document() -> Value {
                     "operationId": "revokeToken",
                     "tags": ["OAuth"],
                     "summary": "Revoke a token (RFC 7009)",
-                    "description": "Revokes a token minted with the caller's own key (the same ServiceKey and key): every route then refuses it, until it would have expired anyway. The answer is 200 {} whatever the token is (unknown, another key's, expired, already revoked), so that it reveals nothing. token_type_hint is accepted and ignored: the kind is read from the token.",
+                    "description": "Revokes a token minted with the caller's own key (the same ServiceKey and key): every route then refuses it, until it would have expired anyway. A session token revokes its whole family (the sessions refreshed from the same first one, and their refreshes); a guest token without expiry revokes every never-expiring guest token of its ServiceKey issued up to the same second. The answer is 200 {} whatever the token is (unknown, another key's, expired, already revoked), so that it reveals nothing. token_type_hint is accepted and ignored: the kind is read from the token.",
                     "security": [{"serviceKeyBearer": []}, {"serviceAccountBearer": []}],
                     "requestBody": token_form(),
                 }),
                 Errors::new(Flavor::Generic)
                     .token_route(Auth::Bearer, "Missing, malformed or unknown service key.", "The form has no token parameter, or the first one is empty.")
                     .add(StatusCode::UNSUPPORTED_MEDIA_TYPE, "The Content-Type is not application/x-www-form-urlencoded.")
+                    .add(StatusCode::TOO_MANY_REQUESTS, "The caller's ServiceKey already has as many live revocations as its quota (--max-revocations-per-service-key, named in the message); Retry-After says when its earliest one expires. Other ServiceKeys are not affected.")
+                    .retry_after(StatusCode::TOO_MANY_REQUESTS)
                     .add(StatusCode::INTERNAL_SERVER_ERROR, "The revocation could not be recorded (the Kubernetes API failed); the cause is in the server log.")
-                    .add(StatusCode::SERVICE_UNAVAILABLE, "Not ready (caches not synced, no keyring yet), or the revocation denylist is full (--max-revocations).")
+                    .unavailable("Not ready (caches not synced, no keyring yet); or this replica's revocation denylist is full (--max-revocations), with Retry-After; or (keyless) a ServiceAccount token cannot be checked right now, with Retry-After.")
                     .with(ok(StatusCode::OK, json_response("Done, or nothing to do.", schema_ref("Revoked")))),
             )},
             paths::INTROSPECT: {"post": operation(
@@ -399,7 +418,7 @@ pub fn document() -> Value {
                     "operationId": "introspectToken",
                     "tags": ["OAuth"],
                     "summary": "Whether a token is active, and its claims (RFC 7662)",
-                    "description": "Active means: minted by tokenmint with a key of the keyring, unexpired (no leeway), not revoked, of a ServiceKey in the caller's namespace that still exists with the key the token is bound to. Any other token is {\"active\": false} and nothing else. token_type_hint is accepted and ignored.",
+                    "description": "Active means: minted by tokenmint with a key of the keyring, unexpired (no leeway), not revoked, of a ServiceKey in the caller's namespace that still exists, as the same object (uid), with the key the token is bound to. Any other token is {\"active\": false} and nothing else. token_type_hint is accepted and ignored.",
                     "security": [{"serviceKeyBearer": []}, {"serviceAccountBearer": []}],
                     "requestBody": token_form(),
                 }),
@@ -453,6 +472,10 @@ pub fn document() -> Value {
                 "serviceAccountBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": "Keyless: a projected ServiceAccount token (audience: one of serve's --token-audience) of a ServiceAccount listed in a ServiceKey's spec.serviceAccounts; the caller acts as that ServiceKey. Checked with TokenReview, so only when serve runs in a cluster; 503 while TokenReview cannot answer."},
             },
             "headers": {
+                "RetryAfter": {
+                    "description": "Seconds to wait before trying again (on a 429, and on a 503 that may pass soon).",
+                    "schema": {"type": "integer", "minimum": 1},
+                },
                 "BearerChallenge": {
                     "description": "The challenge of a route authenticated with Bearer.",
                     "required": true,

@@ -2,7 +2,7 @@
 //! token to refresh, a user-token to describe, any token to introspect or revoke): verified
 //! with the keyring, recognised by kind, checked against the revocation denylist, and resolved
 //! to the ServiceKey they are bound to. A token carries exactly the authority of that key, as
-//! it is now: a deleted ServiceKey or a replaced key voids it.
+//! it is now: a deleted (or deleted and re-created) ServiceKey or a replaced key voids it.
 
 use crate::key_store::{KeyEntry, KeyIndex};
 use crate::keyring::{Expect, Keyring, VerifyError};
@@ -32,11 +32,6 @@ impl Kind {
         }
     }
 
-    /// Whether tokens of this kind carry the key fingerprint (they are presented back).
-    pub fn is_bound(self) -> bool {
-        matches!(self, Kind::Access | Kind::Session | Kind::UserToken)
-    }
-
     /// The kind of a verified claim set, by its layout.
     pub fn of(claims: &Value) -> Option<Kind> {
         match claims.get("type").and_then(Value::as_str) {
@@ -64,39 +59,41 @@ pub struct Presented {
     pub kind: Kind,
     pub claims: Value,
     pub jti: String,
-    /// `namespace/name` of the ServiceKey it was issued with.
-    pub service_key: String,
-    /// The key fingerprint, for the kinds that carry one.
-    pub key_fingerprint: Option<String>,
+    /// The ServiceKey it was issued with: `namespace/name`, uid and key fingerprint.
+    pub binding: Binding,
+    /// The session family (`sid`), for session tokens.
+    pub sid: Option<String>,
 }
 
 impl Presented {
     /// The namespace of its ServiceKey: the tenant the token belongs to.
     pub fn namespace(&self) -> &str {
-        self.service_key
+        self.binding
+            .service_key
             .split_once('/')
             .map_or("", |(namespace, _)| namespace)
     }
 
-    /// The ServiceKey entry this token is honoured with: the ServiceKey it names, still with
-    /// the key it was minted from (for the kinds that carry the key's fingerprint).
-    pub fn bound_entry(&self, index: &KeyIndex) -> Option<Arc<KeyEntry>> {
-        match &self.key_fingerprint {
-            Some(fingerprint) => index.bound(&Binding {
-                service_key: self.service_key.clone(),
-                key_fingerprint: fingerprint.clone(),
-            }),
-            None => index.by_reference(&self.service_key),
-        }
+    /// `namespace/name` of its ServiceKey.
+    pub fn service_key(&self) -> &str {
+        &self.binding.service_key
     }
 
-    /// Whether it was minted with `entry`'s key (by name, and by key material where known).
+    /// The ServiceKey entry this token is honoured with: the ServiceKey it names, still the
+    /// same object with the key it was minted from.
+    pub fn bound_entry(&self, index: &KeyIndex) -> Option<Arc<KeyEntry>> {
+        index.bound(&self.binding)
+    }
+
+    /// Whether it was minted with `entry`'s key (the same ServiceKey object, the same key).
     pub fn minted_with(&self, entry: &KeyEntry) -> bool {
-        self.service_key == entry.reference()
-            && self
-                .key_fingerprint
-                .as_deref()
-                .is_none_or(|f| f == entry.fingerprint)
+        entry.binds(&self.binding)
+    }
+
+    /// `iat`, `exp` (absent: never expires).
+    pub fn times(&self) -> (i64, Option<i64>) {
+        let int = |claim: &str| self.claims.get(claim).and_then(Value::as_i64);
+        (int("iat").unwrap_or_default(), int("exp"))
     }
 
     /// The `sub` introspection reports: the principal id (the user name for a user-token).
@@ -156,24 +153,35 @@ pub fn verify(
         return Err(VerifyError::MissingClaim("exp".into()).into());
     }
     let text = |key: &str| claims.get(key).and_then(Value::as_str).map(str::to_owned);
-    let (Some(jti), Some(service_key)) = (text("jti"), text("service_key")) else {
-        // Minted before tokens were bound, or not ours: not honoured.
+    let (Some(jti), Some(service_key), Some(service_key_uid), Some(key_fingerprint)) = (
+        text("jti"),
+        text("service_key"),
+        text("service_key_uid"),
+        text("key_fingerprint"),
+    ) else {
+        // Minted before every token was bound to its ServiceKey's uid and key, or not ours:
+        // not honoured.
         return Err(Refusal::Unknown);
     };
-    let key_fingerprint = text("key_fingerprint");
-    if kind.is_bound() && key_fingerprint.is_none() {
+    let sid = text("sid");
+    if kind == Kind::Session && sid.is_none() {
         return Err(Refusal::Unknown);
     }
-    if denylist.is_revoked(&jti) {
+    let presented = Presented {
+        kind,
+        jti,
+        binding: Binding {
+            service_key,
+            service_key_uid,
+            key_fingerprint,
+        },
+        sid,
+        claims,
+    };
+    if denylist.denies(&presented.claims).is_some() {
         return Err(Refusal::Revoked);
     }
-    Ok(Presented {
-        kind,
-        claims,
-        jti,
-        service_key,
-        key_fingerprint,
-    })
+    Ok(presented)
 }
 
 #[cfg(test)]

@@ -5,8 +5,11 @@
 //! annotations with room for eleven entries each, owner references, timestamps); this is about
 //! a quarter of that, for one Secret per managed object.
 
-use super::owned_secret::{EXPIRES_AT_ANNOTATION, KID_ANNOTATION, TOKEN_ID_ANNOTATION};
-use crate::labels::ROLE_LABEL;
+use super::owned_secret::{
+    EXPIRES_AT_ANNOTATION, ISSUED_AT_ANNOTATION, KID_ANNOTATION, SERVICE_KEY_UID_ANNOTATION,
+    TOKEN_ID_ANNOTATION,
+};
+use crate::labels::{ROLE_LABEL, ROLE_SESSION};
 use crate::revocation::Revocation;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
@@ -29,6 +32,9 @@ pub struct CachedSecret {
     pub token_id: Option<String>,
     pub kid: Option<String>,
     pub expires_at: Option<Timestamp>,
+    /// `tokenmint.dev/issued-at` and `tokenmint.dev/service-key-uid`.
+    pub issued_at: Option<i64>,
+    pub service_key_uid: Option<String>,
 }
 
 impl CachedSecret {
@@ -53,6 +59,8 @@ impl CachedSecret {
             token_id: annotation(TOKEN_ID_ANNOTATION),
             kid: annotation(KID_ANNOTATION),
             expires_at: annotation(EXPIRES_AT_ANNOTATION).and_then(|t| t.parse().ok()),
+            issued_at: annotation(ISSUED_AT_ANNOTATION).and_then(|t| t.parse().ok()),
+            service_key_uid: annotation(SERVICE_KEY_UID_ANNOTATION),
         }
     }
 
@@ -64,14 +72,21 @@ impl CachedSecret {
         self.role.as_deref() == Some(role)
     }
 
-    /// The revocation of the token this Secret holds (none without a token id).
-    pub fn revocation(&self, reason: &str) -> Option<Revocation> {
-        Some(Revocation {
-            jti: self.token_id.clone()?,
-            expires_at: self.expires_at,
-            kid: self.kid.clone(),
-            reason: reason.to_owned(),
-        })
+    /// The revocation of the token this Secret holds: none without a token id, nor for a
+    /// token minted before tokens were bound to their ServiceKey's uid (refused anyway).
+    pub fn revocation(&self, reason: &str, now: i64) -> Option<Revocation> {
+        let held = (
+            self.token_id.as_deref()?,
+            self.issued_at,
+            self.expires_at.map(|t| t.as_second()),
+        );
+        Some(Revocation::of_held(
+            held,
+            self.has_role(ROLE_SESSION),
+            self.service_key_uid.clone()?,
+            reason.to_owned(),
+            now,
+        ))
     }
 }
 
@@ -147,6 +162,8 @@ mod tests {
                 (TOKEN_ID_ANNOTATION.into(), "jti-1".into()),
                 (KID_ANNOTATION.into(), "hs256-1".into()),
                 (EXPIRES_AT_ANNOTATION.into(), "2026-12-03T12:00:00Z".into()),
+                (ISSUED_AT_ANNOTATION.into(), "1764759600".into()),
+                (SERVICE_KEY_UID_ANNOTATION.into(), "uid-sk".into()),
                 ("unrelated".into(), "dropped".into()),
             ])),
             ..ObjectMeta::default()
@@ -156,21 +173,24 @@ mod tests {
         assert!(!cached.is_controlled_by("other"), "not the controller");
         assert!(cached.has_role("token") && !cached.has_role("service-key"));
         assert_eq!(cached.resource_version(), Some("42".into()));
-        let revocation = cached.revocation("deleted").unwrap();
-        assert_eq!(revocation.jti, "jti-1");
-        assert_eq!(revocation.kid.as_deref(), Some("hs256-1"));
+        let revocation = cached.revocation("deleted", 0).unwrap();
+        let exp: Timestamp = "2026-12-03T12:00:00Z".parse().unwrap();
         assert_eq!(
-            revocation.expires_at,
-            Some("2026-12-03T12:00:00Z".parse().unwrap())
+            revocation.target,
+            crate::revocation::Target::Token {
+                jti: "jti-1".into(),
+                expires_at: exp.as_second()
+            }
         );
-        // No token id: nothing to revoke; a malformed expiry is no expiry.
+        assert_eq!(revocation.service_key_uid, "uid-sk");
+        // No token id, or no binding: nothing to revoke; a malformed expiry is no expiry.
         let bare = CachedSecret::from_meta(&ObjectMeta {
-            annotations: Some(BTreeMap::from([(
-                EXPIRES_AT_ANNOTATION.into(),
-                "soon".into(),
-            )])),
+            annotations: Some(BTreeMap::from([
+                (EXPIRES_AT_ANNOTATION.into(), "soon".into()),
+                (TOKEN_ID_ANNOTATION.into(), "jti-2".into()),
+            ])),
             ..ObjectMeta::default()
         });
-        assert!(bare.revocation("deleted").is_none() && bare.expires_at.is_none());
+        assert!(bare.revocation("deleted", 0).is_none() && bare.expires_at.is_none());
     }
 }

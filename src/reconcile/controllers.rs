@@ -33,7 +33,7 @@ use super::{
 use crate::crd::{DatasourceGrant, GuestTokenRequest, ServiceKey, TokenStatus};
 use crate::fence::Fence;
 use crate::labels::MANAGED_SELECTOR;
-use crate::labels::{ROLE_SESSION, ROLE_TOKEN};
+use crate::labels::ROLE_TOKEN;
 use crate::revocation::{Revocation, Revoker};
 use crate::watch::{Health, Probe, scoped, slim_watch};
 use futures::{Stream, StreamExt};
@@ -227,15 +227,43 @@ async fn feed<K, C, F, Fut>(
     }
 }
 
+/// The ServiceKeys of `keys` whose revocation marker rose (their never-expiring guest tokens
+/// issued up to it are revoked), so that the guest tokens held for them are judged again; all
+/// of them after a subscriber fell behind.
+fn markers_raised(
+    denylist: Option<&Arc<crate::revocation::Denylist>>,
+    keys: Store<ServiceKey>,
+) -> futures::stream::BoxStream<'static, Result<ServiceKey, watcher::Error>> {
+    use tokio::sync::broadcast::error::RecvError;
+    let Some(rx) = denylist.map(|d| d.subscribe()) else {
+        return futures::stream::empty().boxed();
+    };
+    futures::stream::unfold((rx, keys), |(mut rx, keys)| async move {
+        let raised = match rx.recv().await {
+            Ok(uid) => keys.state_filter(|k| k.uid().as_deref() == Some(&*uid)),
+            Err(RecvError::Lagged(_)) => keys.state(),
+            Err(RecvError::Closed) => return None,
+        };
+        let raised = raised.iter().map(|k| Ok((**k).clone())).collect::<Vec<_>>();
+        Some((futures::stream::iter(raised), (rx, keys)))
+    })
+    .flatten()
+    .boxed()
+}
+
 /// Runs the controller of a kind holding a token of a ServiceKey (grants, guest tokens) until
-/// shutdown: triggered by its objects, the Secrets they own, the ServiceKeys they name, and
-/// every keyring change (`signals`: the keyring's change counter and the shutdown flag).
+/// shutdown: triggered by its objects, the Secrets they own, the ServiceKeys they name (as
+/// they change, and as `raised` yields them), and every keyring change (`signals`: the
+/// keyring's change counter and the shutdown flag).
 #[allow(clippy::too_many_arguments)]
 async fn run_token_controller<K, R, Fut>(
     kind: &'static str,
     (objects, store): (&Fanout<K>, Store<K>),
     secrets: &Fanout<PartialObjectMeta<Secret>>,
-    keys: &Fanout<ServiceKey>,
+    (keys, raised): (
+        &Fanout<ServiceKey>,
+        futures::stream::BoxStream<'static, Result<ServiceKey, watcher::Error>>,
+    ),
     key_name: fn(&K) -> &str,
     reconcile: R,
     config: controller::Config,
@@ -246,12 +274,14 @@ async fn run_token_controller<K, R, Fut>(
     R: Fn(Arc<K>, Arc<Context>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Action, Error>> + Send + 'static,
 {
+    let referring = store.clone();
     let results = Controller::for_stream(objects.subscribe(), store.clone())
         .with_config(config)
         .owns_stream(secrets.subscribe())
         .watches_stream(keys.subscribe(), move |key| {
             referrers(&store, &key, key_name)
         })
+        .watches_stream(raised, move |key| referrers(&referring, &key, key_name))
         .reconcile_all_on(now_and_on_change(keyring_changed))
         .graceful_shutdown_on(signalled(shutdown))
         .run(
@@ -266,13 +296,13 @@ async fn run_token_controller<K, R, Fut>(
 fn owned_tokens(
     secrets: &Store<CachedSecret>,
     owner_uid: &str,
-    roles: &[&str],
     reason: &str,
+    now: i64,
 ) -> Vec<Revocation> {
     secrets
-        .state_filter(|s| s.is_controlled_by(owner_uid) && roles.iter().any(|r| s.has_role(r)))
+        .state_filter(|s| s.is_controlled_by(owner_uid) && s.has_role(ROLE_TOKEN))
         .iter()
-        .filter_map(|s| s.revocation(reason))
+        .filter_map(|s| s.revocation(reason, now))
         .collect()
 }
 
@@ -281,17 +311,27 @@ fn owned_tokens(
 #[derive(Clone)]
 struct Deletions {
     secrets: Store<CachedSecret>,
+    service_keys: Store<ServiceKey>,
     revoker: Revoker,
     fence: Fence,
-    keyring: SharedKeyring,
     metrics: Arc<Metrics>,
 }
 
+/// First wait before a revocation of a deleted resource is tried again; it doubles up to
+/// [`super::BACKOFF_CAP`].
+const REVOKE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a kind's deletion handler reads of a deleted object: its status, and the name of the
+/// ServiceKey its token is issued with.
+type Bound<K> = (fn(&K) -> Option<&TokenStatus>, fn(&K) -> &str);
+
 impl Deletions {
-    /// The deletion handler of a kind whose status is `status`.
+    /// The deletion handler of a kind whose status is `status` and whose token is issued with
+    /// the ServiceKey `key_name` names; `None` for a ServiceKey itself, whose tokens die with
+    /// it (they are bound to its uid and key): nothing to revoke.
     fn on_delete<K>(
         &self,
-        status: fn(&K) -> Option<&TokenStatus>,
+        bound: Option<Bound<K>>,
     ) -> impl FnMut(Arc<K>) -> futures::future::BoxFuture<'static, ()> + use<K>
     where
         K: Resource<DynamicType = ()> + Send + Sync + 'static,
@@ -307,62 +347,89 @@ impl Deletions {
                     ROLE_TOKEN,
                 );
                 this.metrics.token_expiry(&key, None);
-                this.revoke(&*obj, status(&obj)).await
+                if let Some((status, key_name)) = bound {
+                    this.revoke(&*obj, status(&obj), key_name(&obj));
+                }
             })
         }
     }
 
     /// Revokes the tokens a deleted resource held: from its Secrets (still cached: the garbage
-    /// collector deletes them after the owner), else the one its status names.
-    async fn revoke<K: Resource<DynamicType = ()>>(&self, obj: &K, status: Option<&TokenStatus>) {
+    /// collector deletes them after the owner), else the one its status names. Retried in the
+    /// background until recorded (or this replica stops leading): the watch that reported the
+    /// deletion goes on meanwhile.
+    fn revoke<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        status: Option<&TokenStatus>,
+        key_name: &str,
+    ) {
         let Some(uid) = obj.uid() else {
             return;
         };
+        let namespace = obj.namespace().unwrap_or_default();
         let reason = format!(
-            "{} {}/{} was deleted",
+            "{} {namespace}/{} was deleted",
             K::kind(&()),
-            obj.namespace().unwrap_or_default(),
             obj.name_any()
         );
-        let mut revocations =
-            owned_tokens(&self.secrets, &uid, &[ROLE_TOKEN, ROLE_SESSION], &reason);
+        let now = jiff::Timestamp::now().as_second();
+        let mut revocations = owned_tokens(&self.secrets, &uid, &reason, now);
         if revocations.is_empty()
-            && let Some(revocation) = status.and_then(|s| self.revocation_of(s, reason))
+            && let Some(revocation) =
+                status.and_then(|s| self.revocation_of(s, &namespace, key_name, reason, now))
         {
             revocations.push(revocation);
         }
-        for revocation in revocations {
-            if !self.fence.is_valid() {
-                return;
-            }
-            if let Err(e) = self.revoker.revoke(&revocation).await {
-                tracing::error!(token_id = %revocation.jti, error = %e, "cannot revoke the token of a deleted resource");
-            }
+        if revocations.is_empty() {
+            return;
         }
+        let (revoker, fence) = (self.revoker.clone(), self.fence.clone());
+        tokio::spawn(async move {
+            for revocation in revocations {
+                let mut wait = REVOKE_RETRY;
+                while fence.is_valid() {
+                    match revoker.revoke(&revocation).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::error!(target = ?revocation.target, error = %e, retry_in = ?wait, "cannot revoke the token of a deleted resource yet");
+                            tokio::time::sleep(wait).await;
+                            wait = (wait * 2).min(super::BACKOFF_CAP);
+                        }
+                    }
+                }
+            }
+        });
     }
 
-    /// The revocation of the token a status names, for when its Secret is no longer cached.
-    /// It carries the token's expiry, or for a token that never expires the active key (the
-    /// signing key retires no later), so that the revocation can be dropped one day.
-    fn revocation_of(&self, status: &TokenStatus, reason: String) -> Option<Revocation> {
-        let jti = status.token_id.clone()?;
+    /// The revocation of the token a status names, for when its Secret is no longer cached:
+    /// bound to the ServiceKey the resource names, as it is cached (gone: the token died with
+    /// it). A never-expiring token's issue time is not in status: its ServiceKey's marker rises
+    /// to now, and the operator mints the others it holds again.
+    fn revocation_of(
+        &self,
+        status: &TokenStatus,
+        namespace: &str,
+        key_name: &str,
+        reason: String,
+        now: i64,
+    ) -> Option<Revocation> {
+        let jti = status.token_id.as_deref()?;
+        let key = self
+            .service_keys
+            .get(&ObjectRef::new(key_name).within(namespace))?;
         let expires_at = status
             .expires_at
             .as_deref()
-            .and_then(|at| at.parse::<jiff::Timestamp>().ok());
-        let kid = expires_at.is_none().then(|| {
-            self.keyring
-                .read()
-                .expect("keyring lock")
-                .active_kid()
-                .to_owned()
-        });
-        Some(Revocation {
-            jti,
-            expires_at,
-            kid,
+            .and_then(|at| at.parse::<jiff::Timestamp>().ok())
+            .map(|t| t.as_second());
+        Some(Revocation::of_held(
+            (jti, None, expires_at),
+            false,
+            key.uid()?,
             reason,
-        })
+            now,
+        ))
     }
 }
 
@@ -457,9 +524,9 @@ async fn run_scope(
 
     let deletions = Deletions {
         secrets: secret_store.clone(),
+        service_keys: key_store.clone(),
         revoker: shared.revoker.clone(),
         fence: shared.fence.clone(),
-        keyring: shared.keyring.clone(),
         metrics: shared.metrics.clone(),
     };
     let caches = {
@@ -473,7 +540,7 @@ async fn run_scope(
             key_writer,
             Clone::clone,
             key_fanout.clone(),
-            deletions.on_delete(|_: &ServiceKey| None),
+            deletions.on_delete::<ServiceKey>(None),
         );
         let grants = feed(
             slim_watch(
@@ -484,7 +551,10 @@ async fn run_scope(
             grant_writer,
             Clone::clone,
             grant_fanout.clone(),
-            deletions.on_delete(|grant: &DatasourceGrant| grant.status.as_ref()),
+            deletions.on_delete(Some((
+                |grant: &DatasourceGrant| grant.status.as_ref(),
+                |grant: &DatasourceGrant| grant.spec.service_key_ref.name.as_str(),
+            ))),
         );
         let guests = feed(
             slim_watch(
@@ -495,7 +565,10 @@ async fn run_scope(
             guest_writer,
             Clone::clone,
             guest_fanout.clone(),
-            deletions.on_delete(|request: &GuestTokenRequest| request.status.as_ref()),
+            deletions.on_delete(Some((
+                |request: &GuestTokenRequest| request.status.as_ref(),
+                |request: &GuestTokenRequest| request.spec.service_key_ref.name.as_str(),
+            ))),
         );
         let secrets = {
             // An Api of PartialObjectMeta lists and watches metadata only.
@@ -579,7 +652,7 @@ async fn run_scope(
             "DatasourceGrant",
             (&grant_fanout, grant_store.clone()),
             &secret_fanout,
-            &key_fanout,
+            (&key_fanout, futures::stream::empty().boxed()),
             |g: &DatasourceGrant| &g.spec.service_key_ref.name,
             reconcile_datasource_grant,
             config.clone(),
@@ -590,7 +663,10 @@ async fn run_scope(
             "GuestTokenRequest",
             (&guest_fanout, guest_store.clone()),
             &secret_fanout,
-            &key_fanout,
+            (
+                &key_fanout,
+                markers_raised(shared.revoker.denylist(), key_store.clone()),
+            ),
             |g: &GuestTokenRequest| &g.spec.service_key_ref.name,
             reconcile_guest_token,
             config,

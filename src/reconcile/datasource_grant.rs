@@ -19,10 +19,13 @@ pub async fn reconcile_datasource_grant(
     }
     let owner = Owner::of(&*grant)?;
     let key = ctx.service_key(&owner.namespace, &grant.spec.service_key_ref.name);
+    if key.as_deref().is_some_and(super::key_pending) {
+        return Ok(Action::requeue(super::KEY_PENDING_RECHECK));
+    }
     let desired = desired::datasource_grant(
         &owner.namespace,
         &grant.spec,
-        key.as_deref().map(|k| &k.spec),
+        key.as_deref().map(desired::KeyRef::of),
         &ctx.issuer,
     );
     token_secret::keep_token(

@@ -19,10 +19,13 @@ pub async fn reconcile_guest_token(
     }
     let owner = Owner::of(&*request)?;
     let key = ctx.service_key(&owner.namespace, &request.spec.service_key_ref.name);
+    if key.as_deref().is_some_and(super::key_pending) {
+        return Ok(Action::requeue(super::KEY_PENDING_RECHECK));
+    }
     let desired = desired::guest_token(
         &owner.namespace,
         &request.spec,
-        key.as_deref().map(|k| &k.spec),
+        key.as_deref().map(desired::KeyRef::of),
         &ctx.issuer,
     );
     token_secret::keep_token(

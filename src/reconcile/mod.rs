@@ -63,6 +63,9 @@ pub const MIN_MINT_INTERVAL: Duration = Duration::from_secs(1);
 /// Re-check of a SecretConflict: the foreign Secret is not watched, so its removal is noticed
 /// by polling (a GET, never a write).
 pub const CONFLICT_RECHECK: Duration = Duration::from_secs(300);
+/// Re-check of a grant or guest token whose ServiceKey has not published its key yet (a safety
+/// net: the ServiceKey's status change triggers it).
+pub const KEY_PENDING_RECHECK: Duration = Duration::from_secs(30);
 /// Backoff of transient errors: 5s doubling per consecutive failure of one object, capped.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
@@ -288,6 +291,20 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(
         "reconcile failed"
     );
     Action::requeue(delay)
+}
+
+/// Whether a ServiceKey has not published its key yet without saying why: not reconciled yet
+/// (created with its grants), or last reconciled by a version that did not publish keys. Its
+/// grants and guest tokens wait quietly for the status that follows in a moment, rather than
+/// reporting (and writing) a state that lasts that moment. A ServiceKey that reported a
+/// failure (Ready=False: its key Secret is someone else's) has them report ServiceKeyNotReady.
+pub(crate) fn key_pending(key: &ServiceKey) -> bool {
+    let status = key.status.as_ref();
+    status.and_then(|s| s.key_fingerprint.as_ref()).is_none()
+        && !status
+            .into_iter()
+            .flat_map(|s| &s.conditions)
+            .any(|c| c.type_ == status::READY && c.status == "False")
 }
 
 /// Whether `owner_uid` is the controlling owner of an object.

@@ -25,6 +25,10 @@ pub const RENEW_AT_ANNOTATION: &str = "tokenmint.dev/renew-at";
 /// The token's expiry in the Secret's metadata (the cache holds metadata only), absent for a
 /// token that never expires.
 pub const EXPIRES_AT_ANNOTATION: &str = "tokenmint.dev/expires-at";
+/// The token's issue time (Unix seconds) and the uid of the ServiceKey it is bound to: what
+/// revoking it needs, from the metadata the cache holds.
+pub const ISSUED_AT_ANNOTATION: &str = "tokenmint.dev/issued-at";
+pub const SERVICE_KEY_UID_ANNOTATION: &str = "tokenmint.dev/service-key-uid";
 /// On a DatasourceGrant or GuestTokenRequest: set to a new value to revoke its token and mint a
 /// fresh one.
 pub const REVOKE_ANNOTATION: &str = "tokenmint.dev/revoke";
@@ -197,7 +201,7 @@ pub async fn delete_owned(
         let name = secret.name.clone();
         // Revoked first: a crash in between leaves a revoked token behind, never a live one.
         if let Some(reason) = revoke
-            && let Some(revocation) = secret.revocation(reason)
+            && let Some(revocation) = secret.revocation(reason, ctx.clock.now().as_second())
         {
             ctx.may_write()?;
             ctx.revoker.revoke(&revocation).await?;

@@ -41,8 +41,8 @@ pub async fn reconcile_service_key(
     }
     let owner = Owner::of(&*key)?;
     let key_secret = key.key_secret_name();
-    let outcome = match ensure_key(&ctx, &key, &owner, &key_secret).await? {
-        Err(failure) => Outcome::Failed(failure),
+    let (outcome, fingerprint) = match ensure_key(&ctx, &key, &owner, &key_secret).await? {
+        Err(failure) => (Outcome::Failed(failure), None),
         Ok(fingerprint) => {
             // After a `secretName` rename the old key Secret would hold a key nobody uses.
             delete_owned(&ctx, &owner, ROLE_KEY, Some(&key_secret), None).await?;
@@ -51,14 +51,24 @@ pub async fn reconcile_service_key(
             else {
                 return Ok(Action::requeue(super::MIN_MINT_INTERVAL));
             };
-            match (&outcome, service_account_conflict(&ctx, &key)) {
+            let outcome = match (&outcome, service_account_conflict(&ctx, &key)) {
                 // The key works; only its ServiceAccounts are not all its own.
                 (Outcome::Ready { .. }, Some(conflict)) => Outcome::Failed(conflict),
                 _ => outcome,
-            }
+            };
+            // Published whatever else failed: the key is in place, and the grants and guest
+            // tokens of this ServiceKey bind their tokens to it.
+            (outcome, Some(fingerprint))
         }
     };
-    status::conclude(&ctx, &*key, &owner, &key_secret, outcome).await
+    status::conclude(
+        &ctx,
+        &*key,
+        &owner,
+        &key_secret,
+        (outcome, fingerprint.as_deref()),
+    )
+    .await
 }
 
 /// The first ServiceAccount this ServiceKey lists that an older ServiceKey of its namespace
@@ -110,14 +120,13 @@ async fn session_outcome(
             token: None,
         }));
     };
-    let desired = desired::session_token(
-        &owner.namespace,
-        &owner.name,
-        &key.spec,
-        session,
-        fingerprint,
-        &ctx.issuer,
-    );
+    let bound = desired::KeyRef {
+        spec: &key.spec,
+        uid: &owner.uid,
+        fingerprint: Some(fingerprint),
+    };
+    let desired =
+        desired::session_token(&owner.namespace, &owner.name, bound, session, &ctx.issuer);
     let result = match &desired {
         Ok(desired) => {
             let target = TokenTarget {

@@ -62,12 +62,13 @@ pub enum Outcome {
     Failed(Failure),
 }
 
-/// The status describing `outcome`, keeping the transition time of an unchanged Ready status.
+/// The status describing `outcome` (and, for a ServiceKey, the fingerprint of its key in
+/// place), keeping the transition time of an unchanged Ready status.
 pub fn desired(
     current: Option<&TokenStatus>,
     generation: Option<i64>,
     secret_name: &str,
-    outcome: &Outcome,
+    (outcome, key_fingerprint): (&Outcome, Option<&str>),
     now: Timestamp,
 ) -> TokenStatus {
     let (status, reason, message, token) = match outcome {
@@ -111,6 +112,7 @@ pub fn desired(
         expires_at: token.and_then(|t| t.expires_at).map(rfc3339),
         renew_at: token.and_then(|t| t.schedule.renew_at).map(rfc3339),
         token_id: token.map(|t| t.jti.clone()),
+        key_fingerprint: key_fingerprint.map(str::to_owned),
     }
 }
 
@@ -120,7 +122,7 @@ pub async fn apply<K: HasTokenStatus>(
     ctx: &Context,
     obj: &K,
     secret_name: &str,
-    outcome: &Outcome,
+    outcome: (&Outcome, Option<&str>),
 ) -> Result<bool, Error> {
     let key = format!(
         "status/{}/{}/{}",
@@ -168,15 +170,16 @@ pub async fn apply<K: HasTokenStatus>(
 
 /// Ends a reconcile: applies the status (when changed), records metrics, publishes a Warning
 /// Event for a new failure, and picks the next run: the exact renew time of the token, a wait
-/// for a change of a permanently failing object, or an idle resync.
+/// for a change of a permanently failing object, or an idle resync. `key_fingerprint`: a
+/// ServiceKey's key in place, published in its status for the tokens bound to it.
 pub async fn conclude<K: HasTokenStatus>(
     ctx: &Context,
     obj: &K,
     owner: &Owner,
     secret_name: &str,
-    outcome: Outcome,
+    (outcome, key_fingerprint): (Outcome, Option<&str>),
 ) -> Result<Action, Error> {
-    let written = apply(ctx, obj, secret_name, &outcome).await?;
+    let written = apply(ctx, obj, secret_name, (&outcome, key_fingerprint)).await?;
     let metric_key = owner.metric_key(ROLE_TOKEN);
     ctx.succeeded(obj);
     match outcome {
@@ -232,11 +235,11 @@ mod tests {
     #[test]
     fn transition_time_moves_only_on_a_transition() {
         let fail = |m: &str| Outcome::Failed(Failure::new(Reason::Forbidden, m));
-        let first = desired(None, Some(1), "s", &fail("a"), ts(100));
+        let first = desired(None, Some(1), "s", (&fail("a"), None), ts(100));
         assert_eq!(first.conditions[0].last_transition_time, Time(ts(100)));
         assert_eq!(first.secret_name, None, "no Secret after a failure");
         // Same status, new message: the time stays.
-        let second = desired(Some(&first), Some(2), "s", &fail("b"), ts(200));
+        let second = desired(Some(&first), Some(2), "s", (&fail("b"), None), ts(200));
         assert_eq!(second.conditions[0].last_transition_time, Time(ts(100)));
         assert_eq!(second.conditions[0].message, "b");
         assert_eq!(second.observed_generation, Some(2));
@@ -246,11 +249,18 @@ mod tests {
             message: "ok".into(),
             token: None,
         };
-        let third = desired(Some(&second), Some(2), "s", &ready, ts(300));
+        let third = desired(Some(&second), Some(2), "s", (&ready, None), ts(300));
         assert_eq!(third.conditions[0].last_transition_time, Time(ts(300)));
         assert_eq!(third.secret_name.as_deref(), Some("s"));
         assert_eq!(third.conditions[0].status, "True");
         // Recomputing the same outcome later changes nothing: no write.
-        assert_eq!(desired(Some(&third), Some(2), "s", &ready, ts(999)), third);
+        assert_eq!(
+            desired(Some(&third), Some(2), "s", (&ready, None), ts(999)),
+            third
+        );
+        // A ServiceKey's key fingerprint is published (and changes with the key).
+        let keyed = desired(Some(&third), Some(2), "s", (&ready, Some("fp1")), ts(999));
+        assert_eq!(keyed.key_fingerprint.as_deref(), Some("fp1"));
+        assert_ne!(keyed, third);
     }
 }

@@ -90,6 +90,9 @@ pub enum MintReason {
     Revoked,
     /// A fresh token was requested (`tokenmint.dev/renew`); the old one is not revoked.
     Renewed,
+    /// The token in place was revoked (a never-expiring guest token, by its ServiceKey's
+    /// marker).
+    Denylisted,
 }
 
 impl MintReason {
@@ -104,6 +107,7 @@ impl MintReason {
             MintReason::Edited(_) => "Edited",
             MintReason::Revoked => "Revoked",
             MintReason::Renewed => "Renewed",
+            MintReason::Denylisted => "Denylisted",
         }
     }
 }
@@ -119,6 +123,9 @@ impl std::fmt::Display for MintReason {
             MintReason::Edited(what) => write!(f, "the stored token was edited ({what})"),
             MintReason::Revoked => f.write_str("its revocation was requested"),
             MintReason::Renewed => f.write_str("a renewal was requested"),
+            MintReason::Denylisted => f.write_str(
+                "the token was revoked (never-expiring guest tokens of a ServiceKey are revoked up to the second of the one revoked)",
+            ),
         }
     }
 }
@@ -127,11 +134,13 @@ fn edited(what: &str) -> MintReason {
     MintReason::Edited(what.to_owned())
 }
 
-/// Splits claims into their time-independent part and (iat, exp, jti).
+/// Splits claims into their time-independent part and (iat, exp, jti). A session's `sid` is
+/// its first `jti`: as particular to one token as the `jti`.
 fn split_claims(mut claims: Value) -> Option<(Value, i64, Option<i64>, String)> {
     let map = claims.as_object_mut()?;
     let iat = map.remove("iat")?.as_i64()?;
     map.remove("nbf");
+    map.remove("sid");
     let jti = map.remove("jti")?.as_str()?.to_owned();
     let exp = match map.remove("exp") {
         Some(v) => Some(v.as_i64()?),

@@ -93,11 +93,15 @@ pub struct AccessClaims {
 }
 
 /// Claims binding a token to the key it was minted with: honoured only while that ServiceKey
-/// exists with that key (outside the vendors' own objects, so their layouts stay as they are).
+/// exists, as that very object, with that key (outside the vendors' own objects, so their
+/// layouts stay as they are). Every kind of token carries them.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Binding {
     /// `namespace/name` of the ServiceKey.
     pub service_key: String,
+    /// Its `metadata.uid`: a ServiceKey deleted and created again under the same name (even
+    /// with the same key) is another object, and no longer matches.
+    pub service_key_uid: String,
     /// [`key_fingerprint`] of its key: a replaced key no longer matches.
     pub key_fingerprint: String,
 }
@@ -128,8 +132,9 @@ pub struct DatasourceClaims {
     pub fresh: bool,
     #[serde(rename = "type")]
     pub token_type: String,
-    /// `namespace/name` of the ServiceKey it was issued with (introspection's tenant).
-    pub service_key: String,
+    /// The ServiceKey it was issued with (introspection's tenant) and its key.
+    #[serde(flatten)]
+    pub binding: Binding,
     pub iss: String,
 }
 
@@ -167,9 +172,9 @@ pub struct GuestClaims {
     pub sub: String,
     #[serde(rename = "type")]
     pub token_type: String,
-    /// `namespace/name` of the ServiceKey it was issued with (introspection's tenant).
-    #[serde(rename = "service_key")]
-    pub service_key: String,
+    /// The ServiceKey it was issued with (introspection's tenant) and its key.
+    #[serde(flatten)]
+    pub binding: Binding,
     pub iss: String,
 }
 
@@ -179,6 +184,9 @@ pub struct GuestClaims {
 pub struct SessionClaims {
     #[serde(flatten)]
     pub registered: Registered,
+    /// The session family: the `jti` of the session that started it (minted by `/token` or by
+    /// the operator), kept by every refresh. Revoking any member revokes the family.
+    pub sid: String,
     /// The principal id (a string, RFC 7519).
     pub sub: String,
     pub email: String,
@@ -244,7 +252,7 @@ mod tests {
     /// same order.
     fn without_iss(mut v: Value) -> Value {
         let map = v.as_object_mut().unwrap();
-        for ours in ["iss", "service_key", "key_fingerprint"] {
+        for ours in ["iss", "service_key", "service_key_uid", "key_fingerprint"] {
             map.shift_remove(ours);
         }
         if !map.contains_key("nbf") {
@@ -256,9 +264,13 @@ mod tests {
     fn binding() -> Binding {
         Binding {
             service_key: "team-a/analytics".into(),
+            service_key_uid: "0d7c2a8e-3f1b-4c55-9e0a-6b2f4d1c8a90".into(),
             key_fingerprint: key_fingerprint(b"k"),
         }
     }
+
+    /// The binding claims, in order, as every kind of token carries them before `iss`.
+    const BINDING: [&str; 3] = ["service_key", "service_key_uid", "key_fingerprint"];
 
     #[test]
     fn access_token_matches_seed_layout() {
@@ -277,10 +289,9 @@ mod tests {
             iss: "tokenmint".into(),
         };
         let ours = serde_json::to_value(&ours).unwrap();
-        assert_eq!(
-            keys(&ours)[6..],
-            ["type", "service_key", "key_fingerprint", "iss"]
-        );
+        assert_eq!(keys(&ours)[6], "type");
+        assert_eq!(keys(&ours)[7..10], BINDING);
+        assert_eq!(keys(&ours)[10..], ["iss"]);
         let ours = without_iss(ours);
         assert_eq!(ours, seed);
         assert_eq!(keys(&ours), keys(&seed));
@@ -293,6 +304,7 @@ mod tests {
         let mut with_iss = seed.clone();
         with_iss["iss"] = json!("x");
         with_iss["service_key"] = json!("ns/name");
+        with_iss["service_key_uid"] = json!("u");
         with_iss["key_fingerprint"] = json!("f");
         let back: AccessClaims = serde_json::from_value(with_iss).unwrap();
         assert_eq!(back.identity.id, Id::Number(1));
@@ -321,10 +333,13 @@ mod tests {
             },
             fresh: false,
             token_type: ACCESS_TYPE.into(),
-            service_key: "team-a/analytics".into(),
+            binding: binding(),
             iss: "tokenmint".into(),
         };
-        let ours = without_iss(serde_json::to_value(&ours).unwrap());
+        let ours = serde_json::to_value(&ours).unwrap();
+        let all = keys(&ours);
+        assert_eq!(all[all.len() - 4..all.len() - 1], BINDING);
+        let ours = without_iss(ours);
         assert_eq!(ours, seed);
         assert_eq!(keys(&ours), keys(&seed));
         assert_eq!(keys(&ours["identity"]), keys(&seed["identity"]));
@@ -378,7 +393,7 @@ mod tests {
             params: Map::new(),
             sub: "1".into(),
             token_type: GUEST_TYPE.into(),
-            service_key: "team-a/analytics".into(),
+            binding: binding(),
             iss: "tokenmint".into(),
         };
         let v = serde_json::to_value(&guest).unwrap();
@@ -393,11 +408,15 @@ mod tests {
                 "sub",
                 "type",
                 "service_key",
+                "service_key_uid",
+                "key_fingerprint",
                 "iss"
             ]
         );
+        let registered = Registered::new(100, Some(3_600));
         let session = SessionClaims {
-            registered: Registered::new(100, Some(3_600)),
+            sid: registered.jti.clone(),
+            registered,
             sub: "12345".into(),
             email: "jcw@example.com".into(),
             full_name: Some("Jeff Williams".into()),
@@ -410,6 +429,7 @@ mod tests {
         assert_eq!(v["exp"], 3_700);
         assert_eq!(v["sub"], "12345", "sub is a string (RFC 7519)");
         assert_eq!(v["service_key"], "team-a/analytics");
+        assert_eq!(v["sid"], v["jti"], "a session starts its own family");
         let back: SessionClaims = serde_json::from_value(v).unwrap();
         assert_eq!(back, session);
     }

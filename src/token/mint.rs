@@ -41,11 +41,12 @@ pub struct Subject<'a> {
     pub org_name: Option<&'a str>,
 }
 
-/// The ServiceKey a token is issued with: `namespace/name`, and the fingerprint of its key for
-/// tokens that are presented back to tokenmint.
+/// The ServiceKey a token is issued with: `namespace/name`, its uid and the fingerprint of its
+/// key, which every token carries (see [`Binding`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Issuing<'a> {
     pub service_key: &'a str,
+    pub service_key_uid: &'a str,
     pub key_fingerprint: &'a str,
 }
 
@@ -53,6 +54,7 @@ impl Issuing<'_> {
     fn binding(&self) -> Binding {
         Binding {
             service_key: self.service_key.into(),
+            service_key_uid: self.service_key_uid.into(),
             key_fingerprint: self.key_fingerprint.into(),
         }
     }
@@ -218,7 +220,7 @@ impl Minter<'_> {
     pub fn datasource_token(
         &self,
         subject: Subject,
-        service_key: &str,
+        issuing: Issuing,
         request: &DatasourceRequest,
         now: Timestamp,
     ) -> Result<Minted, MintError> {
@@ -237,7 +239,7 @@ impl Minter<'_> {
             },
             fresh: false,
             token_type: ACCESS_TYPE.into(),
-            service_key: service_key.into(),
+            binding: issuing.binding(),
             iss: self.issuer.into(),
         };
         Ok(self.minted(self.sign(&claims)?, &claims.registered))
@@ -247,7 +249,7 @@ impl Minter<'_> {
     pub fn guest_token(
         &self,
         subject: Subject,
-        service_key: &str,
+        issuing: Issuing,
         request: &GuestRequest,
         now: Timestamp,
     ) -> Result<Minted, MintError> {
@@ -262,13 +264,14 @@ impl Minter<'_> {
             params: request.params.cloned().unwrap_or_default(),
             sub: subject.id.into(),
             token_type: GUEST_TYPE.into(),
-            service_key: service_key.into(),
+            binding: issuing.binding(),
             iss: self.issuer.into(),
         };
         Ok(self.minted(self.sign(&claims)?, &claims.registered))
     }
 
-    /// Nexla session token for `subject`, bound to the ServiceKey it is issued with.
+    /// Nexla session token for `subject`, bound to the ServiceKey it is issued with; it starts
+    /// a session family of its own (`sid` = its `jti`).
     pub fn session_token(
         &self,
         subject: Subject,
@@ -276,8 +279,10 @@ impl Minter<'_> {
         ttl: Duration,
         now: Timestamp,
     ) -> Result<(Minted, SessionClaims), KeyringError> {
+        let registered = Registered::new(now.as_second(), Some(secs(ttl)));
         let claims = SessionClaims {
-            registered: Registered::new(now.as_second(), Some(secs(ttl))),
+            sid: registered.jti.clone(),
+            registered,
             sub: subject.id.into(),
             email: subject.email.into(),
             full_name: subject.full_name.map(str::to_owned),
@@ -292,7 +297,7 @@ impl Minter<'_> {
         Ok((self.minted(self.sign(&claims)?, &claims.registered), claims))
     }
 
-    /// A session token with the same subject as `previous` and the expiry restarted.
+    /// A session token with the same subject and family as `previous` and the expiry restarted.
     pub fn refresh_session(
         &self,
         previous: &SessionClaims,
@@ -372,6 +377,7 @@ mod tests {
     fn issuing() -> Issuing<'static> {
         Issuing {
             service_key: KEY,
+            service_key_uid: "uid-1",
             key_fingerprint: "fp",
         }
     }
@@ -415,6 +421,7 @@ mod tests {
                 "fresh",
                 "type",
                 "service_key",
+                "service_key_uid",
                 "key_fingerprint",
                 "iss"
             ]
@@ -449,7 +456,7 @@ mod tests {
             filter: Some("  USER_id = 123 "),
         };
         let minted = minter
-            .datasource_token(principal(), KEY, &request, now())
+            .datasource_token(principal(), issuing(), &request, now())
             .unwrap();
         let c = decode(&ring, &minted.token, true);
         assert_eq!(
@@ -475,7 +482,7 @@ mod tests {
                 filter: None,
                 ..request.clone()
             };
-            let result = minter.datasource_token(principal(), KEY, &r, now());
+            let result = minter.datasource_token(principal(), issuing(), &r, now());
             assert_eq!(result.is_ok(), ok, "expiration {expiration}");
             if !ok {
                 assert!(
@@ -488,7 +495,7 @@ mod tests {
             ..request
         };
         assert!(matches!(
-            minter.datasource_token(principal(), KEY, &injected, now()),
+            minter.datasource_token(principal(), issuing(), &injected, now()),
             Err(MintError::Request(RequestError::Filter(_)))
         ));
     }
@@ -510,7 +517,7 @@ mod tests {
             expiry_time_ms: Some(1_500),
         };
         let minted = minter
-            .guest_token(principal(), KEY, &request, now())
+            .guest_token(principal(), issuing(), &request, now())
             .unwrap();
         let c = decode(&ring, &minted.token, true);
         assert_eq!(c["workspaceName"], "w1");
@@ -525,7 +532,7 @@ mod tests {
             ..request.clone()
         };
         let minted = minter
-            .guest_token(principal(), KEY, &forever, now())
+            .guest_token(principal(), issuing(), &forever, now())
             .unwrap();
         assert_eq!(minted.expires_at, None);
         assert!(decode(&ring, &minted.token, false).get("exp").is_none());
@@ -574,6 +581,11 @@ mod tests {
         let t1 = now();
         let (second, refreshed) = minter.refresh_session(&claims, ttl, t1).unwrap();
         assert_ne!(first.jti, second.jti);
+        // One family: the first session's jti, kept by its refreshes.
+        assert_eq!(
+            (claims.sid.as_str(), refreshed.sid.as_str()),
+            (first.jti.as_str(), first.jti.as_str())
+        );
         assert_eq!(refreshed.registered.exp, Some(t1.as_second() + 3_600));
         assert_eq!(
             (
@@ -607,6 +619,7 @@ mod tests {
                 "user",
                 "jti",
                 "service_key",
+                "service_key_uid",
                 "key_fingerprint",
                 "iss"
             ]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokenmint::key_store::{KeyStore, NotReady};
 use tokenmint::keyring::{Algorithm, Keyring};
-use tokenmint::revocation::{Denylist, Revocation};
+use tokenmint::revocation::{Denylist, Origin, Revocation, Target};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -206,12 +206,15 @@ async fn the_caches_recover_from_a_restart_of_the_api_server() {
     fake.restart();
     service_key(&fake, "two", "2");
     key_secret(&fake, "two", "key-two", "uid-two");
-    let revocation = tokenmint::revocation::config_map(
+    let revocation = tokenmint::revocation::store::config_map_of(
         "tokenmint-system",
         &Revocation {
-            jti: "revoked-after-the-restart".into(),
-            expires_at: None,
-            kid: None,
+            target: Target::Token {
+                jti: "revoked-after-the-restart".into(),
+                expires_at: jiff::Timestamp::now().as_second() + 3_600,
+            },
+            service_key_uid: "uid-one".into(),
+            origin: Origin::System,
             reason: "test".into(),
         },
     );
@@ -231,28 +234,7 @@ async fn a_revocation_reaches_every_replica_through_its_watch() {
     key_secret(&fake, "one", "key-one", "uid-one");
     let ring = Keyring::generate(Algorithm::HS256, jiff::Timestamp::now()).unwrap();
     keyring_secret(&fake, &ring);
-    let replica = |fake: &Fake| {
-        let (store, denylist) = start(fake, &common_args());
-        let revoker = tokenmint::revocation::Revoker::Kube {
-            api: kube::Api::namespaced(fake.client(), "tokenmint-system"),
-            local: Some(denylist.clone()),
-        };
-        let state = tokenmint::http::AppState::from_config(tokenmint::http::Config {
-            store: store.clone(),
-            issuer: "tokenmint".into(),
-            denylist,
-            revoker,
-            watch_restarts: Default::default(),
-            reviewer: None,
-        });
-        (store, tokenmint::http::router(state))
-    };
-    let (store_a, a) = replica(&fake);
-    let (store_b, b) = replica(&fake);
-    wait_for(&fake, PATIENCE, "both ready", || {
-        store_a.readiness().is_ok() && store_b.readiness().is_ok()
-    })
-    .await;
+    let [(_, a, _), (_, b, _)] = ready_replicas(&fake, Denylist::default).await;
     let r = call(&a, "POST", "/token", Some("Basic key-one"), "").await;
     assert_eq!(r.status, 200, "{}", r.text);
     let session = r.json["access_token"].as_str().unwrap().to_owned();
@@ -329,4 +311,250 @@ async fn watched_namespaces_are_watched_one_by_one() {
         !calls.iter().any(|c| c.namespace.is_none()),
         "no cluster-wide request"
     );
+}
+
+/// A `serve` replica: its store, router and denylist.
+type Replica = (
+    Arc<tokenmint::key_store::SharedKeyStore>,
+    axum::Router,
+    Arc<Denylist>,
+);
+
+/// `N` `serve` replicas over `fake`, each holding its revocations in a `denylist()`, once all
+/// are ready.
+async fn ready_replicas<const N: usize>(
+    fake: &Fake,
+    denylist: impl Fn() -> Denylist,
+) -> [Replica; N] {
+    let replicas: [Replica; N] = std::array::from_fn(|_| replica_with(fake, denylist()));
+    wait_for(fake, PATIENCE, "the replicas ready", || {
+        replicas.iter().all(|(store, ..)| store.readiness().is_ok())
+    })
+    .await;
+    replicas
+}
+
+/// A `serve` replica over `fake` holding its revocations in `denylist`.
+fn replica_with(fake: &Fake, denylist: Denylist) -> Replica {
+    let denylist = Arc::new(denylist);
+    let store = tokenmint::http::cluster::start(
+        fake.client(),
+        &common_args(),
+        &Default::default(),
+        denylist.clone(),
+    );
+    let revoker = tokenmint::revocation::Revoker::Kube {
+        api: kube::Api::namespaced(fake.client(), "tokenmint-system"),
+        denylist: denylist.clone(),
+    };
+    let state = tokenmint::http::AppState::from_config(tokenmint::http::Config {
+        store: store.clone(),
+        issuer: "tokenmint".into(),
+        denylist: denylist.clone(),
+        revoker,
+        watch_restarts: Default::default(),
+        reviewer: None,
+    });
+    (store, tokenmint::http::router(state), denylist)
+}
+
+/// One token of every kind minted with `key` (data source, guest — expiring and not —,
+/// access, session, user-token).
+async fn tokens_of(app: &axum::Router, key: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    for (route, body, field) in [
+        (
+            "/api/admin/v1/api_token/get_access_token",
+            json!({}),
+            "access_token",
+        ),
+        (
+            "/api/admin/v1/get_datasource_token",
+            json!({"data_source": "Data_3_E"}),
+            "access_token",
+        ),
+        (
+            "/api/v1/guest-token/create",
+            json!({"workspaceName": "w1", "clientId": "c", "expiryTime": 60_000}),
+            "token",
+        ),
+        (
+            "/api/v1/guest-token/create",
+            json!({"workspaceName": "w1", "clientId": "c"}),
+            "token",
+        ),
+    ] {
+        let r = call(app, "POST", route, Some(&bearer(key)), body.to_string()).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        tokens.push(r.json[field].as_str().unwrap().to_owned());
+    }
+    let r = call(app, "POST", "/token", Some(&format!("Basic {key}")), "").await;
+    tokens.push(r.json["access_token"].as_str().unwrap().to_owned());
+    let r = call(
+        app,
+        "POST",
+        "/ds-api/user-token",
+        Some(&basic("jcw", key)),
+        "",
+    )
+    .await;
+    tokens.push(r.json["user-token"].as_str().unwrap().to_owned());
+    tokens
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_key_and_a_re_created_service_key_void_earlier_tokens_on_their_watch_event() {
+    let fake = Fake::default();
+    service_key(&fake, "one", "1");
+    key_secret(&fake, "one", "key-one", "uid-one");
+    let ring = Keyring::generate(Algorithm::HS256, jiff::Timestamp::now()).unwrap();
+    keyring_secret(&fake, &ring);
+    let [(store_a, a, _), (store_b, b, _)] = ready_replicas(&fake, Denylist::default).await;
+    let tokens = tokens_of(&a, "key-one").await;
+    for token in &tokens {
+        assert!(is_active(&b, "key-one", token).await);
+    }
+    let lists = fake.count("list", "secrets");
+
+    // The key is replaced in its Secret: one watch event, and every replica refuses every
+    // earlier token.
+    key_secret(&fake, "one", "key-one-replaced", "uid-one");
+    wait_for(&fake, PATIENCE, "the new key indexed", || {
+        store_a.keys().by_key(b"key-one-replaced").is_some()
+            && store_b.keys().by_key(b"key-one-replaced").is_some()
+    })
+    .await;
+    for app in [&a, &b] {
+        for token in &tokens {
+            assert!(!is_active(app, "key-one-replaced", token).await);
+        }
+        let refused = call(app, "POST", "/token/refresh", Some(&bearer(&tokens[4])), "").await;
+        refused.assert_error(401, "UNAUTHORIZED");
+    }
+    assert_eq!(
+        fake.count("list", "secrets"),
+        lists,
+        "no relist: the watch event did it"
+    );
+
+    // Deleted and created again under its name with the same key: a new uid.
+    let fresh = tokens_of(&a, "key-one-replaced").await;
+    fake.delete("tokenmint.dev", "servicekeys", "team-a", "one");
+    fake.put(
+        "tokenmint.dev",
+        "servicekeys",
+        json!({
+            "apiVersion": "tokenmint.dev/v1alpha1", "kind": "ServiceKey",
+            "metadata": {"name": "one", "namespace": "team-a", "uid": "uid-one-again"},
+            "spec": {"principal": {"id": "1", "email": "jcw@example.com", "name": "jcw"}, "dataSources": ["*"], "workspaces": ["*"]}
+        }),
+    );
+    key_secret(&fake, "one", "key-one-replaced", "uid-one-again");
+    wait_for(&fake, PATIENCE, "the new ServiceKey indexed", || {
+        [&store_a, &store_b].iter().all(|s| {
+            s.keys()
+                .by_key(b"key-one-replaced")
+                .is_some_and(|e| e.uid == "uid-one-again")
+        })
+    })
+    .await;
+    for app in [&a, &b] {
+        for token in &fresh {
+            assert!(!is_active(app, "key-one-replaced", token).await);
+        }
+        let access = &fresh[0];
+        call(
+            app,
+            "POST",
+            "/api/admin/v1/get_datasource_token",
+            Some(&bearer(access)),
+            r#"{"data_source": "Data_3_E"}"#,
+        )
+        .await
+        .assert_error(401, "UNAUTHORIZED");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_are_bucketed_and_every_replica_holds_all_of_them_on_every_path() {
+    let fake = Fake::default();
+    for name in ["one", "two"] {
+        service_key(&fake, name, "1");
+        key_secret(&fake, name, &format!("key-{name}"), &format!("uid-{name}"));
+    }
+    let ring = Keyring::generate(Algorithm::HS256, jiff::Timestamp::now()).unwrap();
+    keyring_secret(&fake, &ring);
+    // Replicas whose capacity is 4, and a ServiceKey quota of 3.
+    let small = || Denylist::new(4, 3);
+    let [(_, a, list_a), (_, b, list_b)] = ready_replicas(&fake, small).await;
+    // Tenant "one" floods replica A: its quota, then 429.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let token = tokens_of(&a, "key-one").await.remove(0);
+        statuses.push(revoke(&a, "key-one", &token).await.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
+    // Tenant "two" revokes through replica B: works, and A refuses the token too.
+    let two = tokens_of(&b, "key-two").await.remove(0);
+    let r = revoke(&b, "key-two", &two).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    wait_for(&fake, PATIENCE, "A sees B's revocation", || {
+        list_a.len() == 4
+    })
+    .await;
+    assert!(!is_active(&a, "key-two", &two).await);
+
+    // The system (the operator) revokes past the replicas' capacity: every replica holds it.
+    let operator = tokenmint::revocation::Revoker::Kube {
+        api: kube::Api::namespaced(fake.client(), "tokenmint-system"),
+        denylist: Arc::new(Denylist::new(1, 1)),
+    };
+    let mut system = Vec::new();
+    for _ in 0..4 {
+        let token = tokens_of(&a, "key-two").await.remove(0);
+        let claims = tokenmint::token::claims::unverified(&token).unwrap();
+        operator
+            .revoke(&by_the_system(&claims))
+            .await
+            .expect("never refused");
+        system.push(token);
+    }
+    let all = 8;
+    wait_for(&fake, PATIENCE, "the watch brings them all", || {
+        list_a.len() == all && list_b.len() == all
+    })
+    .await;
+    // A caller of a full replica is refused, 503.
+    let token = tokens_of(&b, "key-two").await.remove(0);
+    revoke(&b, "key-two", &token)
+        .await
+        .assert_error(503, "SERVICE_UNAVAILABLE");
+    // Far fewer objects than revocations: one bucket (their day), no per-token ConfigMap.
+    let buckets: Vec<String> = fake
+        .all("", "configmaps")
+        .iter()
+        .map(|cm| cm["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(buckets.len(), 1, "{buckets:?}");
+    assert!(
+        buckets[0].starts_with("tokenmint-revocations-"),
+        "{buckets:?}"
+    );
+
+    // A relist (API-server restart: every watch resumes with 410 and lists again) keeps all
+    // of them, whatever the capacity.
+    let lists = fake.count("list", "configmaps");
+    fake.restart();
+    wait_for(&fake, PATIENCE, "both relisted", || {
+        fake.count("list", "configmaps") >= lists + 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!((list_a.len(), list_b.len()), (all, all));
+    // A replica started now holds all of them at once.
+    let [(_, c, list_c)] = ready_replicas(&fake, small).await;
+    wait_for(&fake, PATIENCE, "C holds all", || list_c.len() == all).await;
+    for token in &system {
+        assert!(!is_active(&c, "key-two", token).await);
+    }
 }

@@ -5,16 +5,18 @@
 //! conflict rule (a ServiceAccount listed by two ServiceKeys belongs to the oldest).
 
 use super::common::*;
-use crate::support::fake_api::{Fake, projected_token};
+use crate::support::fake_api::{
+    Fake, SERVICE_ACCOUNT_ISSUER, projected_token, projected_token_for,
+};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use tokenmint::http::{AppState, Config};
-use tokenmint::key_store::{KeyIndex, SharedKeyStore};
+use tokenmint::key_store::{KeyIndex, SharedKeyStore, Source};
 use tokenmint::keyring::{Algorithm, Keyring};
 use tokenmint::manifests::Manifests;
 use tokenmint::revocation::{Denylist, Revoker};
-use tokenmint::tokenreview::Reviewer;
+use tokenmint::tokenreview::{Issuers, Reviewer};
 
 /// A token of the ServiceAccount `team-a/name` that the fake vouches for, for our audience.
 fn vouched(fake: &Fake, name: &str, exp_in: i64) -> String {
@@ -30,7 +32,7 @@ fn vouched(fake: &Fake, name: &str, exp_in: i64) -> String {
 const KEYS: &str = r#"
 apiVersion: tokenmint.dev/v1alpha1
 kind: ServiceKey
-metadata: {name: analytics, namespace: team-a, creationTimestamp: "2026-01-01T00:00:00Z"}
+metadata: {name: analytics, namespace: team-a, uid: uid-analytics, creationTimestamp: "2026-01-01T00:00:00Z"}
 spec:
   principal: {id: "1", email: jcw@example.com, name: jcw, orgName: Main Org.}
   dataSources: [Data_3_E]
@@ -44,7 +46,7 @@ stringData: {key: tmk_analytics}
 ---
 apiVersion: tokenmint.dev/v1alpha1
 kind: ServiceKey
-metadata: {name: later, namespace: team-a, creationTimestamp: "2026-06-01T00:00:00Z"}
+metadata: {name: later, namespace: team-a, uid: uid-later, creationTimestamp: "2026-06-01T00:00:00Z"}
 spec:
   principal: {id: "2", email: l@example.com, name: later}
   dataSources: ["*"]
@@ -57,7 +59,7 @@ stringData: {key: tmk_later}
 ---
 apiVersion: tokenmint.dev/v1alpha1
 kind: ServiceKey
-metadata: {name: other, namespace: team-b, creationTimestamp: "2025-01-01T00:00:00Z"}
+metadata: {name: other, namespace: team-b, uid: uid-other, creationTimestamp: "2025-01-01T00:00:00Z"}
 spec:
   principal: {id: "3", email: o@example.com, name: other}
   dataSources: ["*"]
@@ -71,11 +73,20 @@ stringData: {key: tmk_other}
 
 fn index() -> KeyIndex {
     let m = Manifests::from_yaml(std::path::Path::new("keys.yaml"), KEYS).unwrap();
-    KeyIndex::build(&m.service_keys, &m.secrets)
+    KeyIndex::build(&m.service_keys, &m.secrets, Source::Manifests)
 }
 
 /// The routes with keyless callers checked against `fake`.
 fn app(fake: &Fake) -> (axum::Router, Arc<Keyring>) {
+    reviewing_with(
+        fake.client(),
+        Issuers::fixed(vec![SERVICE_ACCOUNT_ISSUER.into()]),
+    )
+}
+
+/// The routes with keyless callers checked by TokenReview through `client`, for tokens of
+/// `issuers`.
+fn reviewing_with(client: kube::Client, issuers: Issuers) -> (axum::Router, Arc<Keyring>) {
     let ring = Keyring::generate(Algorithm::HS256, jiff::Timestamp::now()).unwrap();
     let store = Arc::new(SharedKeyStore::fixed(index(), ring));
     let keyring = tokenmint::key_store::KeyStore::keyring(store.as_ref()).unwrap();
@@ -87,8 +98,9 @@ fn app(fake: &Fake) -> (axum::Router, Arc<Keyring>) {
         denylist,
         watch_restarts: Default::default(),
         reviewer: Some(Arc::new(Reviewer::new(
-            kube::Api::all(fake.client()),
+            kube::Api::all(client),
             vec!["tokenmint".into()],
+            issuers,
         ))),
     });
     (tokenmint::http::router(state), keyring)
@@ -155,7 +167,8 @@ async fn a_service_account_token_acts_as_the_key_that_lists_it() {
 #[tokio::test]
 async fn refused_tokens_are_401_and_an_api_error_is_503() {
     let fake = Fake::default();
-    let other_audience = projected_token("report-api", 600);
+    let other_audience =
+        projected_token_for("report-api", 600, &["https://kubernetes.default.svc"]);
     fake.service_account_token(
         &other_audience,
         "system:serviceaccount:team-a:report-api",
@@ -288,4 +301,139 @@ async fn without_a_cluster_a_service_account_token_is_refused_with_the_reason() 
     .await;
     r.assert_error(401, "UNAUTHORIZED");
     assert!(r.text.contains("cluster"), "{}", r.text);
+}
+
+/// `token` with its claims changed by `edit` (the signature no longer matters: junk).
+fn with_claims(token: &str, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    edit(&mut claims);
+    format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap()),
+        parts[2]
+    )
+}
+
+#[tokio::test]
+async fn junk_bearer_tokens_cause_no_review_and_leave_accepted_answers_cached() {
+    let fake = Fake::default();
+    let token = vouched(&fake, "report-api", 3_600);
+    let (router, _) = app(&fake);
+    assert_eq!(
+        call(&router, "POST", ACCESS, Some(&bearer(&token)), "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(fake.count("create", "tokenreviews"), 1);
+    // 10,000 junk Bearer tokens: three dot-separated parts, not a JWT; another issuer; another
+    // audience; expired; not valid for an hour yet.
+    let now = jiff::Timestamp::now().as_second();
+    for i in 0..10_000 {
+        let junk = match i % 5 {
+            0 => format!("{i}.{i}.{i}"),
+            1 => with_claims(&token, |c| {
+                c["iss"] = json!(format!("https://evil.example/{i}"))
+            }),
+            2 => projected_token_for(&format!("sa-{i}"), 600, &["https://kubernetes.default.svc"]),
+            3 => with_claims(&token, |c| c["exp"] = json!(now - i)),
+            _ => with_claims(&token, |c| c["nbf"] = json!(now + 3_600 + i)),
+        };
+        let r = call(&router, "POST", ACCESS, Some(&bearer(&junk)), "").await;
+        r.assert_error(401, "UNAUTHORIZED");
+    }
+    assert_eq!(
+        fake.count("create", "tokenreviews"),
+        1,
+        "no review for junk"
+    );
+    // Plausible tokens the API server refuses (more than the caches hold) are reviewed, and
+    // their refusals never push the accepted answer out.
+    for i in 0..(tokenmint::tokenreview::CACHE_CAPACITY + 10) {
+        let unknown = projected_token(&format!("unknown-{i}"), 600);
+        let r = call(&router, "POST", ACCESS, Some(&bearer(&unknown)), "").await;
+        r.assert_error(401, "UNAUTHORIZED");
+    }
+    let reviews = fake.count("create", "tokenreviews");
+    assert_eq!(reviews, 1 + tokenmint::tokenreview::CACHE_CAPACITY + 10);
+    assert_eq!(
+        call(&router, "POST", ACCESS, Some(&bearer(&token)), "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        fake.count("create", "tokenreviews"),
+        reviews,
+        "still cached"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_in_flight_are_bounded_and_past_the_bound_answered_503_with_retry_after() {
+    use axum::http::{Request, Response};
+    use kube::client::Body;
+    // An API server that takes its time: no review answers while the test runs.
+    let (service, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "default");
+    let (router, _) = reviewing_with(client, Issuers::fixed(vec![SERVICE_ACCOUNT_ISSUER.into()]));
+    let waiting: Vec<_> = (0..tokenmint::tokenreview::MAX_IN_FLIGHT)
+        .map(|i| {
+            let router = router.clone();
+            let auth = bearer(&projected_token(&format!("sa-{i}"), 600));
+            tokio::spawn(async move { call(&router, "POST", ACCESS, Some(&auth), "").await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = call(
+        &router,
+        "POST",
+        ACCESS,
+        Some(&bearer(&projected_token("one-more", 600))),
+        "",
+    )
+    .await;
+    r.assert_error(503, "SERVICE_UNAVAILABLE");
+    assert!(r.text.contains("under way"), "{}", r.text);
+    assert_eq!(r.headers["retry-after"], "1");
+    // A key still works meanwhile.
+    let r = call(&router, "POST", ACCESS, Some(&bearer("tmk_analytics")), "").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    for task in waiting {
+        task.abort();
+    }
+}
+
+#[tokio::test]
+async fn the_issuer_is_read_from_the_api_server_and_until_then_keyless_callers_get_503() {
+    let fake = Fake::default();
+    let token = vouched(&fake, "report-api", 600);
+    fake.set_down(true);
+    let (router, _) = reviewing_with(fake.client(), Issuers::discover(fake.client()));
+    let r = call(&router, "POST", ACCESS, Some(&bearer(&token)), "").await;
+    r.assert_error(503, "SERVICE_UNAVAILABLE");
+    assert!(r.text.contains("issuer"), "{}", r.text);
+    assert!(r.headers.contains_key("retry-after"));
+    assert_eq!(fake.count("create", "tokenreviews"), 0);
+    // The API server answers: its discovery document names the issuer (retried within 1 s).
+    fake.set_down(false);
+    let started = tokio::time::Instant::now();
+    loop {
+        let r = call(&router, "POST", ACCESS, Some(&bearer(&token)), "").await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{}", r.text);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        fake.saw("", "get", "/.well-known/openid-configuration", None),
+        "{:?}",
+        fake.calls()
+    );
 }

@@ -3,7 +3,7 @@
 
 use super::common::*;
 use std::path::{Path, PathBuf};
-use tokenmint::key_store::{KeyIndex, KeyStore};
+use tokenmint::key_store::{KeyIndex, KeyStore, Source};
 use tokenmint::keyring::{Algorithm, Keyring};
 use tokenmint::manifests::Manifests;
 
@@ -21,7 +21,7 @@ fn dir_with(name: &str, files: &[(&str, &str)]) -> PathBuf {
 const SK: &str = r#"
 apiVersion: tokenmint.dev/v1alpha1
 kind: ServiceKey
-metadata: {name: one}
+metadata: {name: one, uid: uid-one}
 spec:
   principal: {id: "1", email: a@example.com, name: a}
   dataSources: ["*"]
@@ -47,7 +47,7 @@ async fn multi_document_files_with_data_and_string_data() {
             // Custom secretName, plain `stringData`, explicit namespace.
             (
                 "b.yml",
-                "apiVersion: tokenmint.dev/v1alpha1\nkind: ServiceKey\nmetadata: {name: two, namespace: ns2}\nspec:\n  principal: {id: \"2\", email: b@example.com, name: b}\n  secretName: custom\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: custom, namespace: ns2}\nstringData: {key: key-two}\n",
+                "apiVersion: tokenmint.dev/v1alpha1\nkind: ServiceKey\nmetadata: {name: two, namespace: ns2, uid: uid-two}\nspec:\n  principal: {id: \"2\", email: b@example.com, name: b}\n  secretName: custom\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: custom, namespace: ns2}\nstringData: {key: key-two}\n",
             ),
             ("keyring.yaml", &keyring_yaml),
             ("notes.txt", "not yaml: ["),
@@ -56,7 +56,7 @@ async fn multi_document_files_with_data_and_string_data() {
     let m = Manifests::load_dir(&dir).unwrap();
     assert_eq!(m.service_keys.len(), 2);
     assert_eq!(m.files.len(), 3);
-    let index = KeyIndex::build(&m.service_keys, &m.secrets);
+    let index = KeyIndex::build(&m.service_keys, &m.secrets, Source::Manifests);
     assert_eq!(index.by_key(b"key-one").unwrap().reference(), "default/one");
     assert_eq!(index.by_key(b"key-two").unwrap().reference(), "ns2/two");
     let loaded = m

@@ -23,6 +23,7 @@ fn now() -> i64 {
 fn binding(service_key: &str, key: &str) -> Binding {
     Binding {
         service_key: service_key.into(),
+        service_key_uid: uid_of(service_key).into(),
         key_fingerprint: key_fingerprint(key.as_bytes()),
     }
 }
@@ -74,6 +75,7 @@ async fn access_token_answers_the_seed_shape() {
                 "fresh",
                 "type",
                 "service_key",
+                "service_key_uid",
                 "key_fingerprint",
                 "iss"
             ]
@@ -297,6 +299,7 @@ async fn datasource_token_refuses_bad_tokens() {
     let fingerprint = key_fingerprint(KEY_A.as_bytes());
     let issuing = Issuing {
         service_key: "team-a/analytics",
+        service_key_uid: uid_of("team-a/analytics"),
         key_fingerprint: &fingerprint,
     };
     let (session, _) = minter
@@ -315,7 +318,7 @@ async fn datasource_token_refuses_bad_tokens() {
     let datasource = minter
         .datasource_token(
             principal.subject(),
-            "team-a/analytics",
+            issuing,
             &ds_request,
             jiff::Timestamp::now(),
         )
@@ -700,8 +703,10 @@ fn session_for(
     age: i64,
     ttl: i64,
 ) -> String {
+    let registered = Registered::new(now() - age, Some(ttl));
     let claims = SessionClaims {
-        registered: Registered::new(now() - age, Some(ttl)),
+        sid: registered.jti.clone(),
+        registered,
         sub: sub.into(),
         email: "jcw@example.com".into(),
         full_name: Some("Jeff Williams".into()),
@@ -819,6 +824,7 @@ async fn user_token_is_created_with_201() {
             "user",
             "jti",
             "service_key",
+            "service_key_uid",
             "key_fingerprint",
             "iss"
         ]

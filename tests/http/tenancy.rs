@@ -74,28 +74,6 @@ async fn datasource(t: &TestApp, credential: &str, data_source: &str) -> Reply {
     .await
 }
 
-async fn introspect(t: &TestApp, key: &str, token: &str) -> Value {
-    let r = call_form(
-        &t.router,
-        "/oauth/introspect",
-        Some(&bearer(key)),
-        &format!("token={token}"),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.json
-}
-
-async fn revoke(t: &TestApp, key: &str, token: &str) -> Reply {
-    call_form(
-        &t.router,
-        "/oauth/revoke",
-        Some(&bearer(key)),
-        &format!("token={token}&token_type_hint=access_token"),
-    )
-    .await
-}
-
 #[tokio::test]
 async fn nothing_of_one_tenant_is_reachable_with_the_others_credentials() {
     let t = app();
@@ -148,14 +126,17 @@ async fn nothing_of_one_tenant_is_reachable_with_the_others_credentials() {
         assert!(!foreign.text.contains(mine.org), "{}", foreign.text);
         // Introspection: active for my tenant, `{"active": false}` and nothing else for theirs.
         for token in [access.clone(), token.clone()] {
-            assert_eq!(introspect(&t, mine.key, &token).await["active"], true);
             assert_eq!(
-                introspect(&t, theirs.key, &token).await,
+                introspect(&t.router, mine.key, &token).await["active"],
+                true
+            );
+            assert_eq!(
+                introspect(&t.router, theirs.key, &token).await,
                 json!({"active": false})
             );
         }
         // Revocation by the other tenant is answered 200 but does nothing.
-        assert_eq!(revoke(&t, theirs.key, &access).await.status, 200);
+        assert_eq!(revoke(&t.router, theirs.key, &access).await.status, 200);
         assert_eq!(datasource(&t, &access, mine.data_source).await.status, 200);
     }
     // Guest tokens: workspaces and data sources of the key used, only.
@@ -187,8 +168,11 @@ async fn a_revoked_token_is_refused_everywhere_and_introspects_inactive() {
     let session_token = session(&t, &A).await;
     let user = user_token(&t, &A).await;
     for token in [&access, &session_token, &user] {
-        assert_eq!(revoke(&t, KEY_A, token).await.json, json!({}));
-        assert_eq!(introspect(&t, KEY_A, token).await, json!({"active": false}));
+        assert_eq!(revoke(&t.router, KEY_A, token).await.json, json!({}));
+        assert_eq!(
+            introspect(&t.router, KEY_A, token).await,
+            json!({"active": false})
+        );
     }
     let r = datasource(&t, &access, "Data_3_E").await;
     r.assert_error(401, "UNAUTHORIZED");
@@ -214,7 +198,7 @@ async fn a_revoked_token_is_refused_everywhere_and_introspects_inactive() {
     // Other tokens of the same key keep working; revoking again is fine.
     let fresh = access_token(&t, &A).await;
     assert_eq!(datasource(&t, &fresh, "Data_3_E").await.status, 200);
-    assert_eq!(revoke(&t, KEY_A, &access).await.status, 200);
+    assert_eq!(revoke(&t.router, KEY_A, &access).await.status, 200);
 }
 
 #[tokio::test]
@@ -246,7 +230,7 @@ async fn introspection_describes_every_kind_of_token_of_the_tenant() {
         (&session_token, "session", "1"),
         (&user, "user-token", "jcw"),
     ] {
-        let answer = introspect(&t, KEY_A, token).await;
+        let answer = introspect(&t.router, KEY_A, token).await;
         let claims = verify(&t.keyring, token, kind != "guest");
         assert_eq!(answer["active"], true, "{kind}");
         assert_eq!(answer["token_type"], kind);
@@ -262,7 +246,10 @@ async fn introspection_describes_every_kind_of_token_of_the_tenant() {
     let mut forged = access.clone();
     forged.pop();
     for token in ["garbage", forged.as_str(), "a.b.c"] {
-        assert_eq!(introspect(&t, KEY_A, token).await, json!({"active": false}));
+        assert_eq!(
+            introspect(&t.router, KEY_A, token).await,
+            json!({"active": false})
+        );
     }
     // A bad key is 401; a missing token 400; a non-form body 415.
     call_form(

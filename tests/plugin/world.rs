@@ -188,15 +188,19 @@ impl World {
     pub fn put_service_key(&self, name: &str, spec: Value) -> Value {
         let mut key = custom("ServiceKey", name, spec);
         let secret = format!("{name}-service-key");
+        let fingerprint = tokenmint::token::claims::key_fingerprint(SERVICE_KEY_VALUE.as_bytes());
         let ready = status::desired(
             None,
             Some(1),
             &secret,
-            &Outcome::Ready {
-                reason: status::KEY_READY,
-                message: format!("key in Secret {secret}"),
-                token: None,
-            },
+            (
+                &Outcome::Ready {
+                    reason: status::KEY_READY,
+                    message: format!("key in Secret {secret}"),
+                    token: None,
+                },
+                Some(&fingerprint),
+            ),
             self.now + ago(86_400),
         );
         key["status"] = serde_json::to_value(ready).unwrap();
@@ -250,12 +254,20 @@ impl World {
         let (secret, status) = match object["kind"].as_str().unwrap() {
             "DatasourceGrant" => {
                 let g: DatasourceGrant = serde_json::from_value(object.clone()).unwrap();
-                let d = desired::datasource_grant(TEAM, &g.spec, Some(&key.spec), ISSUER).unwrap();
+                let d = desired::datasource_grant(
+                    TEAM,
+                    &g.spec,
+                    Some(desired::KeyRef::of(&key)),
+                    ISSUER,
+                )
+                .unwrap();
                 self.store(&g, &d, &g.token_secret_name(), issued, &id, (revoke, renew))
             }
             _ => {
                 let g: GuestTokenRequest = serde_json::from_value(object.clone()).unwrap();
-                let d = desired::guest_token(TEAM, &g.spec, Some(&key.spec), ISSUER).unwrap();
+                let d =
+                    desired::guest_token(TEAM, &g.spec, Some(desired::KeyRef::of(&key)), ISSUER)
+                        .unwrap();
                 self.store(&g, &d, &g.token_secret_name(), issued, &id, (revoke, renew))
             }
         };
@@ -326,11 +338,14 @@ impl World {
             None,
             object.meta().generation,
             secret_name,
-            &Outcome::Ready {
-                reason: TOKEN_READY,
-                message: format!("token in Secret {secret_name}"),
-                token: Some(info),
-            },
+            (
+                &Outcome::Ready {
+                    reason: TOKEN_READY,
+                    message: format!("token in Secret {secret_name}"),
+                    token: Some(info),
+                },
+                None,
+            ),
             issued,
         );
         (serde_json::to_value::<Secret>(secret).unwrap(), status)
@@ -342,13 +357,14 @@ impl World {
         let g: DatasourceGrant = serde_json::from_value(object.clone()).unwrap();
         let key = self.service_key_of(object);
         let failure: Failure =
-            desired::datasource_grant(TEAM, &g.spec, Some(&key.spec), ISSUER).unwrap_err();
+            desired::datasource_grant(TEAM, &g.spec, Some(desired::KeyRef::of(&key)), ISSUER)
+                .unwrap_err();
         assert_eq!(failure.reason, Reason::Forbidden);
         let status = status::desired(
             None,
             Some(1),
             &g.token_secret_name(),
-            &Outcome::Failed(failure.clone()),
+            (&Outcome::Failed(failure.clone()), None),
             self.now + ago(seconds_ago),
         );
         let mut updated = object.clone();
@@ -429,23 +445,29 @@ impl World {
         }
         if revoke {
             let old = &secret["metadata"]["annotations"];
-            let revocation = Revocation {
-                jti: old["tokenmint.dev/token-id"].as_str().unwrap().to_owned(),
-                expires_at: old["tokenmint.dev/expires-at"]
-                    .as_str()
-                    .and_then(|t| t.parse().ok()),
-                kid: Some(KID.into()),
-                reason: format!(
+            let key = self.service_key_of(object);
+            let expires_at = old["tokenmint.dev/expires-at"]
+                .as_str()
+                .and_then(|t| t.parse::<Timestamp>().ok())
+                .map(|t| t.as_second());
+            let revocation = Revocation::of_held(
+                (
+                    old["tokenmint.dev/token-id"].as_str().unwrap(),
+                    None,
+                    expires_at,
+                ),
+                false,
+                key.metadata.uid.clone().unwrap(),
+                format!(
                     "{} {TEAM}/{}: tokenmint.dev/revoke",
                     object["kind"].as_str().unwrap(),
                     object["metadata"]["name"].as_str().unwrap()
                 ),
-            };
-            self.fake.put(
-                "",
-                "configmaps",
-                serde_json::to_value(revocation::config_map(OPERATOR_NS, &revocation)).unwrap(),
+                self.now.as_second(),
             );
+            let stored = revocation::store::config_map_of(OPERATOR_NS, &revocation);
+            self.fake
+                .put("", "configmaps", serde_json::to_value(stored).unwrap());
         }
         self.mint(object, 0, 1 + n);
         1

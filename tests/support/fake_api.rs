@@ -501,6 +501,14 @@ impl Fake {
             let answer = match path.trim_matches('/').split('/').collect::<Vec<_>>()[..] {
                 ["version"] => Some(json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0",
                                            "platform": "linux/amd64"})),
+                // Service account issuer discovery (granted to every ServiceAccount by the
+                // default system:service-account-issuer-discovery binding).
+                [".well-known", "openid-configuration"] => Some(json!({
+                    "issuer": SERVICE_ACCOUNT_ISSUER,
+                    "jwks_uri": format!("{SERVICE_ACCOUNT_ISSUER}/openid/v1/jwks"),
+                    "response_types_supported": ["id_token"],
+                    "subject_types_supported": ["public"],
+                    "id_token_signing_alg_values_supported": ["RS256"]})),
                 ["apis", group, version] => state.discovery(group, version),
                 _ => None,
             };
@@ -907,21 +915,33 @@ pub fn ready_names(fake: &Fake, resource: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// A JWT-shaped projected token of the ServiceAccount `team-a/name`, expiring in `exp_in`
-/// seconds, as the kubelet writes them (the fake vouches for tokens by their text).
+/// The `iss` of the fake cluster's ServiceAccount tokens, as its discovery document says.
+pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc";
+
+/// A JWT-shaped projected token of the ServiceAccount `team-a/name` for the audience
+/// `tokenmint`, expiring in `exp_in` seconds, as the kubelet writes them (the fake vouches for
+/// tokens by their text).
 pub fn projected_token(name: &str, exp_in: i64) -> String {
+    projected_token_for(name, exp_in, &["tokenmint"])
+}
+
+/// [`projected_token`] for other audiences.
+pub fn projected_token_for(name: &str, exp_in: i64, audiences: &[&str]) -> String {
     use base64::Engine;
     let b64 = |v: Value| {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap())
     };
-    let exp = jiff::Timestamp::now().as_second() + exp_in;
+    let now = jiff::Timestamp::now().as_second();
     format!(
         "{}.{}.sig",
         b64(json!({"alg": "RS256", "kid": "kubernetes-key"})),
         b64(json!({
-            "iss": "https://kubernetes.default.svc",
+            "aud": audiences,
+            "exp": now + exp_in,
+            "iat": now,
+            "iss": SERVICE_ACCOUNT_ISSUER,
+            "nbf": now,
             "sub": format!("system:serviceaccount:team-a:{name}"),
-            "exp": exp,
         }))
     )
 }

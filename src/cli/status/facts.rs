@@ -88,7 +88,7 @@ pub fn service_key_view(object: &Object, name: &str, read: &Read<Object>) -> Ser
         Ok(key) => key.as_ref(),
     };
     let spec = key.and_then(|k| match &k.typed {
-        Typed::Key(k) => Some(&k.spec),
+        Typed::Key(k) => Some(desired::KeyRef::of(k)),
         _ => None,
     });
     // The operator's own judgement: the same checks, the same messages.

@@ -76,13 +76,13 @@ pub async fn guest_token(
         )
         .with_code(databrain::DATASOURCE_ERROR));
     }
+    let mut now = jiff::Timestamp::now();
+    if request.expiry_time_ms.is_none() {
+        // Never expiring: issued after its ServiceKey's marker, so not born revoked.
+        now = state.denylist.issue_time(&entry.uid, now);
+    }
     let minted = minter(&keyring, &state.issuer)
-        .guest_token(
-            entry.principal().subject(),
-            entry.reference(),
-            &request,
-            jiff::Timestamp::now(),
-        )
+        .guest_token(entry.principal().subject(), entry.issuing(), &request, now)
         .map_err(|e| match e {
             MintError::Request(e) => request_error(e),
             MintError::Keyring(e) => signing_failed(FLAVOR, e),

@@ -3,9 +3,10 @@
 //!
 //! A data source token may be requested with the service key itself or with a user access
 //! token minted by the first route. The access token is bound to the ServiceKey it was minted
-//! with (`service_key` and `key_fingerprint` claims, beside the vendor's `identity`), and is
-//! honoured with exactly that key's permissions as they are now: another tenant's key with the
-//! same principal id grants nothing, and a deleted ServiceKey or a replaced key voids it.
+//! with (`service_key`, `service_key_uid` and `key_fingerprint` claims, beside the vendor's
+//! `identity`), and is honoured with exactly that key's permissions as they are now: another
+//! tenant's key with the same principal id grants nothing, and a deleted (or re-created)
+//! ServiceKey or a replaced key voids it.
 
 use super::{minter, signing_failed};
 use crate::crd::datasource_grant::DEFAULT_EXPIRATION;
@@ -95,7 +96,7 @@ pub async fn datasource_token(
     let minted = minter(&keyring, &state.issuer)
         .datasource_token(
             entry.principal().subject(),
-            entry.reference(),
+            entry.issuing(),
             &request,
             jiff::Timestamp::now(),
         )

@@ -9,7 +9,7 @@ use crate::http::error::{ApiError, Flavor};
 use crate::http::presented::{self, Expiry, Presented};
 use crate::key_store::{KeyEntry, KeyIndex};
 use crate::keyring::Keyring;
-use crate::revocation::{Revocation, RevocationError};
+use crate::revocation::{Origin, Revocation, RevocationError};
 use axum::Json;
 use axum::extract::Form;
 use axum::extract::State;
@@ -92,30 +92,46 @@ pub async fn revoke(
     if let Ok(presented) = verified
         && presented.minted_with(&caller)
     {
-        let kid = jsonwebtoken::decode_header(&token).ok().and_then(|h| h.kid);
-        let revocation = Revocation {
-            jti: presented.jti.clone(),
-            expires_at: presented
-                .claims
-                .get("exp")
-                .and_then(Value::as_i64)
-                .and_then(|s| jiff::Timestamp::from_second(s).ok()),
-            kid,
-            reason: format!("POST /oauth/revoke with ServiceKey {}", caller.reference()),
-        };
-        state
-            .revoker
-            .revoke(&revocation)
-            .await
-            .map_err(|e| match e {
-                RevocationError::Full { .. } => ApiError::not_ready(FLAVOR, e),
-                RevocationError::Kube(_) | RevocationError::Persist { .. } => {
-                    ApiError::internal(FLAVOR, e)
-                }
-            })?;
+        let reason = format!("POST /oauth/revoke with ServiceKey {}", caller.reference());
+        let now = jiff::Timestamp::now().as_second();
+        let revocation = Revocation::of_claims(
+            &presented.claims,
+            Origin::Caller,
+            reason,
+            Some(caller.session_ttl()),
+            now,
+        );
+        if let Some(revocation) = revocation {
+            state
+                .revoker
+                .revoke(&revocation)
+                .await
+                .map_err(|e| refused(&caller, e))?;
+        }
     }
     Ok((StatusCode::OK, Json(json!({}))).into_response())
 }
+
+/// Why a revocation was not recorded, as an answer: the ServiceKey's quota (429) and this
+/// replica's capacity (503) ask the caller to come back later; a storage failure is ours.
+fn refused(caller: &KeyEntry, e: RevocationError) -> ApiError {
+    match e {
+        RevocationError::Quota { retry_after, .. } => {
+            tracing::info!(service_key = %caller.reference(), error = %e, "revocation refused");
+            ApiError::status(FLAVOR, StatusCode::TOO_MANY_REQUESTS, e.to_string())
+                .with_retry_after(retry_after)
+        }
+        RevocationError::Full { .. } => {
+            tracing::warn!(service_key = %caller.reference(), error = %e, "revocation refused");
+            ApiError::not_ready(FLAVOR, e).with_retry_after(FULL_RETRY_AFTER)
+        }
+        RevocationError::Kube(_) | RevocationError::Persist { .. } => ApiError::internal(FLAVOR, e),
+    }
+}
+
+/// `Retry-After` of a revocation refused because this replica's denylist is full: entries
+/// leave as their tokens expire, checked this often.
+const FULL_RETRY_AFTER: u64 = 60;
 
 /// `POST /oauth/introspect`: whether a token is active, with its claims, for a token of a
 /// ServiceKey in the caller's namespace; `{"active": false}` and nothing else otherwise.
@@ -161,6 +177,6 @@ fn active_answer(token: &Presented) -> Value {
         }
     }
     answer.insert("token_type".into(), token.kind.as_str().into());
-    answer.insert("client_id".into(), token.service_key.clone().into());
+    answer.insert("client_id".into(), token.service_key().into());
     Value::Object(answer)
 }

@@ -10,18 +10,19 @@ mod verdict;
 use verdict::{InPlace, Verdict, in_place, judge_fetched, judge_known, mint};
 
 use super::owned_secret::{
-    EXPIRES_AT_ANNOTATION, EXPIRES_AT_KEY, KID_ANNOTATION, Owner, RENEW_ANNOTATION,
-    RENEW_AT_ANNOTATION, RENEW_HANDLED_ANNOTATION, REVOKE_ANNOTATION, REVOKE_HANDLED_ANNOTATION,
-    SPEC_HASH_ANNOTATION, TOKEN_ID_ANNOTATION, TOKEN_KEY, TOKEN_SECRET_TYPE, delete_owned,
-    fetch_secret, managed_labels, write_secret,
+    EXPIRES_AT_ANNOTATION, EXPIRES_AT_KEY, ISSUED_AT_ANNOTATION, KID_ANNOTATION, Owner,
+    RENEW_ANNOTATION, RENEW_AT_ANNOTATION, RENEW_HANDLED_ANNOTATION, REVOKE_ANNOTATION,
+    REVOKE_HANDLED_ANNOTATION, SERVICE_KEY_UID_ANNOTATION, SPEC_HASH_ANNOTATION,
+    TOKEN_ID_ANNOTATION, TOKEN_KEY, TOKEN_SECRET_TYPE, delete_owned, fetch_secret, managed_labels,
+    write_secret,
 };
 use super::restart::{self, RESTARTED_FOR_ANNOTATION};
 use super::status;
 use super::verified::{Content, TokenRecord};
-use super::{Context, Error, Failure, rfc3339};
+use super::{Context, Error, Failure, Reason, rfc3339};
 use crate::crd::WorkloadRef;
 use crate::desired::Desired;
-use crate::labels::ROLE_TOKEN;
+use crate::labels::{ROLE_SESSION, ROLE_TOKEN};
 use crate::revocation::Revocation;
 use crate::token::assess::{Held, MintReason, Renewal, TokenInfo};
 use crate::token::mint::Minted;
@@ -138,6 +139,14 @@ pub fn token_secret(
         ),
         (TOKEN_ID_ANNOTATION.to_owned(), minted.jti.clone()),
         (KID_ANNOTATION.to_owned(), minted.kid.clone()),
+        (
+            ISSUED_AT_ANNOTATION.to_owned(),
+            minted.issued_at.as_second().to_string(),
+        ),
+        (
+            SERVICE_KEY_UID_ANNOTATION.to_owned(),
+            target.desired.service_key_uid().to_owned(),
+        ),
     ]);
     if let Some(exp) = minted.expires_at {
         data.insert(EXPIRES_AT_KEY.into(), ByteString(rfc3339(exp).into_bytes()));
@@ -222,17 +231,22 @@ pub async fn ensure_token(
         {
             // Revoked before it is replaced: a crash in between revokes twice, never not at all.
             ctx.may_write()?;
-            ctx.revoker
-                .revoke(&Revocation {
-                    jti: held.jti.clone(),
-                    expires_at: held.expires_at,
-                    kid: Some(held.kid.clone()),
-                    reason: format!(
-                        "{} {}/{}: {REVOKE_ANNOTATION}",
-                        owner.kind, owner.namespace, owner.name
-                    ),
-                })
-                .await?;
+            let times = (
+                held.jti.as_str(),
+                Some(held.issued_at.as_second()),
+                held.expires_at.map(|t| t.as_second()),
+            );
+            let revocation = Revocation::of_held(
+                times,
+                target.role == ROLE_SESSION,
+                target.desired.service_key_uid().to_owned(),
+                format!(
+                    "{} {}/{}: {REVOKE_ANNOTATION}",
+                    owner.kind, owner.namespace, owner.name
+                ),
+                now.as_second(),
+            );
+            ctx.revoker.revoke(&revocation).await?;
         }
         let candidate = match candidate {
             Some(c) => c,
@@ -391,9 +405,13 @@ pub async fn settle<K: status::HasTokenStatus>(
                 .reason
                 .withdraws_permission()
                 .then_some(why.as_str());
-            delete_owned(ctx, owner, ROLE_TOKEN, None, revoke).await?;
+            // Without a key in place nothing is bound or minted, and nothing is taken away:
+            // a token in place is bound to the key it was minted with, and lives or dies with it.
+            if failure.reason != Reason::ServiceKeyNotReady {
+                delete_owned(ctx, owner, ROLE_TOKEN, None, revoke).await?;
+            }
             status::Outcome::Failed(failure)
         }
     };
-    status::conclude(ctx, obj, owner, secret_name, outcome).await
+    status::conclude(ctx, obj, owner, secret_name, (outcome, None)).await
 }

@@ -52,8 +52,15 @@ fn minter<'a>(ring: &'a crate::keyring::Keyring, issuer: &'a str) -> Minter<'a> 
     }
 }
 
-/// Mints the desired token with the current keyring.
+/// Mints the desired token with the current keyring. A never-expiring guest token is issued
+/// after its ServiceKey's marker, so that it is not born revoked.
 pub(super) fn mint(ctx: &Context, target: &TokenTarget, now: Timestamp) -> Result<Minted, Error> {
+    let now = match ctx.revoker.denylist() {
+        Some(denylist) if target.desired.never_expires() => {
+            denylist.issue_time(target.desired.service_key_uid(), now)
+        }
+        _ => now,
+    };
     let ring = ctx.keyring.read().expect("keyring lock");
     target
         .desired
@@ -65,6 +72,31 @@ pub(super) fn mint(ctx: &Context, target: &TokenTarget, now: Timestamp) -> Resul
                 format!("request refused after validation: {e}"),
             )),
         })
+}
+
+/// A token that would stay, unless it is a never-expiring guest token its ServiceKey's marker
+/// has revoked (`POST /oauth/revoke` of it or of a sibling issued in the same second).
+fn unrevoked(
+    ctx: &Context,
+    target: &TokenTarget,
+    held: &Held,
+    judged: Result<TokenInfo, MintReason>,
+) -> Result<TokenInfo, MintReason> {
+    let revoked = held.expires_at.is_none()
+        && target.desired.never_expires()
+        && ctx.revoker.denylist().is_some_and(|denylist| {
+            denylist.never_expiring_revoked(
+                target.desired.service_key_uid(),
+                held.issued_at.as_second(),
+            )
+        });
+    judged.and_then(|info| {
+        if revoked {
+            Err(MintReason::Denylisted)
+        } else {
+            Ok(info)
+        }
+    })
 }
 
 fn keep_or_mint(
@@ -128,6 +160,7 @@ pub(super) fn judge_known(
             now,
         )
     };
+    let judged = unrevoked(ctx, target, &record.held, judged);
     keep_or_mint(
         judged,
         target,
@@ -209,6 +242,7 @@ pub(super) fn judge_fetched(
             now,
         )
     };
+    let judged = unrevoked(ctx, target, &held, judged);
     let restarted_for = annotation(meta, RESTARTED_FOR_ANNOTATION);
     if judged.is_ok() {
         // Verified at this version: later reconciles need not read it again.
