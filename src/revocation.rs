@@ -25,12 +25,16 @@
 //! ([`DenylistFile`]).
 
 mod denylist;
+mod entries;
 mod persisted;
 pub mod store;
+mod sweep;
 
-pub use denylist::{Denied, Denylist, Slot, Snapshot, id_bits};
+pub use denylist::{Denied, Denylist, Snapshot};
+pub use entries::{Slot, id_bits};
 pub use persisted::DenylistFile;
-pub use store::{ROLE_REVOCATION, follow, load, selector, sweep};
+pub use store::{ROLE_REVOCATION, follow, load, selector};
+pub use sweep::sweep;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;

@@ -1,13 +1,13 @@
 //! The Secret watch cache keeps, of each Secret tokenmint manages, only what a reconcile reads
-//! without a GET: identity, version, controlling owner, role and the token's id, key and expiry.
+//! without a GET: identity, version, controlling owner, role, and what revoking its token needs
+//! (its id, issue time, expiry and ServiceKey uid).
 //!
 //! A Secret's metadata as the API sends it costs about 1.7 KB in memory (two maps of labels and
 //! annotations with room for eleven entries each, owner references, timestamps); this is about
 //! a quarter of that, for one Secret per managed object.
 
 use super::owned_secret::{
-    EXPIRES_AT_ANNOTATION, ISSUED_AT_ANNOTATION, KID_ANNOTATION, SERVICE_KEY_UID_ANNOTATION,
-    TOKEN_ID_ANNOTATION,
+    EXPIRES_AT_ANNOTATION, ISSUED_AT_ANNOTATION, SERVICE_KEY_UID_ANNOTATION, TOKEN_ID_ANNOTATION,
 };
 use crate::labels::{ROLE_LABEL, ROLE_SESSION};
 use crate::revocation::Revocation;
@@ -28,9 +28,8 @@ pub struct CachedSecret {
     pub controller_uid: Option<String>,
     /// The `tokenmint.dev/secret-role` label.
     pub role: Option<String>,
-    /// `tokenmint.dev/token-id`, `tokenmint.dev/kid` and `tokenmint.dev/expires-at`.
+    /// `tokenmint.dev/token-id` and `tokenmint.dev/expires-at`.
     pub token_id: Option<String>,
-    pub kid: Option<String>,
     pub expires_at: Option<Timestamp>,
     /// `tokenmint.dev/issued-at` and `tokenmint.dev/service-key-uid`.
     pub issued_at: Option<i64>,
@@ -57,7 +56,6 @@ impl CachedSecret {
                 .and_then(|l| l.get(ROLE_LABEL))
                 .cloned(),
             token_id: annotation(TOKEN_ID_ANNOTATION),
-            kid: annotation(KID_ANNOTATION),
             expires_at: annotation(EXPIRES_AT_ANNOTATION).and_then(|t| t.parse().ok()),
             issued_at: annotation(ISSUED_AT_ANNOTATION).and_then(|t| t.parse().ok()),
             service_key_uid: annotation(SERVICE_KEY_UID_ANNOTATION),
@@ -160,7 +158,7 @@ mod tests {
             labels: Some(BTreeMap::from([(ROLE_LABEL.into(), "token".into())])),
             annotations: Some(BTreeMap::from([
                 (TOKEN_ID_ANNOTATION.into(), "jti-1".into()),
-                (KID_ANNOTATION.into(), "hs256-1".into()),
+                ("tokenmint.dev/kid".into(), "hs256-1".into()),
                 (EXPIRES_AT_ANNOTATION.into(), "2026-12-03T12:00:00Z".into()),
                 (ISSUED_AT_ANNOTATION.into(), "1764759600".into()),
                 (SERVICE_KEY_UID_ANNOTATION.into(), "uid-sk".into()),

@@ -18,19 +18,21 @@
 //!   every token they name predates the binding of tokens to their ServiceKey's uid and is
 //!   refused anyway — and swept as before, once their token expired or its key left the
 //!   keyring (so a rollback still finds them).
+//!
+//! What the leader deletes is [`super::sweep`].
 
-use super::denylist::{Slot, id_bits};
-use super::{Denylist, EXPIRY_SLACK_SECS, Origin, Revocation, Target};
+use super::entries::{Slot, id_bits};
+use super::{Denylist, Origin, Revocation, Target};
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,14 +100,14 @@ pub fn parse_entry<'v>(key: &str, value: &'v str) -> Option<(Slot, i64, &'v str,
 }
 
 /// What a revocation ConfigMap is, by its name.
-enum Kind<'a> {
+pub(super) enum Kind<'a> {
     Bucket { day: &'a str },
     Markers,
     Legacy,
     Other,
 }
 
-fn kind(name: &str) -> Kind<'_> {
+pub(super) fn kind(name: &str) -> Kind<'_> {
     if let Some(rest) = name.strip_prefix(BUCKET_PREFIX) {
         match rest.split_once('-') {
             Some((day, _)) => Kind::Bucket { day },
@@ -198,7 +200,7 @@ async fn pause(attempt: u32) {
     tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
 }
 
-fn params() -> (PatchParams, PostParams) {
+pub(super) fn params() -> (PatchParams, PostParams) {
     (
         PatchParams {
             field_manager: Some(crate::labels::FIELD_MANAGER.into()),
@@ -394,112 +396,6 @@ pub async fn follow(api: Api<ConfigMap>, denylist: Arc<Denylist>, probe: crate::
     }
 }
 
-/// Deletes what denies nothing any more (operator leader, periodically): buckets whose day has
-/// passed, legacy ConfigMaps whose token expired or whose key left the keyring (`kids`), and
-/// — given `service_keys`, the uids of every ServiceKey — the markers of ServiceKeys that are
-/// gone. Returns how many ConfigMaps were deleted.
-pub async fn sweep(
-    api: &Api<ConfigMap>,
-    kids: &[String],
-    service_keys: Option<&HashSet<String>>,
-    now: Timestamp,
-    may_write: impl Fn() -> bool,
-) -> Result<usize, kube::Error> {
-    let list = api.list(&ListParams::default().labels(&selector())).await?;
-    let now = now.as_second();
-    let mut deleted = 0;
-    for cm in list {
-        let name = cm.name_any();
-        let doomed = match kind(&name) {
-            Kind::Bucket { day } => day_ended(day).is_some_and(|end| end + EXPIRY_SLACK_SECS < now),
-            Kind::Legacy => legacy_obsolete(&cm, kids, now),
-            Kind::Markers => {
-                if let Some(known) = service_keys
-                    && may_write()
-                {
-                    drop_markers(api, &cm, known).await?;
-                }
-                false
-            }
-            Kind::Other => false,
-        };
-        if !doomed || !may_write() {
-            continue;
-        }
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: cm.uid(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        match api.delete(&name, &params).await {
-            Ok(_) => deleted += 1,
-            Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => {}
-            Err(e) => return Err(e),
-        }
-    }
-    if deleted > 0 {
-        tracing::info!(deleted, "dropped revocations that deny nothing any more");
-    }
-    Ok(deleted)
-}
-
-/// The end of a bucket's day, `YYYYMMDD`, in Unix seconds.
-fn day_ended(day: &str) -> Option<i64> {
-    let date = jiff::civil::Date::strptime("%Y%m%d", day).ok()?;
-    let end = date
-        .tomorrow()
-        .ok()?
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .ok()?;
-    Some(end.timestamp().as_second())
-}
-
-/// Whether a legacy per-token ConfigMap can go: its token expired, or (never expiring) its key
-/// is no longer among `kids`.
-fn legacy_obsolete(cm: &ConfigMap, kids: &[String], now: i64) -> bool {
-    let Some(data) = cm.data.as_ref() else {
-        return true;
-    };
-    let expires = data
-        .get("expires-at")
-        .and_then(|t| t.parse::<Timestamp>().ok());
-    match (expires, data.get("kid")) {
-        (Some(exp), _) => exp.as_second() + EXPIRY_SLACK_SECS < now,
-        (None, Some(kid)) => !kids.contains(kid),
-        (None, None) => false,
-    }
-}
-
-/// Removes from a marker shard the uids of ServiceKeys that no longer exist (their tokens are
-/// refused anyway); a concurrent change of the shard makes it wait for the next sweep.
-async fn drop_markers(
-    api: &Api<ConfigMap>,
-    cm: &ConfigMap,
-    known: &HashSet<String>,
-) -> Result<(), kube::Error> {
-    let gone: serde_json::Map<String, serde_json::Value> = cm
-        .data
-        .iter()
-        .flatten()
-        .filter(|(uid, _)| !known.contains(*uid))
-        .map(|(uid, _)| (uid.clone(), serde_json::Value::Null))
-        .collect();
-    if gone.is_empty() {
-        return Ok(());
-    }
-    let patch = json!({"metadata": {"resourceVersion": cm.resource_version()}, "data": gone});
-    match api
-        .patch(&cm.name_any(), &params().0, &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.is_conflict() || s.is_not_found() => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -530,15 +426,11 @@ mod tests {
     }
 
     #[test]
-    fn buckets_are_named_by_day_and_end_with_it() {
+    fn buckets_are_named_by_day() {
         assert_eq!(day_of(1_765_000_000), "20251206");
         let name = bucket_name(&day_of(1_765_000_000), 3);
         assert_eq!(name, "tokenmint-revocations-20251206-3");
-        let Kind::Bucket { day } = kind(&name) else {
-            panic!("a bucket")
-        };
-        // 2025-12-07T00:00:00Z
-        assert_eq!(day_ended(day), Some(1_765_065_600));
+        assert!(matches!(kind(&name), Kind::Bucket { day: "20251206" }));
         assert!(matches!(kind(&markers_name("u")), Kind::Markers));
         assert!(matches!(kind("tokenmint-revoked-x"), Kind::Legacy));
     }
