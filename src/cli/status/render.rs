@@ -108,6 +108,10 @@ fn reason_step(r: &StatusReport, object: &Object, reason: &str) -> String {
             "Let ServiceKey {key} allow it in {fields} (`kubectl edit sk {key} -n {ns}`), or ask for what it allows. Any token this {} held was revoked and removed.",
             r.kind.name()
         )
+    } else if is(Reason::ServiceKeyNotReady) {
+        format!(
+            "ServiceKey {key} has no key in place, and every token is bound to its key: see why with `kubectl tokenmint status sk/{key} -n {ns}` (usually its key Secret is someone else's). The token is minted once the key is in place."
+        )
     } else if is(Reason::InvalidFilter) {
         "Fix spec.filter: one SQL boolean expression such as `USER_id = 123` (comparisons, IN, BETWEEN, LIKE, IS NULL, joined by AND, OR, NOT); the message names what was refused.".into()
     } else if is(Reason::ServiceAccountConflict) {
