@@ -21,6 +21,7 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokenmint::crd::{DatasourceGrant, ServiceKey};
+use tokenmint::key_store::KeyStore;
 use tokenmint::keyring::{Algorithm, Expect, Keyring};
 use tokenmint::reconcile::controllers::{self, Readiness, Shared};
 use tokenmint::reconcile::events::Events;
@@ -400,6 +401,313 @@ async fn a_foreign_secret_is_never_overwritten() {
         .await;
         let secret = secrets.get("dashboards-token").await.unwrap();
         assert_eq!(secret.data.unwrap()["token"].0, b"theirs");
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 19 on a real API server: `serve` replicas in-process, over the cluster's watches.
+
+/// A `serve` replica of the test namespace: its store, router, denylist and metrics text.
+struct Replica {
+    store: Arc<tokenmint::key_store::SharedKeyStore>,
+    router: axum::Router,
+    denylist: Arc<tokenmint::revocation::Denylist>,
+    state: tokenmint::http::AppState,
+}
+
+impl Cluster {
+    /// A `serve` replica as `serve` builds one in a cluster, scoped to the test namespace, its
+    /// keyless callers checked with TokenReview.
+    fn replica(&self) -> Replica {
+        let args = tokenmint::cli::CommonArgs {
+            algorithm: Algorithm::HS256,
+            issuer: ISSUER.into(),
+            namespace: self.namespace.clone(),
+            watch_namespaces: vec![self.namespace.clone()],
+            keyring_secret: "tokenmint-keyring".into(),
+        };
+        let denylist = Arc::new(tokenmint::revocation::Denylist::default());
+        let store = tokenmint::http::cluster::start(
+            self.client.clone(),
+            &args,
+            &Default::default(),
+            denylist.clone(),
+        );
+        let reviewer = tokenmint::tokenreview::Reviewer::new(
+            Api::all(self.client.clone()),
+            vec!["tokenmint".into()],
+            tokenmint::tokenreview::Issuers::discover(self.client.clone()),
+        );
+        let state = tokenmint::http::AppState::from_config(tokenmint::http::Config {
+            store: store.clone(),
+            issuer: ISSUER.into(),
+            denylist: denylist.clone(),
+            revoker: tokenmint::revocation::Revoker::Kube {
+                api: self.api(),
+                denylist: denylist.clone(),
+            },
+            watch_restarts: Default::default(),
+            reviewer: Some(Arc::new(reviewer)),
+        });
+        Replica {
+            store,
+            router: tokenmint::http::router(state.clone()),
+            denylist,
+            state,
+        }
+    }
+}
+
+/// One request to a replica: status and JSON body.
+async fn ask(router: &axum::Router, uri: &str, auth: &str, form: Option<&str>) -> (u16, Value) {
+    use tower::ServiceExt;
+    let mut request = axum::http::Request::post(uri).header("authorization", auth);
+    let body = match form {
+        Some(form) => {
+            request = request.header("content-type", "application/x-www-form-urlencoded");
+            axum::body::Body::from(form.to_owned())
+        }
+        None => axum::body::Body::from(
+            "{\"data_source\": \"Data_3_E\", \"workspaceName\": \"w1\", \"clientId\": \"c\"}",
+        ),
+    };
+    let response = router
+        .clone()
+        .oneshot(request.body(body).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+async fn active(replica: &Replica, key: &str, token: &str) -> bool {
+    let (status, answer) = ask(
+        &replica.router,
+        "/oauth/introspect",
+        &format!("Bearer {key}"),
+        Some(&format!("token={token}")),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    answer["active"] == true
+}
+
+/// The service key in the ServiceKey `analytics`'s Secret, once there.
+async fn service_key_value(c: &Cluster) -> String {
+    c.value_of("analytics-key", "key").await
+}
+
+impl Cluster {
+    /// The value of `key` in Secret `name`, once there.
+    async fn value_of(&self, name: &str, key: &str) -> String {
+        let api: Api<Secret> = self.api();
+        self.eventually(&format!("Secret {name}"), || {
+            let api = api.clone();
+            let (name, key) = (name.to_owned(), key.to_owned());
+            async move {
+                let secret = api.get_opt(&name).await.unwrap()?;
+                let value = secret.data.as_ref()?.get(&key)?.0.clone();
+                Some(String::from_utf8(value).unwrap())
+            }
+        })
+        .await
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster from KUBECONFIG"]
+async fn every_kind_of_token_dies_with_its_key_on_every_replica_within_a_second() {
+    Cluster::run(|c| async move {
+        c.create(service_key(&["*"])).await;
+        c.create(grant()).await;
+        let key = service_key_value(&c).await;
+        let (granted, _) = c.token("dashboards-token").await;
+        let (a, b) = (c.replica(), c.replica());
+        c.eventually("both replicas ready", || async {
+            (a.store.readiness().is_ok() && b.store.readiness().is_ok()).then_some(())
+        })
+        .await;
+        let bearer = format!("Bearer {key}");
+        let mut tokens = vec![granted];
+        for (uri, field) in [
+            ("/api/admin/v1/api_token/get_access_token", "access_token"),
+            ("/api/admin/v1/get_datasource_token", "access_token"),
+            ("/api/v1/guest-token/create", "token"),
+            ("/token", "access_token"),
+        ] {
+            let auth = if uri == "/token" {
+                format!("Basic {key}")
+            } else {
+                bearer.clone()
+            };
+            let (status, body) = ask(&a.router, uri, &auth, None).await;
+            assert!(status < 300, "{uri}: {status} {body}");
+            tokens.push(body[field].as_str().unwrap().to_owned());
+        }
+        for token in &tokens {
+            assert!(active(&b, &key, token).await);
+        }
+
+        // The key is replaced in its Secret.
+        let secrets: Api<Secret> = c.api();
+        let replaced = "tmk_replaced_in_the_e2e_test_0123456789";
+        secrets
+            .patch(
+                "analytics-key",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"stringData": {"key": replaced}})),
+            )
+            .await
+            .unwrap();
+        // Within a second every replica has the new key (one watch event) and refuses every
+        // earlier token.
+        let started = tokio::time::Instant::now();
+        for replica in [&a, &b] {
+            while replica.store.keys().by_key(replaced.as_bytes()).is_none() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(1),
+                    "the new key took over a second"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            for token in &tokens {
+                assert!(!active(replica, replaced, token).await);
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // The operator mints the grant's token again, bound to the new key.
+        c.eventually("the grant's token re-minted", || async {
+            let (token, _) = c.token("dashboards-token").await;
+            active(&a, replaced, &token).await.then_some(())
+        })
+        .await;
+
+        // Deleted and created again under its name: the tokens of the one before are void.
+        let fresh = ask(
+            &a.router,
+            "/api/admin/v1/api_token/get_access_token",
+            &format!("Bearer {replaced}"),
+            None,
+        )
+        .await
+        .1["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let keys: Api<ServiceKey> = c.api();
+        keys.delete("analytics", &DeleteParams::foreground())
+            .await
+            .unwrap();
+        c.eventually("the ServiceKey gone", || async {
+            keys.get_opt("analytics")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        })
+        .await;
+        c.create(service_key(&["*"])).await;
+        let again = c.value_of("analytics-key", "key").await;
+        c.eventually("both replicas index the new ServiceKey", || async {
+            (a.store.keys().by_key(again.as_bytes()).is_some()
+                && b.store.keys().by_key(again.as_bytes()).is_some())
+            .then_some(())
+        })
+        .await;
+        for replica in [&a, &b] {
+            assert!(!active(replica, &again, &fresh).await);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster from KUBECONFIG"]
+async fn ten_thousand_revocations_are_honoured_by_a_new_replica_within_5_seconds() {
+    Cluster::run(|c| async move {
+        use tokenmint::revocation::{Origin, Revocation, Revoker, Target};
+        let writer = Revoker::Kube {
+            api: c.api(),
+            denylist: Arc::new(tokenmint::revocation::Denylist::new(usize::MAX, usize::MAX)),
+        };
+        let now = Timestamp::now().as_second();
+        let n = 10_000;
+        for i in 0..n {
+            writer
+                .revoke(&Revocation {
+                    target: Target::Token {
+                        jti: uuid::Uuid::new_v4().to_string(),
+                        expires_at: now + 60 + (i * 86_400) / n,
+                    },
+                    service_key_uid: "uid-e2e".into(),
+                    origin: Origin::System,
+                    reason: "e2e".into(),
+                })
+                .await
+                .unwrap();
+        }
+        let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> = c.api();
+        let objects = configmaps
+            .list(&kube::api::ListParams::default().labels(&tokenmint::revocation::selector()))
+            .await
+            .unwrap();
+        assert!(objects.items.len() <= 20, "{} objects", objects.items.len());
+        let started = tokio::time::Instant::now();
+        let third = c.replica();
+        while third.denylist.len() < n as usize {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{} held after 5 s",
+                third.denylist.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        println!(
+            "{} ConfigMaps; a new replica honoured all {n} after {:?}",
+            objects.items.len(),
+            started.elapsed()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster from KUBECONFIG"]
+async fn ten_thousand_junk_bearer_tokens_cause_no_tokenreview() {
+    Cluster::run(|c| async move {
+        let replica = c.replica();
+        c.eventually("ready", || async {
+            replica.store.readiness().is_ok().then_some(())
+        })
+        .await;
+        for i in 0..10_000 {
+            let junk = format!("Bearer junk{i}.junk{i}.junk{i}");
+            let (status, _) = ask(
+                &replica.router,
+                "/api/admin/v1/api_token/get_access_token",
+                &junk,
+                None,
+            )
+            .await;
+            assert_eq!(status, 401);
+        }
+        let metrics = replica.state.metrics.encode().unwrap();
+        for outcome in ["accepted", "refused", "error"] {
+            assert!(
+                !metrics.lines().any(|l| l.starts_with(&format!(
+                    "tokenmint_tokenreviews_total{{outcome=\"{outcome}\"}}"
+                )) && !l.ends_with(" 0")),
+                "{metrics}"
+            );
+        }
     })
     .await;
 }
