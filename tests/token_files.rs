@@ -612,3 +612,80 @@ async fn a_replaced_key_or_a_service_key_removed_and_added_back_voids_its_earlie
     assert_ne!(claims(&started, &third)["service_key_uid"], uid);
     assert!(active(&started, NEW_KEY, third).await);
 }
+
+#[tokio::test]
+async fn a_revoked_never_expiring_guest_token_file_is_minted_again_after_its_keys_marker() {
+    let s = Setup::new("guest-marker");
+    let guest = "apiVersion: tokenmint.dev/v1alpha1\nkind: GuestTokenRequest\nmetadata: {name: forever, namespace: default}\nspec:\n  serviceKeyRef: {name: analytics}\n  workspaceName: w1\n  clientId: c\n";
+    s.manifest(
+        "a.yaml",
+        &format!(
+            "{}  workspaces: [\"*\"]\n---\n{}---\n{guest}",
+            key("default", "analytics", None),
+            key_secret("default", "analytics", KEY)
+        ),
+    );
+    let started = s.start().await.unwrap();
+    let held = s.token("default", "forever-token").unwrap();
+    let iat = |token: &str| {
+        let keyring = started.store.keyring().unwrap();
+        keyring
+            .verify::<Value>(
+                token,
+                Expect {
+                    issuer: "tokenmint",
+                    require_exp: false,
+                },
+            )
+            .unwrap()["iat"]
+            .as_i64()
+            .unwrap()
+    };
+    assert!(active(&started, KEY, held.clone()).await);
+    let state = started.state.clone();
+    let router = tokenmint::http::router(state.clone());
+    let held_iat = iat(&held);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let store = started.store.clone();
+    started.spawn(stop);
+    // Let the agent's first round settle (a burst of file events at start), so that only the
+    // marker can bring the next pass.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(s.token("default", "forever-token").unwrap(), held);
+
+    // The caller revokes the file's own token: its ServiceKey's marker rises, and the agent
+    // mints the file again at once (long before any renew time: the token never expires).
+    let request = Request::post("/oauth/revoke")
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!("token={held}")))
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(router, request).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(state.denylist.is_empty(), "a marker, no entry");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let fresh = loop {
+        let now = s.token("default", "forever-token").unwrap();
+        if now != held {
+            break now;
+        }
+        assert!(std::time::Instant::now() < deadline, "not minted again");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let keyring = store.keyring().unwrap();
+    let claims = keyring
+        .verify::<Value>(
+            &fresh,
+            Expect {
+                issuer: "tokenmint",
+                require_exp: false,
+            },
+        )
+        .unwrap();
+    assert!(claims["iat"].as_i64().unwrap() > held_iat, "{claims}");
+    assert!(
+        claims.get("exp").is_none(),
+        "still never expiring: {claims}"
+    );
+    let _ = stop_tx.send(true);
+}
