@@ -8,7 +8,7 @@
 use super::owned_secret::Owner;
 use super::{CONFLICT_RECHECK, Context, Error, Failure, IDLE_RESYNC, MIN_REQUEUE, Reason, rfc3339};
 use crate::crd::{DatasourceGrant, GuestTokenRequest, ServiceKey, TokenStatus};
-use crate::labels::{FIELD_MANAGER, ROLE_TOKEN};
+use crate::labels::FIELD_MANAGER;
 use crate::token::assess::TokenInfo;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -122,17 +122,15 @@ pub async fn apply<K: HasTokenStatus>(
     secret_name: &str,
     outcome: &Outcome,
 ) -> Result<bool, Error> {
-    let key = format!(
-        "status/{}/{}/{}",
-        K::kind(&()),
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
+    let key = super::recent::key(
+        &K::kind(&()),
+        &obj.namespace().unwrap_or_default(),
+        &obj.name_any(),
     );
     // Our own last write, when the object in the cache predates it.
     let ours: Option<TokenStatus> = ctx
         .recent
-        .newer_than(&key, obj.resource_version().as_deref())
-        .and_then(|v| serde_json::from_value(v).ok());
+        .newer_than(&key, obj.resource_version().as_deref());
     let current = ours.as_ref().or(obj.token_status());
     let wanted = desired(
         current,
@@ -158,11 +156,8 @@ pub async fn apply<K: HasTokenStatus>(
         .await?;
     ctx.metrics
         .write("apply", &format!("{}/status", K::plural(&())));
-    ctx.recent.remember(
-        key,
-        written.resource_version().as_deref(),
-        serde_json::to_value(&wanted).unwrap_or_default(),
-    );
+    ctx.recent
+        .remember(key, written.resource_version().as_deref(), wanted);
     Ok(true)
 }
 
@@ -177,11 +172,9 @@ pub async fn conclude<K: HasTokenStatus>(
     outcome: Outcome,
 ) -> Result<Action, Error> {
     let written = apply(ctx, obj, secret_name, &outcome).await?;
-    let metric_key = owner.metric_key(ROLE_TOKEN);
     ctx.succeeded(obj);
     match outcome {
         Outcome::Failed(failure) => {
-            ctx.metrics.token_expiry(&metric_key, None);
             ctx.metrics
                 .reconcile_error(&owner.kind, failure.reason.as_str());
             if written {
@@ -207,11 +200,6 @@ pub async fn conclude<K: HasTokenStatus>(
             })
         }
         Outcome::Ready { token, .. } => {
-            let expires = token
-                .as_ref()
-                .and_then(|t| t.expires_at)
-                .map(|t| t.as_second());
-            ctx.metrics.token_expiry(&metric_key, expires);
             let next = token.and_then(|t| t.schedule.until_renewal(ctx.clock.now()));
             // A floor, so that no schedule can ever spin the controller.
             Ok(Action::requeue(

@@ -7,7 +7,7 @@
 //!
 //! Faults, to reproduce what a real cluster does: lists that answer late, the next watch of a
 //! resource failing with `410 Gone`, an API-server restart (every watch dropped, every resumed
-//! watch too old), an outage (every request 503).
+//! watch too old), an outage (every request 503, or those of one resource).
 
 use axum::body::Body;
 use axum::http::{Method, Request, Response, StatusCode};
@@ -78,6 +78,8 @@ struct State {
     gone_next: BTreeMap<String, u32>,
     /// Every request answers 503.
     down: bool,
+    /// Requests for these resources answer 503 (a partial outage).
+    down_resources: BTreeSet<String>,
     /// Lists wait this long before answering (a late first list).
     list_delay: BTreeMap<String, Duration>,
     /// TokenReview: token -> (username, audiences the token carries).
@@ -392,6 +394,18 @@ impl Fake {
         }
     }
 
+    /// While `down`, requests for `resource` (e.g. `leases`) answer 503 and its open watches
+    /// end; everything else works (a partial outage).
+    pub fn set_down_for(&self, resource: &str, down: bool) {
+        let mut state = self.state();
+        if down {
+            state.down_resources.insert(resource.into());
+            state.watchers.retain(|w| w.resource != resource);
+        } else {
+            state.down_resources.remove(resource);
+        }
+    }
+
     /// A ServiceAccount token TokenReview will vouch for, for `username`, with `audiences`.
     pub fn service_account_token(&self, token: &str, username: &str, audiences: &[&str]) {
         self.state().tokens.insert(
@@ -495,7 +509,7 @@ impl Fake {
                 .to_owned(),
         };
         state.calls.push(call.clone());
-        if state.down {
+        if state.down || state.down_resources.contains(&p.resource) {
             return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable");
         }
         if verb == "watch" {
