@@ -30,6 +30,14 @@ pub enum Role {
 }
 
 impl Role {
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Token => ROLE_TOKEN,
+            Role::Session => ROLE_SESSION,
+            Role::Key => ROLE_KEY,
+        }
+    }
+
     pub fn from_label(label: &str) -> Option<Role> {
         match label {
             ROLE_TOKEN => Some(Role::Token),

@@ -295,6 +295,7 @@ async fn run_scope(
             )
             .with_verified(verified.clone())
             .with_recent(recent.clone())
+            .with_stores(grant_store.clone(), guest_store.clone())
             .with_restarter(restarts)
             .with_revoker(shared.revoker.clone())
             .with_fence(shared.fence.clone()),

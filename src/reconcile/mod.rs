@@ -37,7 +37,7 @@ pub mod token_secret;
 pub mod verified;
 
 pub use crate::clock::Clock;
-use crate::crd::ServiceKey;
+use crate::crd::{DatasourceGrant, GuestTokenRequest, ServiceKey};
 pub use crate::desired::{Failure, Reason};
 use crate::keyring::{Keyring, KeyringError};
 use crate::revocation::Revoker;
@@ -47,6 +47,7 @@ use caches::ServiceKeys;
 use events::Events;
 use jiff::{SignedDuration, Timestamp};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, Store};
 use kube::{Client, Resource, ResourceExt};
 use metrics::Metrics;
 use std::collections::HashMap;
@@ -145,6 +146,11 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// ServiceKeys, for the grants and guest tokens referencing them.
     pub service_keys: ServiceKeys,
+    /// The stores of the kinds with a status, for the latest version of an object a reconcile
+    /// holds an older copy of ([`status::apply`]).
+    service_keys_store: Store<ServiceKey>,
+    pub grants: Store<DatasourceGrant>,
+    pub guests: Store<GuestTokenRequest>,
     /// The Secrets labelled `app.kubernetes.io/managed-by=tokenmint`, what reconciles read of
     /// their metadata.
     pub secrets: Arc<SecretCache>,
@@ -155,7 +161,7 @@ pub struct Context {
     /// Consecutive failures per object, for the exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// When each token (by owner uid and role) was last minted ([`MIN_MINT_INTERVAL`]).
-    last_mint: Mutex<HashMap<String, Timestamp>>,
+    last_mint: Mutex<LastMints>,
     /// Consumer restarts after rotations (`rolloutRestart`); disabled unless wired.
     pub restarts: restart::Restarter,
     /// Where revoked tokens are recorded; disabled unless wired.
@@ -183,7 +189,10 @@ impl Context {
             clock,
             events,
             metrics,
+            service_keys_store: service_keys.store.clone(),
             service_keys,
+            grants: reflector::store().0,
+            guests: reflector::store().0,
             secrets,
             verified: Arc::default(),
             recent: Arc::default(),
@@ -217,6 +226,17 @@ impl Context {
         self
     }
 
+    /// The stores of grants and guest token requests (the controllers' caches).
+    pub fn with_stores(
+        mut self,
+        grants: Store<DatasourceGrant>,
+        guests: Store<GuestTokenRequest>,
+    ) -> Self {
+        self.grants = grants;
+        self.guests = guests;
+        self
+    }
+
     /// Shares the record of status writes with the watches, which forget what they show.
     pub fn with_recent(mut self, recent: Arc<recent::Recent>) -> Self {
         self.recent = recent;
@@ -242,7 +262,7 @@ impl Context {
     /// ([`MIN_MINT_INTERVAL`]).
     pub fn mint_wait(&self, key: &str) -> Option<Duration> {
         let last = self.last_mint.lock().expect("mint lock");
-        let since = self.clock.now().duration_since(*last.get(key)?);
+        let since = self.clock.now().duration_since(*last.at.get(key)?);
         let interval = SignedDuration::try_from(MIN_MINT_INTERVAL).ok()?;
         // A clock stepped back (since < 0) waits at most the interval, not the size of the step.
         (since < interval).then(|| (interval - since.max(SignedDuration::ZERO)).unsigned_abs())
@@ -252,11 +272,14 @@ impl Context {
     pub fn minted_now(&self, key: String) {
         let now = self.clock.now();
         let mut last = self.last_mint.lock().expect("mint lock");
-        // Entries older than the interval say nothing any more; keep the map small.
-        if last.len() >= 1024 {
-            last.retain(|_, at| now.duration_since(*at).unsigned_abs() < MIN_MINT_INTERVAL);
+        // Entries older than the interval say nothing any more; keep the map small, pruning
+        // whenever it has doubled (not at every mint once it holds a second's worth).
+        if last.at.len() >= last.prune_at {
+            last.at
+                .retain(|_, at| now.duration_since(*at).unsigned_abs() < MIN_MINT_INTERVAL);
+            last.prune_at = (last.at.len() * 2).max(1024);
         }
-        last.insert(key, now);
+        last.at.insert(key, now);
     }
 
     fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
@@ -283,6 +306,22 @@ impl Context {
         *count = count.saturating_add(1);
         let factor = 1u32.checked_shl(*count - 1).unwrap_or(u32::MAX);
         BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_CAP)
+    }
+}
+
+/// When each token was last minted, pruned now and then.
+struct LastMints {
+    at: HashMap<String, Timestamp>,
+    /// The size at which the map is pruned next.
+    prune_at: usize,
+}
+
+impl Default for LastMints {
+    fn default() -> Self {
+        LastMints {
+            at: HashMap::new(),
+            prune_at: 1024,
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 //! that has not caught up — which would write the same status twice.
 //!
 //! An entry lives from the write until the watch delivers the object at that version or later
-//! ([`Recent::caught_up`], called by the cache's feed): at rest there is none.
+//! ([`Recent::caught_up`], called by the cache's feed once the store shows it): at rest there is
+//! none. A reconcile that took its copy of the object before that looks here first and then at
+//! the store's latest version ([`super::status::apply`]), so one of the two has the write.
 
 use crate::crd::TokenStatus;
 use std::collections::HashMap;
@@ -36,20 +38,11 @@ impl Recent {
         }
     }
 
-    /// Our own write when the cached object (of `cached_rv`) is older than it; `None` when
-    /// the cache has caught up (the entry is dropped then).
-    pub fn newer_than(&self, key: &str, cached_rv: Option<&str>) -> Option<TokenStatus> {
-        let mut entries = self.lock();
-        let (written, status) = entries.get(key)?;
-        // An object missing from the cache is looked up with a GET instead: it may have
-        // been deleted since our write.
-        match rv(cached_rv) {
-            Some(cached) if cached < *written => Some(status.clone()),
-            _ => {
-                entries.remove(key);
-                None
-            }
-        }
+    /// Our own last write of `key`, at its resourceVersion: to be compared with the cache's
+    /// version by the caller, which looks here *before* it looks at the cache (an entry is
+    /// forgotten only after the cache shows the write, so one of the two has it).
+    pub fn written(&self, key: &str) -> Option<(u64, TokenStatus)> {
+        self.lock().get(key).cloned()
     }
 
     /// The watch shows the object `key` at `resource_version`: a write it covers is forgotten.
@@ -58,6 +51,7 @@ impl Recent {
         if entries.is_empty() {
             return;
         }
+        // A version that does not parse: the cache wins.
         let covered = match (entries.get(key), rv(resource_version)) {
             (Some((written, _)), Some(seen)) => seen >= *written,
             (Some(_), None) => true,
@@ -65,6 +59,10 @@ impl Recent {
         };
         if covered {
             entries.remove(key);
+            // A cold start's worth of writes leaves a table behind: give it back at rest.
+            if entries.is_empty() {
+                *entries = HashMap::new();
+            }
         }
     }
 
@@ -90,17 +88,18 @@ mod tests {
         };
         recent.remember(key("K", "ns", "a"), Some("10"), status.clone());
         recent.remember(key("K", "ns", "b"), Some("12"), status.clone());
-        assert_eq!(
-            recent.newer_than(&key("K", "ns", "a"), Some("9")),
-            Some(status)
-        );
+        recent.remember(key("K", "ns", "c"), Some("not a number"), status.clone());
+        assert_eq!(recent.written(&key("K", "ns", "a")), Some((10, status)));
+        assert_eq!(recent.len(), 2, "a version that does not parse is not kept");
         // The watch delivers an older version, then the write itself.
         recent.caught_up(&key("K", "ns", "a"), Some("9"));
         assert_eq!(recent.len(), 2);
         recent.caught_up(&key("K", "ns", "a"), Some("10"));
-        assert_eq!(recent.len(), 1);
-        // A lookup once the cache has caught up drops it too.
-        assert_eq!(recent.newer_than(&key("K", "ns", "b"), Some("12")), None);
-        assert!(recent.is_empty());
+        assert_eq!(recent.written(&key("K", "ns", "a")), None);
+        recent.caught_up(&key("K", "ns", "b"), Some("x"));
+        assert!(
+            recent.is_empty(),
+            "a cached version that does not parse wins"
+        );
     }
 }

@@ -14,10 +14,12 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
+use std::sync::Arc;
 
 pub const READY: &str = "Ready";
 /// Reason of Ready=True on DatasourceGrants and GuestTokenRequests (and ServiceKeys with a
@@ -38,18 +40,29 @@ pub trait HasTokenStatus:
     + 'static
 {
     fn token_status(&self) -> Option<&TokenStatus>;
+
+    /// The object as the watch cache shows it now.
+    fn cached(ctx: &Context, namespace: &str, name: &str) -> Option<Arc<Self>>;
 }
 
 macro_rules! has_token_status {
-    ($($kind:ty),*) => {$(
+    ($($kind:ty => $store:ident),*) => {$(
         impl HasTokenStatus for $kind {
             fn token_status(&self) -> Option<&TokenStatus> {
                 self.status.as_ref()
             }
+
+            fn cached(ctx: &Context, namespace: &str, name: &str) -> Option<Arc<Self>> {
+                ctx.$store.get(&ObjectRef::new(name).within(namespace))
+            }
         }
     )*};
 }
-has_token_status!(ServiceKey, DatasourceGrant, GuestTokenRequest);
+has_token_status!(
+    ServiceKey => service_keys_store,
+    DatasourceGrant => grants,
+    GuestTokenRequest => guests
+);
 
 /// What a reconcile concluded, for the status.
 #[derive(Debug, Clone)]
@@ -127,11 +140,24 @@ pub async fn apply<K: HasTokenStatus>(
         &obj.namespace().unwrap_or_default(),
         &obj.name_any(),
     );
-    // Our own last write, when the object in the cache predates it.
-    let ours: Option<TokenStatus> = ctx
-        .recent
-        .newer_than(&key, obj.resource_version().as_deref());
-    let current = ours.as_ref().or(obj.token_status());
+    // Our own last write, when the cache predates it. Looked up before the cache: the feed
+    // forgets it only once the store shows it.
+    let written = ctx.recent.written(&key);
+    // The cache may have moved on since this reconcile took `obj` from it.
+    let version = |o: &K| super::verified::resource_version(o.meta().resource_version.as_deref());
+    let latest = K::cached(ctx, &obj.namespace().unwrap_or_default(), &obj.name_any())
+        .filter(|latest| version(latest) > version(obj));
+    let cached = latest.as_deref().unwrap_or(obj);
+    let ours: Option<TokenStatus> = match (written, version(cached)) {
+        (Some((at, status)), Some(seen)) if seen < at => Some(status),
+        (Some(_), _) => {
+            ctx.recent
+                .caught_up(&key, cached.resource_version().as_deref());
+            None
+        }
+        (None, _) => None,
+    };
+    let current = ours.as_ref().or(cached.token_status());
     let wanted = desired(
         current,
         obj.meta().generation,

@@ -620,32 +620,53 @@ impl Fake {
                 None => status(StatusCode::NOT_FOUND, "NotFound"),
             },
             "list" => {
-                // Pages of `limit`, as the API server serves them; `continue` is the offset.
-                let offset: usize = params
-                    .get("continue")
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(0);
+                // Pages of `limit`, as the API server serves them; `continue` names the last
+                // object served (`namespace/name`), and a page reads the map from there on.
+                use std::ops::Bound;
                 let limit: usize = params
                     .get("limit")
                     .and_then(|l| l.parse().ok())
                     .filter(|l| *l > 0)
                     .unwrap_or(usize::MAX);
-                let matching = state.objects.iter().filter(|((g, r, n, _), o)| {
-                    *g == p.group
-                        && *r == p.resource
-                        && (p.namespace.is_none() || *n == ns)
-                        && selected(o, &params)
-                });
+                let after: Option<Key> = params
+                    .get("continue")
+                    .and_then(|c| c.split_once('/'))
+                    .map(|(n, name)| {
+                        let (g, r) = (p.group.clone(), p.resource.clone());
+                        (g, r, n.to_owned(), name.to_owned())
+                    });
+                let first: Key = (
+                    p.group.clone(),
+                    p.resource.clone(),
+                    String::new(),
+                    String::new(),
+                );
+                let from = match &after {
+                    Some(after) => Bound::Excluded(after),
+                    None => Bound::Included(&first),
+                };
+                let matching = state
+                    .objects
+                    .range((from, Bound::Unbounded))
+                    .take_while(|((g, r, _, _), _)| *g == p.group && *r == p.resource)
+                    .filter(|((_, _, n, _), o)| {
+                        (p.namespace.is_none() || *n == ns) && selected(o, &params)
+                    });
                 let mut items: Vec<Value> = matching
-                    .skip(offset)
                     .take(limit.saturating_add(1))
                     .map(|(_, o)| o.clone())
                     .collect();
                 let more = items.len() > limit;
                 items.truncate(limit);
                 let mut metadata = json!({"resourceVersion": state.rv.to_string()});
-                if more {
-                    metadata["continue"] = json!((offset + limit).to_string());
+                if more && let Some(last) = items.last() {
+                    let last = &last["metadata"];
+                    let token = format!(
+                        "{}/{}",
+                        last["namespace"].as_str().unwrap_or_default(),
+                        last["name"].as_str().unwrap_or_default()
+                    );
+                    metadata["continue"] = json!(token);
                 }
                 respond(
                     StatusCode::OK,
