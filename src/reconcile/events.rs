@@ -307,3 +307,38 @@ impl Events {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn published(last: i64) -> Remembered {
+        Remembered {
+            nanos: last * 1_000_000_000,
+            count: 1,
+            last,
+        }
+    }
+
+    #[test]
+    fn series_are_forgotten_in_publish_order_and_kept_while_repeated() {
+        let window = SERIES_WINDOW.as_secs();
+        let mut series = Series::default();
+        series.remember(1, published(0));
+        series.remember(2, published(10));
+        // 1 is published again later: its first entry in the order no longer forgets it.
+        series.remember(1, published(20));
+        series.expire(window);
+        assert_eq!(series.by_key.len(), 2);
+        series.expire(10 + window);
+        assert!(series.by_key.contains_key(&1) && !series.by_key.contains_key(&2));
+        series.expire(20 + window);
+        assert!(series.by_key.is_empty() && series.order.is_empty());
+        // Each entry of the order is looked at once: 100,000 Events cost 100,000 steps.
+        for key in 0..100_000 {
+            series.remember(key, published(30));
+        }
+        series.expire(30 + window);
+        assert!(series.by_key.is_empty() && series.order.is_empty());
+    }
+}
