@@ -127,20 +127,9 @@ impl Exposition {
 
 /// GET `path` of `router`, as a scraper would.
 async fn scrape(router: axum::Router, path: &str) -> String {
-    use tower::ServiceExt;
-    let response = router
-        .oneshot(
-            axum::http::Request::get(path)
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(response.status(), axum::http::StatusCode::OK, "GET {path}");
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    String::from_utf8(body.to_vec()).unwrap()
+    let (status, body) = support::inproc::get(&router, path).await;
+    assert_eq!(status, 200, "GET {path}");
+    body
 }
 
 /// The expositions of a fresh operator's admin port and of a fresh REST sidecar, built as

@@ -11,9 +11,9 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::fake_api::{Fake, grant, ready_names, service_key, wait_for};
+use support::inproc::{Capture, get};
 use support::operator::{LEASE, RELEASE_NS, TIMING, gauge, replica, writes_in};
 use tokenmint::operator::admin::{self, AdminState};
 use tokio::sync::watch;
@@ -24,46 +24,14 @@ const OUTAGE: Duration = Duration::from_millis(3_500);
 /// After a return, a new grant is Ready within this (the bound on a real cluster).
 const BACK_WITHIN: Duration = Duration::from_secs(20);
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Capture {
-    /// The warning and error lines logged so far.
-    fn loud_lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-async fn get(router: &axum::Router, path: &str) -> (u16, String) {
-    use tower::ServiceExt;
-    let response = router
-        .clone()
-        .oneshot(
-            axum::http::Request::get(path)
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (status, String::from_utf8_lossy(&body).into_owned())
+/// The warning and error lines logged so far.
+fn loud_lines(capture: &Capture) -> Vec<String> {
+    capture
+        .text()
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .map(str::to_owned)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,7 +73,7 @@ async fn five_outages_longer_than_the_renew_deadline_are_ridden_out_by_the_same_
         let outage = format!("outage {round}");
         let fenced = format!("outage {round}: past the renew deadline");
         let back = format!("back {round}");
-        let loud_before = capture.loud_lines().len();
+        let loud_before = loud_lines(&capture).len();
         fake.phase(&outage);
         fake.set_down(true);
         let cut = Instant::now();
@@ -182,7 +150,7 @@ async fn five_outages_longer_than_the_renew_deadline_are_ridden_out_by_the_same_
         assert_eq!(writes_in(&fake, &fenced), Vec::<String>::new(), "{fenced}");
         // A few lines per outage, not one per retry (the Lease alone was retried every
         // 200 ms: about 17 times).
-        let loud = capture.loud_lines();
+        let loud = loud_lines(&capture);
         let this_round = &loud[loud_before..];
         assert!(
             this_round.len() <= 12,
