@@ -25,6 +25,16 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason (the operator creates a metric series for each at start).
+    pub const ALL: [Reason; 6] = [
+        Reason::SecretConflict,
+        Reason::ServiceKeyNotFound,
+        Reason::Forbidden,
+        Reason::InvalidFilter,
+        Reason::InvalidSpec,
+        Reason::ServiceAccountConflict,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::SecretConflict => "SecretConflict",
