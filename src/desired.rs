@@ -29,6 +29,17 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason (the operator creates a metric series for each at start).
+    pub const ALL: [Reason; 7] = [
+        Reason::SecretConflict,
+        Reason::ServiceKeyNotFound,
+        Reason::ServiceKeyNotReady,
+        Reason::Forbidden,
+        Reason::InvalidFilter,
+        Reason::InvalidSpec,
+        Reason::ServiceAccountConflict,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::SecretConflict => "SecretConflict",

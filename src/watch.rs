@@ -9,10 +9,12 @@
 //! version), immediately after a 410 and otherwise after a short backoff capped at
 //! [`MAX_RETRY_DELAY`], so a cache serves again within seconds of the API server's return.
 //!
-//! Errors are logged and counted here and never reach the consumer, which sees a plain stream
+//! Errors are counted here, logged as an [`Outage`] (a warning when a watch starts failing, a
+//! summary once a minute, one line when it recovers) and never reach the consumer, which sees a plain stream
 //! of events: `Init`/`InitApply`/`InitDone` after every (re)list, `Apply`/`Delete` in between.
 //! [`Probe`] reports whether the watch is synced (for `/readyz`).
 
+use crate::outage::{self, Outage};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use kube::runtime::watcher;
@@ -65,16 +67,19 @@ struct ProbeState {
 }
 
 impl Health {
-    /// A probe for one more watch, unsynced until its first list completes.
+    /// A probe for one more watch, unsynced until its first list completes. Its restart
+    /// series exists from now on (at zero), and it counts until every clone of it is dropped.
     pub fn probe(&self, resource: &'static str, restarts: &RestartCounter) -> Probe {
         let state = Arc::new(ProbeState {
             synced: AtomicBool::new(false),
             since: Mutex::new(Instant::now()),
         });
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((resource, state.clone()));
+        let _ = restarts.get_or_create(&ResourceLabel { resource });
+        let mut registered = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Watches of an earlier term of leadership are gone: forget them.
+        registered.retain(|(_, state)| Arc::strong_count(state) > 1);
+        registered.push((resource, state.clone()));
+        drop(registered);
         Probe {
             resource,
             state,
@@ -94,7 +99,8 @@ impl Health {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .filter(|(_, state)| {
-                !state.synced.load(Ordering::Acquire)
+                Arc::strong_count(state) > 1
+                    && !state.synced.load(Ordering::Acquire)
                     && state
                         .since
                         .lock()
@@ -174,6 +180,8 @@ struct State<T, F> {
     /// When the current watcher finished its list.
     listed_at: Option<tokio::time::Instant>,
     probe: Probe,
+    /// What the log says about the failures.
+    outage: Outage,
 }
 
 /// The events of the watcher `start` makes, restarted from scratch after every failure.
@@ -189,6 +197,7 @@ where
         failures: 0,
         listed_at: None,
         probe,
+        outage: Outage::new(STABLE_AFTER),
     };
     futures::stream::unfold(state, |mut s| async move {
         loop {
@@ -199,9 +208,11 @@ where
             match inner.next().await {
                 Some(Ok(event)) => {
                     if matches!(event, watcher::Event::InitDone) {
-                        if s.failures == 1 || (s.failures > 0 && s.failures % 10 == 0) {
+                        if let Some(ended) = s.outage.succeeded() {
                             tracing::info!(
                                 resource = s.probe.resource,
+                                failed_for_s = ended.lasted.as_secs(),
+                                attempts = ended.attempts,
                                 "watch recovered: relisted and watching again"
                             );
                         }
@@ -226,11 +237,17 @@ where
                         })
                         .inc();
                     let delay = retry_delay(&error, s.failures);
-                    let level_warn = s.failures == 0 || s.failures % 10 == 0;
-                    if level_warn {
-                        tracing::warn!(resource = s.probe.resource, %error, retry_in = ?delay, "watch failed; relisting");
-                    } else {
-                        tracing::debug!(resource = s.probe.resource, %error, retry_in = ?delay, "watch failed again; relisting");
+                    let resource = s.probe.resource;
+                    match s.outage.failed() {
+                        outage::Failure::Started => {
+                            tracing::warn!(resource, %error, retry_in = ?delay, "watch failed; relisting (while it keeps failing, a summary once a minute)")
+                        }
+                        outage::Failure::Ongoing { lasted, attempts } => {
+                            tracing::warn!(resource, %error, failing_for_s = lasted.as_secs(), attempts, "watch still failing; relisting")
+                        }
+                        outage::Failure::Again => {
+                            tracing::debug!(resource, %error, retry_in = ?delay, "watch failed again; relisting")
+                        }
                     }
                     s.failures = s.failures.saturating_add(1);
                     tokio::time::sleep(delay).await;

@@ -8,21 +8,10 @@
 #[path = "http/common.rs"]
 mod common;
 
+mod support;
+
 use common::*;
-use std::sync::{Arc, Mutex};
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use support::inproc::Capture;
 
 #[tokio::test(flavor = "current_thread")]
 async fn access_log_has_one_line_per_request_and_no_secrets() {
@@ -78,7 +67,7 @@ async fn access_log_has_one_line_per_request_and_no_secrets() {
     )
     .await;
 
-    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let log = capture.text();
     let access: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("tokenmint::access"))

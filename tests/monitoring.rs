@@ -1,22 +1,24 @@
 //! The alerting rules (`charts/tokenmint/rules/tokenmint.rules.yaml`) and the Grafana dashboard
-//! (`charts/tokenmint/dashboards/tokenmint.json`) only use metrics the code exposes.
+//! (`charts/tokenmint/dashboards/tokenmint.json`) only use metrics the code exposes — from the
+//! start.
 //!
-//! Every `tokenmint_*` name in a rule expression or a dashboard target must be a metric family
-//! (`# TYPE <name> ...`), or a sample name, of the Prometheus text exposition of the operator
-//! (admin port) or of `tokenmint serve` (REST port), both encoded in-process here. A rule on a
-//! renamed or dropped metric never fires: this test is what notices.
+//! Every `tokenmint_*` name in a rule expression or a dashboard target must be a sample of the
+//! Prometheus text exposition of a fresh operator (its admin router, before it has done
+//! anything) or of a fresh `tokenmint serve` (its router, cluster mode over the fake API
+//! server, before any request), both scraped in-process. A rule on a renamed or dropped metric
+//! never fires, and a labelled family that has no series until something happens leaves panels
+//! at "No data" and a rate-based alert unable to tell "zero" from "not scraped": this test is
+//! what notices.
 //!
-//! Exposition names are matched as Prometheus clients write them: a counter family `foo` has
-//! samples `foo_total` (so `foo_total` in a rule matches family `foo` of type counter), and a
-//! histogram family `foo` has samples `foo_bucket`, `foo_sum` and `foo_count`.
-//!
-//! prometheus-client leaves a labelled family out of the exposition entirely (no `# TYPE` line)
-//! until it has a sample, so [`exposition`] first records one sample in every labelled family of
-//! both `Metrics` (unlabelled gauges are always there). A new labelled metric needs a sample
-//! recorded there too, or this test reports it as not exposed.
+//! Names are matched as Prometheus clients write them: a counter family `foo` has samples
+//! `foo_total` (so `foo_total` in a rule matches family `foo` of type counter), and a
+//! histogram family `foo` has samples `foo_bucket`, `foo_sum` and `foo_count`. Only samples
+//! count: prometheus-client prints no sample of a labelled family until a series is created.
+
+mod support;
 
 use serde::Deserialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 const RULES: &str = "charts/tokenmint/rules/tokenmint.rules.yaml";
@@ -100,100 +102,102 @@ fn dashboard_exprs() -> Vec<String> {
     exprs
 }
 
-/// What a text exposition declares: family name -> type, and every sample name.
+/// The sample names of a text exposition (what a query finds after a scrape).
 #[derive(Default)]
 struct Exposition {
-    families: BTreeMap<String, String>,
     samples: BTreeSet<String>,
 }
 
 impl Exposition {
     fn add(&mut self, text: &str) {
         for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let mut words = rest.split_whitespace();
-                if let (Some(name), Some(kind)) = (words.next(), words.next()) {
-                    self.families.insert(name.to_owned(), kind.to_owned());
-                }
-            } else if !line.starts_with('#') && !line.trim().is_empty() {
+            if !line.starts_with('#') && !line.trim().is_empty() {
                 let name = line.split(['{', ' ']).next().unwrap_or_default();
                 self.samples.insert(name.to_owned());
             }
         }
     }
 
-    fn family_of_type(&self, name: &str, kinds: &[&str]) -> bool {
-        self.families
-            .get(name)
-            .is_some_and(|kind| kinds.contains(&kind.as_str()))
-    }
-
-    /// Whether `name`, as used in PromQL, is exposed.
+    /// Whether `name`, as used in PromQL, finds a series: a counter `foo` is scraped as
+    /// `foo_total`, a histogram as `foo_bucket`, `foo_sum` and `foo_count`.
     fn exposes(&self, name: &str) -> bool {
-        if self.families.contains_key(name) || self.samples.contains(name) {
-            return true;
-        }
-        if let Some(family) = name.strip_suffix("_total")
-            && self.family_of_type(family, &["counter"])
-        {
-            return true;
-        }
-        if let Some(family) = name.strip_suffix("_bucket")
-            && self.family_of_type(family, &["histogram", "gaugehistogram"])
-        {
-            return true;
-        }
-        ["_sum", "_count"].iter().any(|suffix| {
-            name.strip_suffix(suffix)
-                .is_some_and(|family| self.family_of_type(family, &["histogram", "summary"]))
-        })
+        self.samples.contains(name)
     }
 }
 
-/// The expositions of the operator's admin port and of the REST sidecar, after one sample of
-/// every labelled family (empty families are not exposed at all).
-fn exposition() -> Exposition {
-    let operator = tokenmint::reconcile::metrics::Metrics::default();
-    operator.minted("DatasourceGrant", true); // tokens_minted and tokens_rotated
-    operator.reconcile_error("DatasourceGrant", "KubeError");
-    operator.write("patch", "secrets");
-    operator.set_leader(true);
-    operator.token_expiry("DatasourceGrant/team-a/dashboards", Some(1_900_000_000));
-    operator.reconciled("DatasourceGrant", std::time::Duration::from_millis(3));
-    operator
-        .watch_restarts()
-        .get_or_create(&tokenmint::watch::ResourceLabel {
-            resource: "secrets",
-        })
-        .inc();
+/// GET `path` of `router`, as a scraper would.
+async fn scrape(router: axum::Router, path: &str) -> String {
+    let (status, body) = support::inproc::get(&router, path).await;
+    assert_eq!(status, 200, "GET {path}");
+    body
+}
 
-    let serve = tokenmint::http::metrics::Metrics::default();
-    serve.observe(&axum::http::Method::POST, "/token", 200, 0.001); // requests and latency
-    serve.token_issued(tokenmint::http::metrics::TokenKind::access);
+/// The expositions of a fresh operator's admin port and of a fresh REST sidecar, built as
+/// `operator::run` and `serve::run` (cluster mode) build them, before anything happened.
+async fn exposition() -> Exposition {
+    use std::sync::Arc;
+    use tokenmint::operator::{admin, lease::Heartbeat};
+    let operator = admin::router(admin::AdminState {
+        metrics: Arc::new(tokenmint::reconcile::metrics::Metrics::default()),
+        readiness: Arc::default(),
+        heartbeat: Heartbeat::default(),
+    });
+
+    let fake = support::fake_api::Fake::default();
+    let client = fake.client();
+    let common = tokenmint::cli::CommonArgs {
+        algorithm: tokenmint::keyring::Algorithm::HS256,
+        issuer: "tokenmint".into(),
+        namespace: "tokenmint-system".into(),
+        watch_namespaces: Vec::new(),
+        keyring_secret: "tokenmint-keyring".into(),
+    };
+    let denylist = Arc::new(tokenmint::revocation::Denylist::default());
+    let restarts = tokenmint::watch::RestartCounter::default();
+    let reviewer = tokenmint::tokenreview::Reviewer::new(
+        kube::Api::all(client.clone()),
+        vec!["tokenmint".into()],
+        tokenmint::tokenreview::Issuers::fixed(vec!["https://kubernetes.default.svc".into()]),
+    );
+    let store =
+        tokenmint::http::cluster::start(client.clone(), &common, &restarts, denylist.clone());
+    let serve = tokenmint::http::router(tokenmint::http::AppState::from_config(
+        tokenmint::http::Config {
+            store,
+            issuer: common.issuer.clone(),
+            revoker: tokenmint::revocation::Revoker::Kube {
+                api: kube::Api::namespaced(client, &common.namespace),
+                denylist: denylist.clone(),
+            },
+            denylist,
+            watch_restarts: restarts,
+            reviewer: Some(Arc::new(reviewer)),
+        },
+    ));
 
     let mut exposition = Exposition::default();
-    exposition.add(&operator.encode());
-    exposition.add(&serve.encode().expect("encoding the REST metrics"));
+    exposition.add(&scrape(operator, "/metrics").await);
+    exposition.add(&scrape(serve, "/metrics").await);
     exposition
 }
 
-/// Asserts every metric name in `exprs` is exposed; `what` (a file) names their source.
-fn assert_exposed(what: &str, exprs: &[String]) {
+/// Asserts every metric name in `exprs` has a sample in a fresh scrape; `what` (a file) names
+/// their source.
+async fn assert_exposed(what: &str, exprs: &[String]) {
     assert!(!exprs.is_empty(), "{what}: no expressions found");
     let used: BTreeSet<String> = exprs.iter().flat_map(|e| metric_names(e)).collect();
     assert!(
         !used.is_empty(),
         "{what}: no tokenmint_* metric names found"
     );
-    let exposition = exposition();
+    let exposition = exposition().await;
     let missing: Vec<&String> = used.iter().filter(|n| !exposition.exposes(n)).collect();
     assert!(
         missing.is_empty(),
-        "{what} uses metrics that neither the operator nor `tokenmint serve` exposes: {missing:?}\n\
-         exposed families: {:?}\n\
-         (a labelled family only shows up once it has a sample: if the metric exists, record one \
-         in `exposition()` of tests/monitoring.rs)",
-        exposition.families
+        "{what} uses metrics that a fresh operator and a fresh `tokenmint serve` do not expose: \
+         {missing:?}\nsample names: {:?}\n(a labelled family has no sample until a series is \
+         created: create its known label values at zero when its Metrics are built)",
+        exposition.samples
     );
 }
 
@@ -211,15 +215,16 @@ fn tokenizer_finds_metric_names() {
 }
 
 #[test]
-fn exposition_matches_counters_and_histograms_by_family() {
+fn exposition_counts_samples_only() {
     let mut e = Exposition::default();
     e.add(
         "# HELP a_things Things.\n# TYPE a_things counter\na_things_total{kind=\"x\"} 1\n\
-         # TYPE a_latency_seconds histogram\n# TYPE a_level gauge\na_level 0\n# EOF\n",
+         # TYPE a_latency_seconds histogram\na_latency_seconds_bucket{le=\"+Inf\"} 0\n\
+         a_latency_seconds_sum 0\na_latency_seconds_count 0\n\
+         # TYPE a_empty counter\n# TYPE a_level gauge\na_level 0\n# EOF\n",
     );
     for name in [
         "a_things_total",
-        "a_things",
         "a_latency_seconds_bucket",
         "a_latency_seconds_sum",
         "a_latency_seconds_count",
@@ -227,22 +232,24 @@ fn exposition_matches_counters_and_histograms_by_family() {
     ] {
         assert!(e.exposes(name), "{name}");
     }
+    // A family without a series finds nothing; nor does a counter without its `_total`.
     for name in [
-        "a_level_total",
-        "a_things_bucket",
+        "a_empty_total",
+        "a_empty",
+        "a_things",
+        "a_latency_seconds",
         "a_other",
-        "a_latency_seconds_total",
     ] {
         assert!(!e.exposes(name), "{name}");
     }
 }
 
-#[test]
-fn alerting_rules_use_exposed_metrics() {
-    assert_exposed(RULES, &rule_exprs());
+#[tokio::test]
+async fn a_fresh_operator_and_serve_expose_every_metric_the_alerting_rules_use() {
+    assert_exposed(RULES, &rule_exprs()).await;
 }
 
-#[test]
-fn dashboard_uses_exposed_metrics() {
-    assert_exposed(DASHBOARD, &dashboard_exprs());
+#[tokio::test]
+async fn a_fresh_operator_and_serve_expose_every_metric_the_dashboard_uses() {
+    assert_exposed(DASHBOARD, &dashboard_exprs()).await;
 }

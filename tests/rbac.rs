@@ -38,7 +38,7 @@ mod support;
 
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
 use kube::api::Api;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
@@ -51,7 +51,7 @@ use tokenmint::labels::MANAGED_BY_LABEL;
 use tokenmint::operator::lease::{Elector, LeaseTiming};
 use tokenmint::reconcile::Clock;
 use tokenmint::reconcile::controllers::{self, Readiness, Shared};
-use tokenmint::reconcile::events::Events;
+use tokenmint::reconcile::events::{Events, Recorder};
 use tokenmint::reconcile::keyring::{self, ROTATE_ANNOTATION};
 use tokenmint::reconcile::metrics::Metrics;
 use tokenmint::reconcile::restart::{self, Restarter};

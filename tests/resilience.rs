@@ -597,7 +597,7 @@ async fn a_leader_that_cannot_renew_stops_writing_before_a_standby_can_take_over
         .await
         .unwrap()
         .unwrap();
-    // The operator exits when it loses the Lease.
+    // The old leader goes away for good (its pod deleted, say): the standby takes over.
     stop_a.send(true).unwrap();
     task_a.await.unwrap();
     fake.set_down(false);
@@ -612,4 +612,64 @@ async fn a_leader_that_cannot_renew_stops_writing_before_a_standby_can_take_over
     );
     assert!(!fence_a.is_valid() && fence_b.is_valid());
     assert_eq!(holder(&fake).as_deref(), Some("b"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_cannot_be_renewed_fences_writes_at_its_deadline_and_the_process_leads_again()
+{
+    use support::operator::{TIMING, gauge, replica, writes_in};
+    let fake = Fake::default();
+    service_key(&fake);
+    let replica = replica(&fake, "operator-0-1234abcd");
+    let metrics = replica.metrics.clone();
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(replica.run(stop_rx));
+    wait_for(&fake, PATIENCE, "leading", || {
+        gauge(&metrics, "tokenmint_leader") == 1
+    })
+    .await;
+
+    // Only the Lease fails; the watches and every other request work, so the controllers
+    // would go on writing if nothing stopped them. Grants keep coming in.
+    fake.phase("partition");
+    fake.set_down_for("leases", true);
+    let cut = tokio::time::Instant::now();
+    let fenced_from = cut + TIMING.renew_deadline + Duration::from_millis(200);
+    let mut created = Vec::new();
+    while cut.elapsed() < TIMING.renew_deadline + Duration::from_millis(1_500) {
+        if tokio::time::Instant::now() >= fenced_from {
+            fake.phase("partition: past the renew deadline");
+        }
+        let name = format!("during-{}", created.len());
+        grant(&fake, &name);
+        created.push(name);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !writes_in(&fake, "partition").is_empty(),
+        "the controllers wrote until the deadline"
+    );
+    assert_eq!(
+        writes_in(&fake, "partition: past the renew deadline"),
+        Vec::<String>::new(),
+        "no write past the renew deadline"
+    );
+    assert_eq!(gauge(&metrics, "tokenmint_leader"), 0);
+    assert!(!task.is_finished(), "stays up as a follower");
+
+    // Healed: the same process leads again and mints what came in meanwhile.
+    fake.phase("healed");
+    fake.set_down_for("leases", false);
+    wait_for(&fake, PATIENCE, "every grant Ready", || {
+        let ready = ready_names(&fake, "datasourcegrants");
+        created.iter().all(|n| ready.contains(n))
+    })
+    .await;
+    assert_eq!(gauge(&metrics, "tokenmint_leader"), 1);
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stops within 5 s")
+        .unwrap()
+        .unwrap();
 }

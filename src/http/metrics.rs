@@ -69,6 +69,10 @@ pub struct TokenLabels {
     pub kind: TokenKind,
 }
 
+/// Kinds whose tokens `serve --manifests` writes into files (the `kind` label; anything else is
+/// `other`).
+const FILE_KINDS: [&str; 3] = ["DatasourceGrant", "GuestTokenRequest", "ServiceKey"];
+
 type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
 
 #[derive(Debug)]
@@ -148,7 +152,7 @@ impl Metrics {
         if let Some(reviewer) = reviewer {
             reviewer.register(&mut registry);
         }
-        Metrics {
+        let metrics = Metrics {
             registry,
             requests,
             latency,
@@ -156,6 +160,41 @@ impl Metrics {
             file_tokens_minted,
             file_errors,
             earliest_expiry,
+        };
+        metrics.create_series();
+        metrics
+    }
+
+    /// The series of the token routes' successes and of every token kind, at zero: a panel or
+    /// a rate-based alert tells "nothing happened" from "not scraped" from the start.
+    fn create_series(&self) {
+        use super::paths::*;
+        let successes = [
+            (ACCESS_TOKEN, 200),
+            (USER_TOKEN_ALIAS, 200),
+            (DATASOURCE_TOKEN, 200),
+            (GUEST_TOKEN, 200),
+            (SESSION_TOKEN, 200),
+            (SESSION_REFRESH, 200),
+            (DS_USER_TOKEN, 201),
+            (REVOKE, 200),
+            (INTROSPECT, 200),
+        ];
+        for (route, status) in successes {
+            let labels = RequestLabels {
+                method: "POST",
+                route,
+                status,
+            };
+            let _ = self.requests.get_or_create(&labels);
+            let _ = self.latency.get_or_create(&labels);
+        }
+        use TokenKind::*;
+        for kind in [access, datasource, guest, session, user] {
+            let _ = self.tokens.get_or_create(&TokenLabels { kind });
+        }
+        for kind in FILE_KINDS {
+            let _ = self.file_tokens_minted.get_or_create(&KindLabel { kind });
         }
     }
 
@@ -180,7 +219,7 @@ impl Metrics {
     ) {
         for minted in minted_kinds {
             // A label from a fixed set of words, whatever comes in.
-            let kind = ["DatasourceGrant", "GuestTokenRequest", "ServiceKey"]
+            let kind = FILE_KINDS
                 .into_iter()
                 .find(|k| *k == minted)
                 .unwrap_or("other");

@@ -17,11 +17,13 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::fence::Fence;
+use crate::outage::{self, Outage};
 
 /// Field manager of the Lease writes.
 const FIELD_MANAGER: &str = "tokenmint-leader-election";
@@ -48,6 +50,27 @@ impl Default for LeaseTiming {
     }
 }
 
+/// When the election loop last started a round: the pulse of the process. The loop never
+/// waits longer than a round's timeout plus the retry period, API server or not; a loop that
+/// stops beating is a process that can no longer act (a wedged runtime, a deadlock), which is
+/// what `/healthz` reports.
+#[derive(Clone, Debug, Default)]
+pub struct Heartbeat(Arc<Mutex<Option<Instant>>>);
+
+impl Heartbeat {
+    fn beat(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// How long since the last beat (`None`: the loop has not started).
+    pub fn silent_for(&self) -> Option<Duration> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|at| at.elapsed())
+    }
+}
+
 /// An identity unique per process: `base` (the pod or host name) and 8 random hex digits, so
 /// that two processes on one host never both believe they hold the Lease.
 pub fn unique_identity(base: &str) -> String {
@@ -64,6 +87,7 @@ pub struct Elector {
     /// The holder record last seen and when it was first seen locally.
     observed: Option<(String, Instant)>,
     leading: bool,
+    heartbeat: Heartbeat,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +113,19 @@ impl Elector {
             fence: Fence::closed(),
             observed: None,
             leading: false,
+            heartbeat: Heartbeat::default(),
         }
+    }
+
+    /// Beats `heartbeat` instead of a heartbeat of its own (made before the elector).
+    pub fn with_heartbeat(mut self, heartbeat: Heartbeat) -> Self {
+        self.heartbeat = heartbeat;
+        self
+    }
+
+    /// The pulse of this candidate's election loop (for `/healthz`).
+    pub fn heartbeat(&self) -> Heartbeat {
+        self.heartbeat.clone()
     }
 
     /// The fence of this candidate's leadership.
@@ -248,27 +284,35 @@ impl Elector {
 
     /// Campaigns until `stop` turns true: `leading` follows whether this candidate leads. A
     /// leader that cannot renew within the renew deadline steps down (its fence is already
-    /// closed by then). Releases the Lease on the way out.
+    /// closed by then) and goes on campaigning as a follower. Releases the Lease on the way out.
+    ///
+    /// Failed rounds are logged as an outage: a warning at the first, a summary once a minute,
+    /// a line when the Lease answers again.
     pub async fn run(mut self, leading: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
+        let mut outage = Outage::new(Duration::ZERO);
         loop {
             if *stop.borrow() {
                 break;
             }
+            self.heartbeat.beat();
             let round = tokio::time::timeout(
                 self.timing.retry.max(Duration::from_secs(1)) * 2,
                 self.try_acquire_or_renew(),
             )
             .await;
-            match round {
+            let error = match round {
                 Ok(Ok(lead)) => {
                     leading.send_if_modified(|l| std::mem::replace(l, lead) != lead);
+                    None
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "leader election round failed"),
-                Err(_) => tracing::warn!("leader election round timed out"),
-            }
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("the request timed out".to_owned()),
+            };
+            self.log_round(&mut outage, error);
             if self.leading && !self.fence.is_valid() {
-                tracing::error!(identity = %self.identity, "could not renew the leader Lease within its deadline; stepping down");
-                self.lost();
+                tracing::error!(identity = %self.identity, deadline = ?self.timing.renew_deadline, "could not renew the leader Lease within its deadline; stepping down (writes are fenced) and campaigning again as a follower");
+                self.leading = false;
+                self.fence.close();
                 leading.send_if_modified(|l| std::mem::replace(l, false));
             }
             tokio::select! {
@@ -282,6 +326,30 @@ impl Elector {
             Err(_) => tracing::warn!("releasing the leader Lease timed out"),
         }
         leading.send_if_modified(|l| std::mem::replace(l, false));
+    }
+
+    fn log_round(&self, outage: &mut Outage, error: Option<String>) {
+        let identity = &self.identity;
+        let Some(error) = error else {
+            if let Some(ended) = outage.succeeded() {
+                tracing::info!(%identity, leading = self.leading, failed_for_s = ended.lasted.as_secs(), attempts = ended.attempts, "the leader Lease answers again");
+            }
+            return;
+        };
+        match outage.failed() {
+            outage::Failure::Started if self.leading => {
+                tracing::warn!(%identity, %error, retry_every = ?self.timing.retry, renew_deadline = ?self.timing.renew_deadline, "cannot renew the leader Lease; retrying (writes stop at the renew deadline; while this lasts, a summary once a minute)")
+            }
+            outage::Failure::Started => {
+                tracing::warn!(%identity, %error, retry_every = ?self.timing.retry, "cannot reach the leader Lease; retrying as a follower (while this lasts, a summary once a minute)")
+            }
+            outage::Failure::Ongoing { lasted, attempts } => {
+                tracing::warn!(%identity, %error, failing_for_s = lasted.as_secs(), attempts, "the leader Lease still cannot be reached; retrying")
+            }
+            outage::Failure::Again => {
+                tracing::debug!(%identity, %error, "leader election round failed")
+            }
+        }
     }
 }
 

@@ -6,8 +6,43 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
+
+/// The kinds the operator reconciles: the `kind` label of its families.
+pub const KINDS: [&str; 3] = ["ServiceKey", "DatasourceGrant", "GuestTokenRequest"];
+/// Reasons of transient reconcile failures ([`super::Error::reason`]); the permanent ones are
+/// [`crate::desired::Reason`]'s.
+pub const ERROR_REASONS: [&str; 5] = [
+    "KubeError",
+    "SigningError",
+    "MissingMetadata",
+    "RevocationError",
+    "NotLeader",
+];
+/// Every (verb, resource) the operator writes: the labels of `tokenmint_kube_writes_total`.
+pub const WRITES: [(&str, &str); 11] = [
+    ("create", "secrets"),
+    ("apply", "secrets"),
+    ("patch", "secrets"),
+    ("update", "secrets"),
+    ("delete", "secrets"),
+    ("apply", "servicekeys/status"),
+    ("apply", "datasourcegrants/status"),
+    ("apply", "guesttokenrequests/status"),
+    ("patch", "deployments"),
+    ("patch", "statefulsets"),
+    ("patch", "daemonsets"),
+];
+/// The operator's watches: the `resource` label of `tokenmint_watch_restarts_total`.
+pub const WATCHES: [&str; 6] = [
+    "servicekeys",
+    "datasourcegrants",
+    "guesttokenrequests",
+    "secrets",
+    "keyring",
+    "revocations",
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
@@ -36,9 +71,9 @@ pub struct Metrics {
     leader: Gauge,
     durations: Family<KindLabels, Histogram, fn() -> Histogram>,
     watch_restarts: crate::watch::RestartCounter,
-    /// Expiry (Unix seconds) of every managed token, by `kind/namespace/name`, so the gauge is
-    /// the minimum over the tokens in place.
-    expiries: Mutex<HashMap<String, i64>>,
+    /// How many managed tokens expire at each second (Unix), so that the gauge is the first
+    /// key: O(log n) per change, no pass over every token.
+    expiries: Mutex<BTreeMap<i64, u32>>,
 }
 
 impl Default for Metrics {
@@ -92,7 +127,7 @@ impl Default for Metrics {
         );
         let watch_restarts = crate::watch::RestartCounter::default();
         crate::watch::register_restarts(&mut registry, &watch_restarts);
-        Metrics {
+        let metrics = Metrics {
             registry,
             minted,
             rotated,
@@ -103,12 +138,46 @@ impl Default for Metrics {
             durations,
             watch_restarts,
             expiries: Mutex::default(),
-        }
+        };
+        metrics.create_series();
+        metrics
     }
 }
 
 impl Metrics {
+    /// Every series of the known label values, at zero: a panel or a rate-based alert tells
+    /// "nothing happened" from "not scraped" from the start.
+    fn create_series(&self) {
+        let reasons = ERROR_REASONS
+            .into_iter()
+            .chain(crate::desired::Reason::ALL.map(crate::desired::Reason::as_str));
+        for kind in KINDS {
+            let labels = KindLabels { kind: kind.into() };
+            let _ = self.minted.get_or_create(&labels);
+            let _ = self.rotated.get_or_create(&labels);
+            let _ = self.durations.get_or_create(&labels);
+            for reason in reasons.clone() {
+                let _ = self.errors.get_or_create(&ErrorLabels {
+                    kind: kind.into(),
+                    reason: reason.into(),
+                });
+            }
+        }
+        for (verb, resource) in WRITES {
+            let _ = self.writes.get_or_create(&WriteLabels {
+                verb: verb.into(),
+                resource: resource.into(),
+            });
+        }
+        for resource in WATCHES {
+            let _ = self
+                .watch_restarts
+                .get_or_create(&crate::watch::ResourceLabel { resource });
+        }
+    }
+
     pub fn minted(&self, kind: &str, replaced: bool) {
+        debug_assert!(KINDS.contains(&kind), "unknown kind {kind}");
         let labels = KindLabels { kind: kind.into() };
         self.minted.get_or_create(&labels).inc();
         if replaced {
@@ -117,6 +186,13 @@ impl Metrics {
     }
 
     pub fn reconcile_error(&self, kind: &str, reason: &str) {
+        debug_assert!(
+            ERROR_REASONS.contains(&reason)
+                || crate::desired::Reason::ALL
+                    .iter()
+                    .any(|r| r.as_str() == reason),
+            "reason {reason} missing from the series created at start"
+        );
         self.errors
             .get_or_create(&ErrorLabels {
                 kind: kind.into(),
@@ -126,6 +202,10 @@ impl Metrics {
     }
 
     pub fn write(&self, verb: &str, resource: &str) {
+        debug_assert!(
+            WRITES.contains(&(verb, resource)),
+            "write {verb} {resource} missing from the series created at start"
+        );
         self.writes
             .get_or_create(&WriteLabels {
                 verb: verb.into(),
@@ -149,15 +229,35 @@ impl Metrics {
         self.leader.set(i64::from(leader));
     }
 
-    /// Records the expiry of the token of `key` (`None`: no token, or one that never expires).
-    pub fn token_expiry(&self, key: &str, expires_at: Option<i64>) {
-        let mut expiries = self.expiries.lock().expect("expiries lock");
-        match expires_at {
-            Some(at) => expiries.insert(key.to_owned(), at),
-            None => expiries.remove(key),
-        };
+    /// A managed token's expiry changed: `removed` is gone (the token was replaced or its
+    /// Secret deleted), `added` is in place (`None`: nothing, or a token that never expires).
+    pub fn token_expiries(&self, removed: Option<jiff::Timestamp>, added: Option<jiff::Timestamp>) {
+        if removed == added {
+            return;
+        }
+        let mut expiries = self.expiries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = removed
+            && let Some(count) = expiries.get_mut(&at.as_second())
+        {
+            *count -= 1;
+            if *count == 0 {
+                expiries.remove(&at.as_second());
+            }
+        }
+        if let Some(at) = added {
+            *expiries.entry(at.as_second()).or_default() += 1;
+        }
         self.earliest_expiry
-            .set(expiries.values().copied().min().unwrap_or(0));
+            .set(expiries.first_key_value().map_or(0, |(at, _)| *at));
+    }
+
+    /// Forgets every token's expiry: this replica no longer manages them (it stepped down).
+    pub fn forget_expiries(&self) {
+        self.expiries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.earliest_expiry.set(0);
     }
 
     /// The metrics in the Prometheus text format.
@@ -166,5 +266,34 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_earliest_expiry_follows_additions_and_removals() {
+        let metrics = Metrics::default();
+        let at = |s| jiff::Timestamp::from_second(s).unwrap();
+        let gauge = |m: &Metrics| {
+            m.encode()
+                .lines()
+                .find_map(|l| l.strip_prefix("tokenmint_token_earliest_expiry_timestamp_seconds "))
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(gauge(&metrics), "0");
+        metrics.token_expiries(None, Some(at(2000)));
+        metrics.token_expiries(None, Some(at(1000)));
+        metrics.token_expiries(None, Some(at(1000)));
+        assert_eq!(gauge(&metrics), "1000");
+        metrics.token_expiries(Some(at(1000)), Some(at(3000)));
+        assert_eq!(gauge(&metrics), "1000", "another token still expires then");
+        metrics.token_expiries(Some(at(1000)), None);
+        assert_eq!(gauge(&metrics), "2000");
+        metrics.forget_expiries();
+        assert_eq!(gauge(&metrics), "0");
     }
 }

@@ -18,13 +18,18 @@
 //! from what is there: a resync of an object whose token is in place makes no API request.
 
 pub mod cached_secret;
+pub mod caches;
+pub mod compact;
 pub mod controllers;
 pub mod datasource_grant;
+mod deletions;
 pub mod events;
 pub mod guest_token;
 pub mod keyring;
 pub mod metrics;
 pub mod owned_secret;
+pub mod readiness;
+pub mod recent;
 pub mod restart;
 pub mod service_key;
 pub mod status;
@@ -32,16 +37,17 @@ pub mod token_secret;
 pub mod verified;
 
 pub use crate::clock::Clock;
-use crate::crd::ServiceKey;
+use crate::crd::{DatasourceGrant, GuestTokenRequest, ServiceKey};
 pub use crate::desired::{Failure, Reason};
 use crate::keyring::{Keyring, KeyringError};
 use crate::revocation::Revoker;
 pub use crate::token::assess::rfc3339;
-use cached_secret::CachedSecret;
+use cached_secret::SecretCache;
+use caches::ServiceKeys;
 use events::Events;
 use jiff::{SignedDuration, Timestamp};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::{Client, Resource, ResourceExt};
 use metrics::Metrics;
 use std::collections::HashMap;
@@ -105,6 +111,17 @@ impl Error {
         }
     }
 
+    /// Whether the error is the API server being away (unreachable, unavailable, or this
+    /// replica fenced after failing to renew its Lease) rather than a problem of the object.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Error::NotLeader => true,
+            Error::Kube(kube::Error::Api(s)) => matches!(s.code, 503 | 504),
+            Error::Kube(kube::Error::HyperError(_) | kube::Error::Service(_)) => true,
+            _ => false,
+        }
+    }
+
     /// Whether the API server refused because the namespace is being deleted: nothing to
     /// retry, the object goes away with its namespace.
     pub fn is_namespace_terminating(&self) -> bool {
@@ -131,18 +148,23 @@ pub struct Context {
     pub events: Events,
     pub metrics: Arc<Metrics>,
     /// ServiceKeys, for the grants and guest tokens referencing them.
-    pub service_keys: Store<ServiceKey>,
+    pub service_keys: ServiceKeys,
+    /// The stores of the kinds with a status, for the latest version of an object a reconcile
+    /// holds an older copy of ([`status::apply`]).
+    service_keys_store: Store<ServiceKey>,
+    pub grants: Store<DatasourceGrant>,
+    pub guests: Store<GuestTokenRequest>,
     /// The Secrets labelled `app.kubernetes.io/managed-by=tokenmint`, what reconciles read of
     /// their metadata.
-    pub secrets: Store<CachedSecret>,
+    pub secrets: Arc<SecretCache>,
     /// What this replica verified of each Secret's content, by resourceVersion.
     pub verified: Arc<verified::Verified>,
-    /// Objects this replica wrote, newer than the watch caches may yet be (see [`recent`]).
-    pub(crate) recent: recent::Recent,
+    /// Status writes newer than the watch caches may yet show ([`recent`]).
+    pub recent: Arc<recent::Recent>,
     /// Consecutive failures per object, for the exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// When each token (by owner uid and role) was last minted ([`MIN_MINT_INTERVAL`]).
-    last_mint: Mutex<HashMap<String, Timestamp>>,
+    last_mint: Mutex<LastMints>,
     /// Consumer restarts after rotations (`rolloutRestart`); disabled unless wired.
     pub restarts: restart::Restarter,
     /// Where revoked tokens are recorded; disabled unless wired.
@@ -160,8 +182,8 @@ impl Context {
         clock: Clock,
         events: Events,
         metrics: Arc<Metrics>,
-        service_keys: Store<ServiceKey>,
-        secrets: Store<CachedSecret>,
+        service_keys: ServiceKeys,
+        secrets: Arc<SecretCache>,
     ) -> Self {
         Context {
             client,
@@ -170,10 +192,13 @@ impl Context {
             clock,
             events,
             metrics,
+            service_keys_store: service_keys.store.clone(),
             service_keys,
+            grants: reflector::store().0,
+            guests: reflector::store().0,
             secrets,
             verified: Arc::default(),
-            recent: recent::Recent::default(),
+            recent: Arc::default(),
             failures: Mutex::default(),
             last_mint: Mutex::default(),
             restarts: restart::Restarter::disabled(),
@@ -204,11 +229,27 @@ impl Context {
         self
     }
 
+    /// The stores of grants and guest token requests (the controllers' caches).
+    pub fn with_stores(
+        mut self,
+        grants: Store<DatasourceGrant>,
+        guests: Store<GuestTokenRequest>,
+    ) -> Self {
+        self.grants = grants;
+        self.guests = guests;
+        self
+    }
+
+    /// Shares the record of status writes with the watches, which forget what they show.
+    pub fn with_recent(mut self, recent: Arc<recent::Recent>) -> Self {
+        self.recent = recent;
+        self
+    }
+
     /// The ServiceKey `name` in `namespace`. The caches are filled before any reconcile runs
     /// (see [`controllers`]), so "absent" means absent.
     pub fn service_key(&self, namespace: &str, name: &str) -> Option<Arc<ServiceKey>> {
-        self.service_keys
-            .get(&ObjectRef::new(name).within(namespace))
+        self.service_keys.get(namespace, name)
     }
 
     /// Fails when this replica must not write any more (its leadership may have lapsed).
@@ -224,7 +265,7 @@ impl Context {
     /// ([`MIN_MINT_INTERVAL`]).
     pub fn mint_wait(&self, key: &str) -> Option<Duration> {
         let last = self.last_mint.lock().expect("mint lock");
-        let since = self.clock.now().duration_since(*last.get(key)?);
+        let since = self.clock.now().duration_since(*last.at.get(key)?);
         let interval = SignedDuration::try_from(MIN_MINT_INTERVAL).ok()?;
         // A clock stepped back (since < 0) waits at most the interval, not the size of the step.
         (since < interval).then(|| (interval - since.max(SignedDuration::ZERO)).unsigned_abs())
@@ -234,11 +275,14 @@ impl Context {
     pub fn minted_now(&self, key: String) {
         let now = self.clock.now();
         let mut last = self.last_mint.lock().expect("mint lock");
-        // Entries older than the interval say nothing any more; keep the map small.
-        if last.len() >= 1024 {
-            last.retain(|_, at| now.duration_since(*at).unsigned_abs() < MIN_MINT_INTERVAL);
+        // Entries older than the interval say nothing any more; keep the map small, pruning
+        // whenever it has doubled (not at every mint once it holds a second's worth).
+        if last.at.len() >= last.prune_at {
+            last.at
+                .retain(|_, at| now.duration_since(*at).unsigned_abs() < MIN_MINT_INTERVAL);
+            last.prune_at = (last.at.len() * 2).max(1024);
         }
-        last.insert(key, now);
+        last.at.insert(key, now);
     }
 
     fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
@@ -268,6 +312,22 @@ impl Context {
     }
 }
 
+/// When each token was last minted, pruned now and then.
+struct LastMints {
+    at: HashMap<String, Timestamp>,
+    /// The size at which the map is pruned next.
+    prune_at: usize,
+}
+
+impl Default for LastMints {
+    fn default() -> Self {
+        LastMints {
+            at: HashMap::new(),
+            prune_at: 1024,
+        }
+    }
+}
+
 /// The error policy of every controller: count, log, back off per object.
 pub fn error_policy<K: Resource<DynamicType = ()>>(
     obj: Arc<K>,
@@ -282,14 +342,13 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(
     }
     ctx.metrics.reconcile_error(&kind, err.reason());
     let delay = ctx.backoff(&*obj);
-    tracing::warn!(
-        kind = %kind,
-        namespace = obj.namespace().unwrap_or_default(),
-        name = obj.name_any(),
-        error = %err,
-        retry_in = ?delay,
-        "reconcile failed"
-    );
+    let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+    if err.is_outage() {
+        // Said once for the whole outage by the Lease and the watches, not once per object.
+        tracing::debug!(kind = %kind, namespace, name, error = %err, retry_in = ?delay, "reconcile failed");
+    } else {
+        tracing::warn!(kind = %kind, namespace, name, error = %err, retry_in = ?delay, "reconcile failed");
+    }
     Action::requeue(delay)
 }
 
@@ -316,54 +375,4 @@ pub fn is_controlled_by(
         .iter()
         .flatten()
         .any(|r| r.controller == Some(true) && r.uid == owner_uid)
-}
-
-/// Recently written objects, so a reconcile triggered by our own write does not act on a watch
-/// cache that has not caught up yet (which would mint twice or rewrite a status).
-pub(crate) mod recent {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    pub struct Recent {
-        entries: Mutex<HashMap<String, (u64, serde_json::Value)>>,
-    }
-
-    /// Resource versions are opaque, but etcd's are increasing integers; when one does not
-    /// parse, the cache entry is ignored and the watch cache wins.
-    fn rv(v: Option<&str>) -> Option<u64> {
-        v?.parse().ok()
-    }
-
-    impl Recent {
-        pub fn remember(
-            &self,
-            key: String,
-            resource_version: Option<&str>,
-            value: serde_json::Value,
-        ) {
-            if let Some(rv) = rv(resource_version) {
-                self.entries
-                    .lock()
-                    .expect("recent lock")
-                    .insert(key, (rv, value));
-            }
-        }
-
-        /// Our own write when the cached object (of `cached_rv`) is older than it; `None` when
-        /// the cache has caught up (the entry is dropped then).
-        pub fn newer_than(&self, key: &str, cached_rv: Option<&str>) -> Option<serde_json::Value> {
-            let mut entries = self.entries.lock().expect("recent lock");
-            let (written, value) = entries.get(key)?;
-            // An object missing from the cache is looked up with a GET instead: it may have
-            // been deleted since our write.
-            match rv(cached_rv) {
-                Some(cached) if cached < *written => Some(value.clone()),
-                _ => {
-                    entries.remove(key);
-                    None
-                }
-            }
-        }
-    }
 }

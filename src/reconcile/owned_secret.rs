@@ -9,7 +9,6 @@ use crate::labels::{
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -40,11 +39,6 @@ pub const REVOKE_HANDLED_ANNOTATION: &str = "tokenmint.dev/revoke-handled";
 pub const RENEW_ANNOTATION: &str = "tokenmint.dev/renew";
 /// On a token Secret: the `tokenmint.dev/renew` value its token was minted after.
 pub const RENEW_HANDLED_ANNOTATION: &str = "tokenmint.dev/renew-handled";
-
-/// Key of the token of `role` of the `kind` resource `namespace/name` in the expiry metric.
-pub fn metric_key(kind: &str, namespace: &str, name: &str, role: &str) -> String {
-    format!("{kind}/{namespace}/{name}/{role}")
-}
 
 /// The resource a Secret belongs to.
 #[derive(Debug, Clone)]
@@ -77,11 +71,6 @@ impl Owner {
         })
     }
 
-    /// Key of this resource's token in the expiry metric.
-    pub fn metric_key(&self, role: &str) -> String {
-        metric_key(&self.kind, &self.namespace, &self.name, role)
-    }
-
     /// Key of this resource's token of `role` in the mint-interval record.
     pub(crate) fn mint_key(&self, role: &str) -> String {
         format!("{}/{role}", self.uid)
@@ -111,9 +100,7 @@ pub fn managed_labels(owner: &Owner, role: &str) -> BTreeMap<String, String> {
 
 /// The resourceVersion the metadata cache shows for Secret `name` (`None`: not cached).
 pub(crate) fn cached_version(ctx: &Context, namespace: &str, name: &str) -> Option<Option<String>> {
-    ctx.secrets
-        .get(&ObjectRef::new(name).within(namespace))
-        .map(|cached| cached.resource_version.clone())
+    ctx.secrets.version(namespace, name)
 }
 
 /// Fetches the Secret `name` (absent: `None`).
@@ -189,12 +176,12 @@ pub async fn delete_owned(
     keep: Option<&str>,
     revoke: Option<&str>,
 ) -> Result<Vec<String>, Error> {
-    let doomed = ctx.secrets.state_filter(|s| {
-        s.namespace == owner.namespace
-            && s.is_controlled_by(&owner.uid)
-            && s.has_role(role)
-            && Some(s.name.as_str()) != keep
-    });
+    let doomed: Vec<_> = ctx
+        .secrets
+        .owned_by(&owner.namespace, &owner.uid)
+        .into_iter()
+        .filter(|s| s.has_role(role) && Some(s.name.as_str()) != keep)
+        .collect();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let mut deleted = Vec::new();
     for secret in doomed {
@@ -210,7 +197,7 @@ pub async fn delete_owned(
         // The uid precondition: never delete a Secret that replaced ours in the meantime.
         let params = DeleteParams {
             preconditions: Some(Preconditions {
-                uid: secret.uid.clone(),
+                uid: secret.meta.uid.as_ref().map(ToString::to_string),
                 resource_version: None,
             }),
             ..DeleteParams::default()

@@ -135,7 +135,7 @@ impl Worker {
         mut requests: mpsc::UnboundedReceiver<Request>,
         shutdown: watch::Receiver<bool>,
     ) {
-        let stop = super::controllers::signalled(shutdown);
+        let stop = crate::stop::signalled(shutdown);
         tokio::pin!(stop);
         loop {
             let next_due = self.pending.values().map(|p| p.due).min();

@@ -85,9 +85,12 @@ fn service_account_conflict(ctx: &Context, key: &ServiceKey) -> Option<Failure> 
         )
     };
     let mine = rank(key);
-    let older: Vec<Arc<ServiceKey>> = ctx.service_keys.state_filter(|other| {
-        other.namespace() == namespace && other.uid() != key.uid() && rank(other) < mine
-    });
+    let older: Vec<Arc<ServiceKey>> = ctx
+        .service_keys
+        .listing_accounts(&namespace.unwrap_or_default())
+        .into_iter()
+        .filter(|other| other.uid() != key.uid() && rank(other) < mine)
+        .collect();
     key.spec.service_accounts.iter().find_map(|account| {
         let first = older
             .iter()

@@ -8,16 +8,18 @@
 use super::owned_secret::Owner;
 use super::{CONFLICT_RECHECK, Context, Error, Failure, IDLE_RESYNC, MIN_REQUEUE, Reason, rfc3339};
 use crate::crd::{DatasourceGrant, GuestTokenRequest, ServiceKey, TokenStatus};
-use crate::labels::{FIELD_MANAGER, ROLE_TOKEN};
+use crate::labels::FIELD_MANAGER;
 use crate::token::assess::TokenInfo;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
+use std::sync::Arc;
 
 pub const READY: &str = "Ready";
 /// Reason of Ready=True on DatasourceGrants and GuestTokenRequests (and ServiceKeys with a
@@ -38,18 +40,29 @@ pub trait HasTokenStatus:
     + 'static
 {
     fn token_status(&self) -> Option<&TokenStatus>;
+
+    /// The object as the watch cache shows it now.
+    fn cached(ctx: &Context, namespace: &str, name: &str) -> Option<Arc<Self>>;
 }
 
 macro_rules! has_token_status {
-    ($($kind:ty),*) => {$(
+    ($($kind:ty => $store:ident),*) => {$(
         impl HasTokenStatus for $kind {
             fn token_status(&self) -> Option<&TokenStatus> {
                 self.status.as_ref()
             }
+
+            fn cached(ctx: &Context, namespace: &str, name: &str) -> Option<Arc<Self>> {
+                ctx.$store.get(&ObjectRef::new(name).within(namespace))
+            }
         }
     )*};
 }
-has_token_status!(ServiceKey, DatasourceGrant, GuestTokenRequest);
+has_token_status!(
+    ServiceKey => service_keys_store,
+    DatasourceGrant => grants,
+    GuestTokenRequest => guests
+);
 
 /// What a reconcile concluded, for the status.
 #[derive(Debug, Clone)]
@@ -124,18 +137,29 @@ pub async fn apply<K: HasTokenStatus>(
     secret_name: &str,
     outcome: (&Outcome, Option<&str>),
 ) -> Result<bool, Error> {
-    let key = format!(
-        "status/{}/{}/{}",
-        K::kind(&()),
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
+    let key = super::recent::key(
+        &K::kind(&()),
+        &obj.namespace().unwrap_or_default(),
+        &obj.name_any(),
     );
-    // Our own last write, when the object in the cache predates it.
-    let ours: Option<TokenStatus> = ctx
-        .recent
-        .newer_than(&key, obj.resource_version().as_deref())
-        .and_then(|v| serde_json::from_value(v).ok());
-    let current = ours.as_ref().or(obj.token_status());
+    // Our own last write, when the cache predates it. Looked up before the cache: the feed
+    // forgets it only once the store shows it.
+    let written = ctx.recent.written(&key);
+    // The cache may have moved on since this reconcile took `obj` from it.
+    let version = |o: &K| super::verified::resource_version(o.meta().resource_version.as_deref());
+    let latest = K::cached(ctx, &obj.namespace().unwrap_or_default(), &obj.name_any())
+        .filter(|latest| version(latest) > version(obj));
+    let cached = latest.as_deref().unwrap_or(obj);
+    let ours: Option<TokenStatus> = match (written, version(cached)) {
+        (Some((at, status)), Some(seen)) if seen < at => Some(status),
+        (Some(_), _) => {
+            ctx.recent
+                .caught_up(&key, cached.resource_version().as_deref());
+            None
+        }
+        (None, _) => None,
+    };
+    let current = ours.as_ref().or(cached.token_status());
     let wanted = desired(
         current,
         obj.meta().generation,
@@ -160,11 +184,8 @@ pub async fn apply<K: HasTokenStatus>(
         .await?;
     ctx.metrics
         .write("apply", &format!("{}/status", K::plural(&())));
-    ctx.recent.remember(
-        key,
-        written.resource_version().as_deref(),
-        serde_json::to_value(&wanted).unwrap_or_default(),
-    );
+    ctx.recent
+        .remember(key, written.resource_version().as_deref(), wanted);
     Ok(true)
 }
 
@@ -180,11 +201,9 @@ pub async fn conclude<K: HasTokenStatus>(
     (outcome, key_fingerprint): (Outcome, Option<&str>),
 ) -> Result<Action, Error> {
     let written = apply(ctx, obj, secret_name, (&outcome, key_fingerprint)).await?;
-    let metric_key = owner.metric_key(ROLE_TOKEN);
     ctx.succeeded(obj);
     match outcome {
         Outcome::Failed(failure) => {
-            ctx.metrics.token_expiry(&metric_key, None);
             ctx.metrics
                 .reconcile_error(&owner.kind, failure.reason.as_str());
             if written {
@@ -210,11 +229,6 @@ pub async fn conclude<K: HasTokenStatus>(
             })
         }
         Outcome::Ready { token, .. } => {
-            let expires = token
-                .as_ref()
-                .and_then(|t| t.expires_at)
-                .map(|t| t.as_second());
-            ctx.metrics.token_expiry(&metric_key, expires);
             let next = token.and_then(|t| t.schedule.until_renewal(ctx.clock.now()));
             // A floor, so that no schedule can ever spin the controller.
             Ok(Action::requeue(

@@ -8,6 +8,8 @@
 //! it with a GET and verifies it again. After a restart nothing is known, so every Secret is read
 //! once — reads only, never a write.
 
+use super::cached_secret::Role;
+use super::compact::Id;
 use crate::token::assess::Held;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -42,10 +44,92 @@ pub struct TokenRecord {
     pub renew_handled: Option<String>,
 }
 
+/// [`Content`] as kept, one per managed Secret for as long as the operator leads: the same
+/// facts, with ids in 16 bytes and a token's record in a box of its own (the table's slots, of
+/// which a hash map keeps up to twice as many as it holds, stay small).
+#[derive(Debug, Clone)]
+enum Kept {
+    Token(Box<KeptToken>),
+    Key {
+        fingerprint: Box<str>,
+        username: Box<str>,
+    },
+    Foreign,
+}
+
+#[derive(Debug, Clone)]
+struct KeptToken {
+    jti: Id,
+    kid: Box<str>,
+    issued_at: jiff::Timestamp,
+    expires_at: Option<jiff::Timestamp>,
+    owner_uid: Id,
+    role: Role,
+    spec_hash: Box<str>,
+    restarted_for: Option<Id>,
+    revoke_handled: Option<Box<str>>,
+    renew_handled: Option<Box<str>>,
+}
+
+impl Kept {
+    /// `None`: a record of a role no Secret has (never kept; the Secret is read instead).
+    fn of(content: Content) -> Option<Kept> {
+        Some(match content {
+            Content::Token(record) => Kept::Token(Box::new(KeptToken {
+                jti: Id::new(&record.held.jti),
+                kid: record.held.kid.into(),
+                issued_at: record.held.issued_at,
+                expires_at: record.held.expires_at,
+                owner_uid: Id::new(&record.owner_uid),
+                role: Role::from_label(&record.role)?,
+                spec_hash: record.spec_hash.into(),
+                restarted_for: record.restarted_for.as_deref().map(Id::new),
+                revoke_handled: record.revoke_handled.map(Into::into),
+                renew_handled: record.renew_handled.map(Into::into),
+            })),
+            Content::Key {
+                fingerprint,
+                username,
+            } => Kept::Key {
+                fingerprint: fingerprint.into(),
+                username: username.into(),
+            },
+            Content::Foreign => Kept::Foreign,
+        })
+    }
+
+    fn content(&self) -> Content {
+        match self {
+            Kept::Token(token) => Content::Token(TokenRecord {
+                held: Held {
+                    jti: token.jti.to_string(),
+                    kid: token.kid.to_string(),
+                    issued_at: token.issued_at,
+                    expires_at: token.expires_at,
+                },
+                owner_uid: token.owner_uid.to_string(),
+                role: token.role.label().to_owned(),
+                spec_hash: token.spec_hash.to_string(),
+                restarted_for: token.restarted_for.as_ref().map(ToString::to_string),
+                revoke_handled: token.revoke_handled.as_deref().map(str::to_owned),
+                renew_handled: token.renew_handled.as_deref().map(str::to_owned),
+            }),
+            Kept::Key {
+                fingerprint,
+                username,
+            } => Content::Key {
+                fingerprint: fingerprint.to_string(),
+                username: username.to_string(),
+            },
+            Kept::Foreign => Content::Foreign,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     resource_version: u64,
-    content: Content,
+    kept: Kept,
 }
 
 /// Resource versions are opaque, but etcd's are increasing integers; one that does not parse
@@ -56,7 +140,8 @@ pub fn resource_version(rv: Option<&str>) -> Option<u64> {
 
 #[derive(Debug, Default)]
 pub struct Verified {
-    entries: Mutex<HashMap<String, Entry>>,
+    /// By `namespace/name`.
+    entries: Mutex<HashMap<Box<str>, Entry>>,
 }
 
 fn key(namespace: &str, name: &str) -> String {
@@ -75,20 +160,26 @@ impl Verified {
         let Some(resource_version) = self::resource_version(resource_version) else {
             return;
         };
-        self.entries.lock().expect("verified lock").insert(
-            key(namespace, name),
-            Entry {
-                resource_version,
-                content,
-            },
-        );
+        let mut entries = self.entries.lock().expect("verified lock");
+        match Kept::of(content) {
+            Some(kept) => {
+                let entry = Entry {
+                    resource_version,
+                    kept,
+                };
+                entries.insert(key(namespace, name).into(), entry);
+            }
+            None => {
+                entries.remove(key(namespace, name).as_str());
+            }
+        }
     }
 
     pub fn forget(&self, namespace: &str, name: &str) {
         self.entries
             .lock()
             .expect("verified lock")
-            .remove(&key(namespace, name));
+            .remove(key(namespace, name).as_str());
     }
 
     /// The known content of `namespace/name`, given the resourceVersion the cache shows
@@ -102,12 +193,12 @@ impl Verified {
         cached: Option<Option<&str>>,
     ) -> Option<(Content, String)> {
         let entries = self.entries.lock().expect("verified lock");
-        let entry = entries.get(&key(namespace, name))?;
+        let entry = entries.get(key(namespace, name).as_str())?;
         let fresh = match cached {
             None => true,
             Some(rv) => resource_version(rv).is_some_and(|rv| rv <= entry.resource_version),
         };
-        fresh.then(|| (entry.content.clone(), entry.resource_version.to_string()))
+        fresh.then(|| (entry.kept.content(), entry.resource_version.to_string()))
     }
 
     pub fn len(&self) -> usize {
@@ -149,6 +240,38 @@ mod tests {
         assert!(v.current("ns", "s", None).is_none());
         // A version that does not parse is never recorded.
         v.remember("ns", "s", Some("abc"), key_content("a"));
+        assert!(v.is_empty());
+    }
+
+    fn token(role: &str, owner: &str) -> Content {
+        Content::Token(TokenRecord {
+            held: Held {
+                jti: "0b5c8c54-7f3c-4f8e-9d6a-6f1d2e3c4b5a".into(),
+                kid: "hs256-1".into(),
+                issued_at: jiff::Timestamp::from_second(1_900_000_000).unwrap(),
+                expires_at: Some(jiff::Timestamp::from_second(1_900_003_600).unwrap()),
+            },
+            owner_uid: owner.into(),
+            role: role.into(),
+            spec_hash: "0123456789abcdef".into(),
+            restarted_for: Some("not-a-uuid".into()),
+            revoke_handled: None,
+            renew_handled: None,
+        })
+    }
+
+    #[test]
+    fn a_token_record_comes_back_as_it_was_kept() {
+        let v = Verified::default();
+        for owner in ["uid-grant-1", "1f0e5a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b"] {
+            v.remember("ns", "s", Some("7"), token("token", owner));
+            assert_eq!(
+                v.current("ns", "s", None),
+                Some((token("token", owner), "7".into()))
+            );
+        }
+        // A role no Secret has is not kept, and replaces what was.
+        v.remember("ns", "s", Some("8"), token("bogus", "uid"));
         assert!(v.is_empty());
     }
 }

@@ -501,7 +501,7 @@ pub fn start_operator(fake: &Fake) -> Operator {
         keyring: Arc::new(RwLock::new(demo_keyring())),
         keyring_changed: changed_rx,
         issuer: ISSUER.into(),
-        events: Events::Kube(kube::runtime::events::Recorder::new(
+        events: Events::Kube(tokenmint::reconcile::events::Recorder::new(
             fake.client(),
             reporter,
         )),

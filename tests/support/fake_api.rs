@@ -7,7 +7,7 @@
 //!
 //! Faults, to reproduce what a real cluster does: lists that answer late, the next watch of a
 //! resource failing with `410 Gone`, an API-server restart (every watch dropped, every resumed
-//! watch too old), an outage (every request 503).
+//! watch too old), an outage (every request 503, or those of one resource).
 //!
 //! An authorizer: rules the test forbids answer 403, and SelfSubjectAccessReviews answer from
 //! the same rules. Discovery of a custom group version is served from the stored CRDs.
@@ -81,6 +81,8 @@ struct State {
     gone_next: BTreeMap<String, u32>,
     /// Every request answers 503.
     down: bool,
+    /// Requests for these resources answer 503 (a partial outage).
+    down_resources: BTreeSet<String>,
     /// Lists wait this long before answering (a late first list).
     list_delay: BTreeMap<String, Duration>,
     /// TokenReview: token -> (username, audiences the token carries).
@@ -447,6 +449,18 @@ impl Fake {
         }
     }
 
+    /// While `down`, requests for `resource` (e.g. `leases`) answer 503 and its open watches
+    /// end; everything else works (a partial outage).
+    pub fn set_down_for(&self, resource: &str, down: bool) {
+        let mut state = self.state();
+        if down {
+            state.down_resources.insert(resource.into());
+            state.watchers.retain(|w| w.resource != resource);
+        } else {
+            state.down_resources.remove(resource);
+        }
+    }
+
     /// A ServiceAccount token TokenReview will vouch for, for `username`, with `audiences`.
     pub fn service_account_token(&self, token: &str, username: &str, audiences: &[&str]) {
         self.state().tokens.insert(
@@ -579,7 +593,7 @@ impl Fake {
                 .to_owned(),
         };
         state.calls.push(call.clone());
-        if state.down {
+        if state.down || state.down_resources.contains(&p.resource) {
             return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable");
         }
         if state.is_forbidden(&p.group, &resource, verb, p.namespace.as_deref()) {
@@ -711,32 +725,53 @@ impl Fake {
                 None => status(StatusCode::NOT_FOUND, "NotFound"),
             },
             "list" => {
-                // Pages of `limit`, as the API server serves them; `continue` is the offset.
-                let offset: usize = params
-                    .get("continue")
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(0);
+                // Pages of `limit`, as the API server serves them; `continue` names the last
+                // object served (`namespace/name`), and a page reads the map from there on.
+                use std::ops::Bound;
                 let limit: usize = params
                     .get("limit")
                     .and_then(|l| l.parse().ok())
                     .filter(|l| *l > 0)
                     .unwrap_or(usize::MAX);
-                let matching = state.objects.iter().filter(|((g, r, n, _), o)| {
-                    *g == p.group
-                        && *r == p.resource
-                        && (p.namespace.is_none() || *n == ns)
-                        && selected(o, &params)
-                });
+                let after: Option<Key> = params
+                    .get("continue")
+                    .and_then(|c| c.split_once('/'))
+                    .map(|(n, name)| {
+                        let (g, r) = (p.group.clone(), p.resource.clone());
+                        (g, r, n.to_owned(), name.to_owned())
+                    });
+                let first: Key = (
+                    p.group.clone(),
+                    p.resource.clone(),
+                    String::new(),
+                    String::new(),
+                );
+                let from = match &after {
+                    Some(after) => Bound::Excluded(after),
+                    None => Bound::Included(&first),
+                };
+                let matching = state
+                    .objects
+                    .range((from, Bound::Unbounded))
+                    .take_while(|((g, r, _, _), _)| *g == p.group && *r == p.resource)
+                    .filter(|((_, _, n, _), o)| {
+                        (p.namespace.is_none() || *n == ns) && selected(o, &params)
+                    });
                 let mut items: Vec<Value> = matching
-                    .skip(offset)
                     .take(limit.saturating_add(1))
                     .map(|(_, o)| o.clone())
                     .collect();
                 let more = items.len() > limit;
                 items.truncate(limit);
                 let mut metadata = json!({"resourceVersion": state.rv.to_string()});
-                if more {
-                    metadata["continue"] = json!((offset + limit).to_string());
+                if more && let Some(last) = items.last() {
+                    let last = &last["metadata"];
+                    let token = format!(
+                        "{}/{}",
+                        last["namespace"].as_str().unwrap_or_default(),
+                        last["name"].as_str().unwrap_or_default()
+                    );
+                    metadata["continue"] = json!(token);
                 }
                 respond(
                     StatusCode::OK,
