@@ -795,3 +795,32 @@ async fn a_document_refused_at_start_holds_its_object_and_everything_else_starts
     assert!(started.state.denylist.is_revoked(&second), "not revoked");
     assert!(!held.exists(), "not retired");
 }
+
+#[tokio::test]
+async fn a_service_key_held_while_its_manifest_is_refused_keeps_its_uid_and_its_tokens() {
+    let s = Setup::new("held-key-uid");
+    let with = |key_doc: &str| {
+        format!(
+            "{key_doc}---\n{}---\n{}",
+            key_secret("default", "analytics", KEY),
+            grant("default", "dashboards", "d", None)
+        )
+    };
+    let good = key("default", "analytics", None);
+    s.manifest("a.yaml", &with(&good));
+    let started = s.start().await.unwrap();
+    let token = s.token("default", "dashboards-token").unwrap();
+    let uid = claims(&started, &token)["service_key_uid"].clone();
+    drop(started);
+
+    // The ServiceKey's manifest refused for a while (a typo): held, as the API server would
+    // keep the stored object, its uid with it.
+    s.manifest("a.yaml", &with(&format!("{good}  bogus: field\n")));
+    drop(s.start().await.unwrap());
+    // Fixed: the same object, so its grant's token is neither void nor minted again.
+    s.manifest("a.yaml", &with(&good));
+    let started = s.start().await.unwrap();
+    assert_eq!(s.token("default", "dashboards-token").unwrap(), token);
+    assert_eq!(claims(&started, &token)["service_key_uid"], uid);
+    assert!(active_for(&started, KEY, token).await);
+}

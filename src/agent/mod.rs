@@ -236,7 +236,11 @@ impl Agent {
             .partition(|(c, ..)| matches!(c.role, Role::Key(_)));
         let generated = self.generated_keys(keys, manifests, &mut pass);
         let secrets: Vec<&Secret> = manifests.secrets.iter().chain(&generated).collect();
-        let service_keys = self.uids.assign(&manifests.service_keys);
+        let service_keys = self
+            .uids
+            .assign(&manifests.service_keys, |namespace, name| {
+                manifests.held("ServiceKey", namespace, name).is_some()
+            });
         let index = KeyIndex::build(&service_keys, secrets, Source::Manifests);
         // One lookup table, not a scan of every ServiceKey per grant: each ServiceKey as its
         // tokens bind to it (its uid, and its key's fingerprint once it has a usable key).

@@ -43,10 +43,25 @@ impl Uids {
     }
 
     /// `keys` with their uids: the manifest's, else the one assigned before, else a new one.
-    /// ServiceKeys no longer in `keys` are forgotten. The file is rewritten when anything
-    /// changed (a failure is logged: the uids hold while the process runs).
-    pub fn assign(&mut self, keys: &[ServiceKey]) -> Vec<ServiceKey> {
-        let mut current = BTreeMap::new();
+    /// ServiceKeys no longer in `keys` are forgotten, unless `held(namespace, name)`: one whose
+    /// manifest is refused (or may sit in a file that cannot be read) is still the object the
+    /// API server would keep, and its tokens stay bound to it. The file is rewritten when
+    /// anything changed (a failure is logged: the uids hold while the process runs).
+    pub fn assign(
+        &mut self,
+        keys: &[ServiceKey],
+        held: impl Fn(&str, &str) -> bool,
+    ) -> Vec<ServiceKey> {
+        let mut current: BTreeMap<String, String> = self
+            .assigned
+            .iter()
+            .filter(|(reference, _)| {
+                reference
+                    .split_once('/')
+                    .is_some_and(|(namespace, name)| held(namespace, name))
+            })
+            .map(|(reference, uid)| (reference.clone(), uid.clone()))
+            .collect();
         let keys: Vec<ServiceKey> = keys
             .iter()
             .map(|key| {
@@ -101,7 +116,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tokenmint-uids-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut uids = Uids::load(&dir);
-        let first = uids.assign(&[key("a", None), key("b", Some("given"))]);
+        let none = |_: &str, _: &str| false;
+        let first = uids.assign(&[key("a", None), key("b", Some("given"))], none);
         let a = uid_of(&first, "a");
         assert_eq!(
             uid_of(&first, "b"),
@@ -109,17 +125,22 @@ mod tests {
             "the manifest's own uid is kept"
         );
         // A restart: the same uid.
-        let again = Uids::load(&dir).assign(&[key("a", None)]);
+        let again = Uids::load(&dir).assign(&[key("a", None)], none);
         assert_eq!(uid_of(&again, "a"), a);
         // Removed (a pass without it), then added back: a new object, a new uid.
         let mut uids = Uids::load(&dir);
-        uids.assign(&[]);
-        let back = uids.assign(&[key("a", None)]);
+        uids.assign(&[], none);
+        let back = uids.assign(&[key("a", None)], none);
         assert_ne!(uid_of(&back, "a"), a);
+        // Held (its manifest refused for a while): still the same object when admitted again.
+        let back_uid = uid_of(&back, "a");
+        uids.assign(&[], |namespace, name| (namespace, name) == ("default", "a"));
+        let admitted = uids.assign(&[key("a", None)], none);
+        assert_eq!(uid_of(&admitted, "a"), back_uid);
         // A damaged file starts afresh.
         std::fs::write(dir.join(FILE_NAME), "not json").unwrap();
         assert_ne!(
-            uid_of(&Uids::load(&dir).assign(&[key("a", None)]), "a"),
+            uid_of(&Uids::load(&dir).assign(&[key("a", None)], none), "a"),
             uid_of(&back, "a")
         );
         std::fs::remove_dir_all(dir).unwrap();
