@@ -325,6 +325,8 @@ async fn operator(n: usize) -> Measured {
         clock: tokenmint::clock::Clock::system(),
         revoker: tokenmint::revocation::Revoker::disabled(),
         fence: tokenmint::fence::Fence::always(),
+        consumers: true,
+        restart_window: tokenmint::reconcile::restart::COALESCE_WINDOW,
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = rss_kib();

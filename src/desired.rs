@@ -221,6 +221,7 @@ pub fn datasource_grant<'a>(
     let service_key = format!("{namespace}/{key_name}");
     let shaping = DatasourceGrantSpec {
         rollout_restart: Vec::new(),
+        restart_consumers: false,
         ..spec.clone()
     };
     Ok(Desired {
@@ -278,6 +279,7 @@ pub fn guest_token<'a>(
     let service_key = format!("{namespace}/{key_name}");
     let shaping = GuestTokenRequestSpec {
         rollout_restart: Vec::new(),
+        restart_consumers: false,
         ..spec.clone()
     };
     Ok(Desired {
@@ -315,7 +317,11 @@ pub fn session_token<'a>(
     Ok(Desired {
         spec_hash: spec_hash(&json!({
             "kind": "ServiceKey/session",
-            "session": session,
+            // Who is restarted after a rotation does not shape the token.
+            "session": SessionTokenSpec {
+                restart_consumers: false,
+                ..session.clone()
+            },
             "principal": key.principal,
             "serviceKey": service_key,
             "keyFingerprint": key_fingerprint,
@@ -365,6 +371,7 @@ mod tests {
             expiration: 3600,
             secret_name: None,
             renew_before: None,
+            restart_consumers: false,
             rollout_restart: Vec::new(),
         }
     }
@@ -379,6 +386,7 @@ mod tests {
             expiry_time: Some(60_000),
             secret_name: None,
             renew_before: None,
+            restart_consumers: false,
             rollout_restart: Vec::new(),
         }
     }
@@ -441,6 +449,14 @@ mod tests {
                 .unwrap()
                 .spec_hash,
             base
+        );
+        restart.restart_consumers = true;
+        assert_eq!(
+            datasource_grant("ns", &restart, Some(&k), "i")
+                .unwrap()
+                .spec_hash,
+            base,
+            "who is restarted does not shape the token"
         );
         for other in [
             datasource_grant("ns", &grant("ds2", None), Some(&k), "i"),

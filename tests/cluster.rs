@@ -119,6 +119,8 @@ impl Cluster {
                 local: None,
             },
             fence: tokenmint::fence::Fence::always(),
+            consumers: true,
+            restart_window: tokenmint::reconcile::restart::COALESCE_WINDOW,
         };
         let scope = vec![namespace.clone()];
         let controllers = tokio::spawn(async move {

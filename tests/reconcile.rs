@@ -388,6 +388,7 @@ fn grant() -> DatasourceGrant {
             expiration: 3600,
             secret_name: Some("dashboards-token".into()),
             renew_before: Some("20m".into()),
+            restart_consumers: false,
             rollout_restart: vec![],
         },
     );
@@ -835,6 +836,7 @@ async fn service_key_generated_once_and_never_rewritten() {
     key.spec.session_token = Some(SessionTokenSpec {
         secret_name: "analytics-session".into(),
         ttl: Some("1h".into()),
+        restart_consumers: false,
     });
     let key_path = format!("{SECRETS}/analytics-key");
     let session_path = format!("{SECRETS}/analytics-session");
@@ -976,6 +978,7 @@ async fn a_never_expiring_guest_token_has_no_expiry_and_no_renewal() {
             expiry_time: None,
             secret_name: None,
             renew_before: None,
+            restart_consumers: false,
             rollout_restart: vec![],
         },
     );
@@ -1386,7 +1389,7 @@ async fn a_rotation_asks_once_for_consumer_restarts_until_they_are_recorded() {
         ),
         (NS, "dashboards-token", new_id.clone())
     );
-    assert_eq!(request.workloads, vec![app]);
+    assert_eq!(request.workloads, vec![app.into()]);
     assert!(h.restarts.try_recv().is_err(), "one request per rotation");
 
     // Until the restart is recorded on the Secret, every reconcile asks again — without a
@@ -1464,6 +1467,7 @@ async fn dropping_the_expiry_removes_the_expires_at_key_left_by_the_create() {
             expiry_time: Some(3_600_000),
             secret_name: None,
             renew_before: None,
+            restart_consumers: false,
             rollout_restart: vec![],
         },
     );
@@ -1646,6 +1650,7 @@ async fn the_renew_annotation_re_mints_a_service_keys_session_token() {
     key.spec.session_token = Some(SessionTokenSpec {
         secret_name: "analytics-session".into(),
         ttl: None,
+        restart_consumers: false,
     });
     let key_path = format!("{SECRETS}/analytics-key");
     let session_path = format!("{SECRETS}/analytics-session");

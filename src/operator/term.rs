@@ -108,6 +108,8 @@ impl Terms<'_> {
                 local: None,
             },
             fence,
+            consumers: replica.consumers,
+            restart_window: crate::reconcile::restart::COALESCE_WINDOW,
         };
         let (end_term, term_ended) = watch::channel(false);
         let pending_fence = shared.fence.clone();
