@@ -1,16 +1,18 @@
 //! Who reads each Secret: the consumer index, kept from the workload watches.
 //!
 //! Two maps, kept together: per workload the Secrets it reads (to know what an update or a
-//! deletion changes), and per Secret its readers (what a reconcile asks: a map look-up, never
-//! a scan). Names are shared between them (`Arc<str>`, namespaces and Secret names interned),
-//! and a workload that reads no Secret costs nothing. Every change reports the Secrets whose
-//! readers changed — appeared, left, or read it another way — so that the owners of those
-//! tokens are reconciled at once.
+//! deletion changes), and one ordered map of (namespace, Secret, kind, workload) → how it reads
+//! it, in which the readers of a Secret are one range (what a reconcile asks: a look-up, never
+//! a scan, and no per-Secret allocation, however many or few read it). Names are shared
+//! between them (`Arc<str>`: namespaces, Secret and workload names each allocated once), and a
+//! workload that reads no Secret costs nothing. Every change reports the Secrets whose readers
+//! changed — appeared, left, or read it another way — so that the owners of those tokens are
+//! reconciled at once.
 
 use super::template::SlimWorkload;
 use super::{Consumer, Kind, Modes, Workload};
 use kube::runtime::watcher;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 type Name = Arc<str>;
@@ -21,13 +23,8 @@ type Reads = Box<[(Name, Modes)]>;
 /// The workloads of one kind: namespace → name → what it reads.
 type Workloads = HashMap<Name, HashMap<Name, Reads>>;
 
-/// A reader of one Secret.
-#[derive(Debug, Clone)]
-struct Reader {
-    kind: Kind,
-    name: Name,
-    modes: Modes,
-}
+/// (namespace, Secret, kind, workload): one workload reading one Secret.
+type Edge = (Name, Name, Kind, Name);
 
 /// A Secret whose readers changed: (namespace, name).
 pub type Changed = (Name, Name);
@@ -36,8 +33,8 @@ pub type Changed = (Name, Name);
 struct Inner {
     /// Per kind ([`Kind::slot`]).
     workloads: [Workloads; 6],
-    /// Namespace → Secret → its readers.
-    readers: HashMap<Name, HashMap<Name, Vec<Reader>>>,
+    /// Who reads what, and how; the readers of one Secret are adjacent.
+    readers: BTreeMap<Edge, Modes>,
     /// Per kind: the workloads of a relist in progress, swapped in when it is done.
     relists: [Option<Workloads>; 6],
     /// Namespaces, interned.
@@ -52,22 +49,16 @@ impl ConsumerIndex {
     /// The workloads reading Secret `secret` of `namespace`, sorted by kind and name.
     pub fn readers(&self, namespace: &str, secret: &str) -> Vec<Consumer> {
         let inner = self.0.read().unwrap_or_else(|e| e.into_inner());
-        let mut consumers: Vec<Consumer> = inner
-            .readers
-            .get(namespace)
-            .and_then(|secrets| secrets.get(secret))
-            .into_iter()
-            .flatten()
-            .map(|r| Consumer {
+        inner
+            .edges(&Name::from(namespace), secret)
+            .map(|((_, _, kind, name), modes)| Consumer {
                 workload: Workload {
-                    kind: r.kind,
-                    name: r.name.to_string(),
+                    kind: *kind,
+                    name: name.to_string(),
                 },
-                modes: r.modes,
+                modes: *modes,
             })
-            .collect();
-        consumers.sort_by(|a, b| a.workload.cmp(&b.workload));
-        consumers
+            .collect()
     }
 
     /// How many workloads that read a Secret are known.
@@ -91,27 +82,31 @@ impl ConsumerIndex {
                 let Some((namespace, name)) = identity(workload) else {
                     return changed;
                 };
+                let namespace = inner.namespace(namespace);
                 let reads = match event {
-                    watcher::Event::Apply(w) if w.is_consumer(kind) => inner.reads_of(w),
+                    watcher::Event::Apply(w) if w.is_consumer(kind) => {
+                        inner.reads_of(&namespace, w)
+                    }
                     _ => Reads::default(),
                 };
-                let namespace = inner.namespace(namespace);
-                let old = inner.set(slot, &namespace, name, reads.clone());
-                inner.update(kind, &namespace, name, &old, &reads, &mut changed);
+                let name = inner.name(&inner.workloads[slot], &namespace, name);
+                let old = inner.set(slot, &namespace, &name, reads.clone());
+                inner.update(kind, &namespace, &name, &old, &reads, &mut changed);
             }
             watcher::Event::Init => inner.relists[slot] = Some(Workloads::default()),
             watcher::Event::InitApply(workload) => {
                 if let Some((namespace, name)) = identity(workload)
                     && workload.is_consumer(kind)
                 {
-                    let reads = inner.reads_of(workload);
                     let namespace = inner.namespace(namespace);
+                    let reads = inner.reads_of(&namespace, workload);
                     if !reads.is_empty() {
+                        let name = inner.name(&inner.workloads[slot], &namespace, name);
                         inner.relists[slot]
                             .get_or_insert_default()
                             .entry(namespace)
                             .or_default()
-                            .insert(name.into(), reads);
+                            .insert(name, reads);
                     }
                 }
             }
@@ -168,24 +163,48 @@ impl Inner {
         interned
     }
 
+    /// The name of workload `namespace/name`, shared with `workloads` where it is known.
+    fn name(&self, workloads: &Workloads, namespace: &str, name: &str) -> Name {
+        workloads
+            .get(namespace)
+            .and_then(|w| w.get_key_value(name))
+            .map_or_else(|| Name::from(name), |(known, _)| known.clone())
+    }
+
+    /// The readers of Secret `namespace/secret`: one range of the ordered map.
+    fn edges<'a>(
+        &'a self,
+        namespace: &'a Name,
+        secret: &'a str,
+    ) -> impl Iterator<Item = (&'a Edge, &'a Modes)> + 'a {
+        let from = (
+            namespace.clone(),
+            Name::from(secret),
+            Kind::ALL[0],
+            Name::from(""),
+        );
+        self.readers
+            .range(from..)
+            .take_while(move |((n, s, _, _), _)| n == namespace && **s == *secret)
+    }
+
     /// What `workload` reads, its Secret names shared with the readers' map where known.
-    fn reads_of(&self, workload: &SlimWorkload) -> Reads {
-        let namespace = identity(workload).map(|(ns, _)| ns).unwrap_or_default();
-        let secrets = self.readers.get(namespace);
+    fn reads_of(&self, namespace: &Name, workload: &SlimWorkload) -> Reads {
         workload
             .reads
             .iter()
             .map(|(secret, modes)| {
-                let name = secrets
-                    .and_then(|s| s.get_key_value(secret.as_str()))
-                    .map_or_else(|| Name::from(secret.as_str()), |(k, _)| k.clone());
+                let name = self.edges(namespace, secret).next().map_or_else(
+                    || Name::from(secret.as_str()),
+                    |((_, s, _, _), _)| s.clone(),
+                );
                 (name, *modes)
             })
             .collect()
     }
 
     /// Records what workload `namespace/name` of kind `slot` reads; returns what it read.
-    fn set(&mut self, slot: usize, namespace: &Name, name: &str, reads: Reads) -> Reads {
+    fn set(&mut self, slot: usize, namespace: &Name, name: &Name, reads: Reads) -> Reads {
         let workloads = &mut self.workloads[slot];
         if reads.is_empty() {
             let Some(of_namespace) = workloads.get_mut(namespace) else {
@@ -200,7 +219,7 @@ impl Inner {
         workloads
             .entry(namespace.clone())
             .or_default()
-            .insert(name.into(), reads)
+            .insert(name.clone(), reads)
             .unwrap_or_default()
     }
 
@@ -210,11 +229,12 @@ impl Inner {
         &mut self,
         kind: Kind,
         namespace: &Name,
-        name: &str,
+        name: &Name,
         old: &[(Name, Modes)],
         new: &[(Name, Modes)],
         changed: &mut Vec<Changed>,
     ) {
+        let edge = |secret: &Name| (namespace.clone(), secret.clone(), kind, name.clone());
         let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
         loop {
             let step = match (o.peek(), n.peek()) {
@@ -223,68 +243,28 @@ impl Inner {
                 (Some(_), None) => std::cmp::Ordering::Less,
                 (None, Some(_)) => std::cmp::Ordering::Greater,
             };
-            match step {
+            let secret = match step {
                 std::cmp::Ordering::Less => {
                     let (secret, _) = o.next().expect("peeked");
-                    self.remove_reader(kind, namespace, secret, name);
-                    changed.push((namespace.clone(), secret.clone()));
+                    self.readers.remove(&edge(secret));
+                    secret
                 }
                 std::cmp::Ordering::Greater => {
                     let (secret, modes) = n.next().expect("peeked");
-                    self.put_reader(kind, namespace, secret, name, *modes);
-                    changed.push((namespace.clone(), secret.clone()));
+                    self.readers.insert(edge(secret), *modes);
+                    secret
                 }
                 std::cmp::Ordering::Equal => {
                     let ((secret, was), (_, is)) =
                         (o.next().expect("peeked"), n.next().expect("peeked"));
-                    if was != is {
-                        self.put_reader(kind, namespace, secret, name, *is);
-                        changed.push((namespace.clone(), secret.clone()));
+                    if was == is {
+                        continue;
                     }
+                    self.readers.insert(edge(secret), *is);
+                    secret
                 }
-            }
-        }
-    }
-
-    fn put_reader(
-        &mut self,
-        kind: Kind,
-        namespace: &Name,
-        secret: &Name,
-        name: &str,
-        modes: Modes,
-    ) {
-        let readers = self
-            .readers
-            .entry(namespace.clone())
-            .or_default()
-            .entry(secret.clone())
-            .or_default();
-        match readers
-            .iter_mut()
-            .find(|r| r.kind == kind && *r.name == *name)
-        {
-            Some(reader) => reader.modes = modes,
-            None => readers.push(Reader {
-                kind,
-                name: name.into(),
-                modes,
-            }),
-        }
-    }
-
-    fn remove_reader(&mut self, kind: Kind, namespace: &str, secret: &str, name: &str) {
-        let Some(secrets) = self.readers.get_mut(namespace) else {
-            return;
-        };
-        if let Some(readers) = secrets.get_mut(secret) {
-            readers.retain(|r| !(r.kind == kind && *r.name == *name));
-            if readers.is_empty() {
-                secrets.remove(secret);
-            }
-        }
-        if secrets.is_empty() {
-            self.readers.remove(namespace);
+            };
+            changed.push((namespace.clone(), secret.clone()));
         }
     }
 }
