@@ -534,3 +534,91 @@ async fn with_consumers_in_place_a_restart_and_a_resync_write_nothing() {
     assert_eq!(workload_calls, Vec::<String>::new());
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_tokens_and_session_tokens_know_their_consumers_too() {
+    let fake = Fake::default();
+    // The key with a session token whose env readers are restarted after each rotation.
+    service_key(&fake);
+    let mut key = fake
+        .get("tokenmint.dev", "servicekeys", TEAM, "analytics")
+        .unwrap();
+    key["spec"]["sessionToken"] =
+        json!({"secretName": "analytics-session", "restartConsumers": true});
+    fake.put("tokenmint.dev", "servicekeys", key);
+    support::fake_api::guest(&fake, "embed");
+    put_workload(&fake, "Deployment", "session-env", env("analytics-session"));
+    put_workload(
+        &fake,
+        "Deployment",
+        "session-volume",
+        volume("analytics-session"),
+    );
+    put_workload(&fake, "StatefulSet", "embed-env", env_from("embed-token"));
+    // The key Secret itself is nobody's token: a reader of it is not listed anywhere.
+    put_workload(
+        &fake,
+        "Deployment",
+        "key-reader",
+        env("analytics-service-key"),
+    );
+
+    let running = start(&fake, true);
+    let status = |resource: &str, name: &str| {
+        fake.get("tokenmint.dev", resource, TEAM, name)
+            .map(|o| o["status"].clone())
+            .unwrap_or(Value::Null)
+    };
+    wait_for(&fake, PATIENCE, "both consumer lists", || {
+        status("servicekeys", "analytics")["consumerCount"] == 2
+            && status("guesttokenrequests", "embed")["consumerCount"] == 1
+    })
+    .await;
+
+    let session = status("servicekeys", "analytics");
+    assert_eq!(
+        listed(&session),
+        BTreeMap::from([
+            (
+                "Deployment/session-env".to_owned(),
+                ("env".to_owned(), vec![], false)
+            ),
+            (
+                "Deployment/session-volume".to_owned(),
+                ("volume".to_owned(), vec![], true)
+            ),
+        ]),
+        "{session:#}"
+    );
+    // Its env reader is restarted after each rotation: every consumer gets the new token.
+    assert_eq!(session["consumers"][0]["restarted"], true, "{session:#}");
+    assert_eq!(session["consumersMissingRotation"], 0);
+    assert_eq!(delivered(&session)["status"], "True", "{session:#}");
+    assert_eq!(delivered(&session)["reason"], "RotationsDelivered");
+
+    let guest = status("guesttokenrequests", "embed");
+    assert_eq!(
+        listed(&guest),
+        BTreeMap::from([(
+            "StatefulSet/embed-env".to_owned(),
+            ("envFrom".to_owned(), vec![], false)
+        )]),
+        "{guest:#}"
+    );
+    assert_eq!(guest["consumersMissingRotation"], 1);
+    let condition = delivered(&guest);
+    assert_eq!(condition["reason"], "ConsumerMissesRotation", "{guest:#}");
+    assert!(
+        condition["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("StatefulSet embed-env (envFrom) keeps the old token"),
+        "{condition}"
+    );
+    assert_eq!(
+        events(&running, "ConsumerMissesRotation").len(),
+        1,
+        "the guest token's only"
+    );
+    running.stop().await;
+}
