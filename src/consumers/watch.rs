@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 /// Objects per page of a workload list.
-const PAGE_SIZE: u32 = 100;
+const PAGE_SIZE: u32 = 25;
 
 /// The events of the watch of `kind` in `namespace` (`None`: all namespaces). Its lists take
 /// turns with the other kinds' (`lists`: one at a time).
@@ -32,8 +32,11 @@ fn events(
         None => Api::all_with(client.clone(), &kind),
     };
     // A list's page is held whole while it is read, and a Deployment is a few kilobytes of
-    // JSON of which the watch keeps a few dozen bytes: pages of a hundred, one list at a time,
-    // bound what a (re)list holds at once, whatever the number of workloads.
+    // JSON of which the watch keeps a few dozen bytes: small pages, one list at a time, bound
+    // what a (re)list holds at once, whatever the number of workloads. Pages of 25 rather than
+    // 100 halve the RSS left after the lists at 10,000 workloads (the connections'
+    // read buffers, what the allocator keeps; benches/consumers_scale.rs), for 400 requests
+    // per 10,000 workloads listed.
     let config = watcher::Config::default().page_size(PAGE_SIZE);
     resilient(
         move || -> BoxStream<'static, watcher::Result<watcher::Event<SlimWorkload>>> {
