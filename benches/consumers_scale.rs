@@ -2,8 +2,8 @@
 //! process of its own) holding N workloads, until every watch has listed and the caches are at
 //! rest.
 //!
-//!     cargo bench --bench consumers_scale               # N = 10,000
-//!     cargo bench --bench consumers_scale -- 100000     # other sizes
+//!     cargo bench --bench consumers_scale                   # N = 10,000 and 20,000
+//!     cargo bench --bench consumers_scale -- 10000 100000   # other sizes
 //!
 //! What the operator holds at rest, by allocation site (as for `operator_scale`):
 //!
@@ -13,7 +13,7 @@
 //!
 //! The workloads look like a real namespace's: Deployments (40%), the ReplicaSets they control
 //! (30%, not consumers of their own), StatefulSets (10%), DaemonSets (5%), CronJobs (10%) and
-//! bare Jobs (5%), in 100 namespaces, each object about 5 KB of JSON as the API server sends it
+//! bare Jobs (5%), in 100 namespaces, each object about 6 KB of JSON as the API server sends it
 //! (labels, annotations with kubectl's last-applied copy, managedFields, two containers and an
 //! init container with images, probes, resources, env, mounts, and status). Each pod template
 //! reads four Secrets: its token as a volume, an API token from `env`, the namespace's database
@@ -26,6 +26,10 @@
 //!   what the caches and the index hold, without the allocator's own overhead);
 //! - the same with the watch minus without it: the cost of the watch alone;
 //! - the time until every watch had listed (the controllers start then).
+//!
+//! Then, between consecutive sizes, what the watch alone grew by per added workload: the cost
+//! of one more workload, without what does not grow with N (the HTTP connections' read
+//! buffers, the pages the allocator keeps after the lists).
 
 mod support;
 
@@ -297,10 +301,11 @@ fn main() {
         .filter_map(|a| a.parse().ok())
         .collect();
     let sizes = if sizes.is_empty() {
-        vec![10_000]
+        vec![10_000, 20_000]
     } else {
         sizes
     };
+    let mut watch_alone = Vec::new();
     println!(
         "| workloads | listed in | RSS per workload | live heap per workload | without the watch: RSS, heap | the watch alone: RSS, heap |"
     );
@@ -317,6 +322,24 @@ fn main() {
             without.heap_bytes,
             with.rss_bytes - without.rss_bytes,
             with.heap_bytes - without.heap_bytes,
+        );
+        watch_alone.push((
+            n as f64,
+            (with.rss_bytes - without.rss_bytes) * n as f64,
+            (with.heap_bytes - without.heap_bytes) * n as f64,
+        ));
+    }
+    for pair in watch_alone.windows(2) {
+        let [(n1, rss1, heap1), (n2, rss2, heap2)] = pair else {
+            continue;
+        };
+        if n2 <= n1 {
+            continue;
+        }
+        println!(
+            "the watch alone, from {n1} to {n2} workloads: {:.0} B of RSS and {:.0} B of heap per added workload",
+            (rss2 - rss1) / (n2 - n1),
+            (heap2 - heap1) / (n2 - n1),
         );
     }
 }
