@@ -246,7 +246,8 @@ pub enum NotReady {
     /// These watches have been failing for longer than [`STALE_AFTER`].
     Stale(Vec<&'static str>),
     /// `--manifests`: the token files of these objects are past their renew time (or were
-    /// never written) because writing them fails.
+    /// never written) because writing them fails, or because the object is held (its manifest
+    /// is refused).
     Overdue(Vec<String>),
 }
 
@@ -268,7 +269,7 @@ impl std::fmt::Display for NotReady {
             NotReady::Overdue(objects) => {
                 return write!(
                     f,
-                    "token files past their renew time or missing, writes failing (retried): {}",
+                    "token files past their renew time or missing: {}",
                     objects.join(", ")
                 );
             }

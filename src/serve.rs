@@ -128,21 +128,20 @@ impl FromManifests {
     }
 }
 
-/// Checks the directories, reads the manifests (any refused document is a startup error),
-/// loads or creates the keyring and the revocations, and makes the first pass: the token files
-/// are in place before the routes answer.
+/// Checks the directories, reads the manifests, loads or creates the keyring and the
+/// revocations, and makes the first pass: the token files are in place before the routes
+/// answer. A refused document is logged and skipped as while running; with no last good
+/// version yet, its object is held (its files stay as they are, see [`agent`]). Errors are
+/// what prevents serving: directories, the keyring.
 pub async fn from_manifests(
     dir: &Path,
     args: &ServeArgs,
 ) -> Result<FromManifests, crate::BoxError> {
     let paths = agent::state::prepare(dir, &args.tokens_dir, &args.state_dir)?;
     let mut live = LiveManifests::new()?;
-    // At start every document must be admitted: there is no last good version to keep yet.
     let refused = live.reload(dir)?;
-    if !refused.is_empty() {
-        return Err(crate::manifests::ManifestError::Refused(refused).into());
-    }
     let manifests = live.merged();
+    agent::report(&refused, &manifests);
     let common = &args.common;
     let (ring, from) = agent::keyring(
         &manifests,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokenmint::agent::{self, Agent, Paths};
 use tokenmint::clock::Clock;
-use tokenmint::key_store::{KeyStore, SharedKeyStore};
+use tokenmint::key_store::{KeyStore, NotReady, SharedKeyStore};
 use tokenmint::keyring::{Algorithm, Expect, Keyring};
 use tokenmint::manifests::LiveManifests;
 use tokenmint::revocation::{Denylist, Revoker};
@@ -74,7 +74,9 @@ impl Setup {
 
     /// An agent as `serve --manifests` builds one: the keyring from the state directory.
     fn agent(&self, clock: Clock) -> Agent {
-        let manifests = self.live().merged();
+        let mut live = LiveManifests::new().unwrap();
+        live.reload(&self.paths.manifests).unwrap();
+        let manifests = live.merged();
         let (ring, _) = agent::keyring(
             &manifests,
             &self.paths,
@@ -112,6 +114,12 @@ impl Drop for Setup {
     }
 }
 
+/// When the tests with a clock start. The keyring checks exp/nbf against the system clock: 45
+/// minutes in the past, a renew time (exp - 20m - jitter of a 1 h token) is before the real now.
+fn forty_five_minutes_ago() -> Timestamp {
+    Timestamp::from_second(Timestamp::now().as_second()).unwrap() - SignedDuration::from_mins(45)
+}
+
 fn claims(ring: &Keyring, token: &str) -> Value {
     ring.verify(
         token,
@@ -128,10 +136,7 @@ async fn tokens_are_kept_rotated_at_their_renew_time_and_left_alone_across_resta
     let s = Setup::new("rotate");
     s.manifest("key.yaml", KEY_NO_SECRET);
     s.manifest("grant.yaml", &grant("Data_3_E", 3600));
-    // The keyring checks exp/nbf against the system clock: start 45 minutes in the past so
-    // the renew time (exp - 20m - jitter) is still before the real now.
-    let start = Timestamp::from_second(Timestamp::now().as_second()).unwrap()
-        - SignedDuration::from_mins(45);
+    let start = forty_five_minutes_ago();
     let clock = Clock::fixed(start);
     let mut agent = s.agent(clock.clone());
     let (_, first) = agent.pass(&s.live().merged()).await;
@@ -453,4 +458,130 @@ async fn reading_the_manifests_is_no_change_but_writing_one_is() {
     std::fs::remove_file(s.paths.manifests.join("grant.yaml")).unwrap();
     let signalled = tokio::time::timeout(Duration::from_secs(5), changed.recv()).await;
     assert_eq!(signalled, Ok(Some(())), "a removed file is a change");
+}
+
+/// The revocations an agent of [`Setup::agent`] made.
+fn denylist(agent: &Agent) -> Arc<Denylist> {
+    match &agent.revoker {
+        Revoker::Memory(denylist) => denylist.clone(),
+        _ => unreachable!("Setup::agent revokes in memory"),
+    }
+}
+
+/// A fresh read of the manifests, as at a restart (no last good version): what it refused.
+fn restart_read(s: &Setup) -> (LiveManifests, usize) {
+    let mut live = LiveManifests::new().unwrap();
+    let refused = live.reload(&s.paths.manifests).unwrap().len();
+    (live, refused)
+}
+
+#[tokio::test]
+async fn held_objects_keep_their_files_until_admitted_or_removed_and_readyz_names_them_when_due() {
+    let s = Setup::new("held");
+    s.manifest("key.yaml", KEY_NO_SECRET);
+    s.manifest("grant.yaml", &grant("Data_3_E", 3600));
+    // Minted 45 minutes ago, so the renew times are past by now.
+    let start = forty_five_minutes_ago();
+    let mut agent = s.agent(Clock::fixed(start));
+    let (_, first) = agent.pass(&s.live().merged()).await;
+    assert_eq!(first.minted.len(), 3, "{first:?}");
+    let trees = [
+        "analytics-service-key",
+        "analytics-session",
+        "dashboards-token",
+    ];
+    let versions = || trees.map(|t| s.version(t));
+    let before = versions();
+    let key = std::fs::read_to_string(s.dir("analytics-service-key").join("key")).unwrap();
+    let jti = |secret: &str| {
+        claims(&agent.keyring, &s.token(secret))["jti"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (grant_jti, session_jti) = (jti("dashboards-token"), jti("analytics-session"));
+
+    // Restarted 41 minutes on, with the ServiceKey's manifest refused: it has no admitted
+    // version, so it is held, and so are its session token and the grant minted from it.
+    s.manifest(
+        "key.yaml",
+        &KEY_NO_SECRET.replace("dataSources: [Data_3_E, Other]", "dataSources: Data_3_E"),
+    );
+    let clock = Clock::fixed(start + SignedDuration::from_mins(41));
+    let mut restarted = s.agent(clock.clone());
+    let (mut live, refused) = restart_read(&s);
+    assert_eq!(refused, 1);
+    let (index, pass) = restarted.pass(&live.merged()).await;
+    let mut held = pass.held.clone();
+    held.sort();
+    assert_eq!(
+        held,
+        [
+            "DatasourceGrant default/dashboards",
+            "ServiceKey default/analytics",
+            "ServiceKey default/analytics session"
+        ]
+    );
+    assert!(pass.minted.is_empty(), "{pass:?}");
+    assert_eq!(versions(), before, "a held tree was rewritten");
+    assert_eq!(
+        std::fs::read_to_string(s.dir("analytics-service-key").join("key")).unwrap(),
+        key
+    );
+    let revoked = denylist(&restarted);
+    assert!(!revoked.is_revoked(&grant_jti) && !revoked.is_revoked(&session_jti));
+    // The key stays, but its authority is the refused spec: it does not authenticate.
+    assert!(index.by_key(key.as_bytes()).is_none());
+    // Past their renew times, nobody renews them: `/readyz` names both tokens.
+    let store = SharedKeyStore::fixed(
+        index,
+        Keyring::from_json(&restarted.keyring.to_json()).unwrap(),
+    );
+    store.set_overdue(pass.overdue.clone());
+    let Err(NotReady::Overdue(mut overdue)) = store.readiness() else {
+        panic!("ready with held tokens past their renew time: {pass:?}");
+    };
+    overdue.sort();
+    assert_eq!(
+        overdue,
+        [
+            "DatasourceGrant default/dashboards (held: its manifest is refused)",
+            "ServiceKey default/analytics session (held: its manifest is refused)"
+        ]
+    );
+
+    // Fixed while running: handled normally. The due tokens are rotated, the key stays and
+    // authenticates again.
+    s.manifest("key.yaml", KEY_NO_SECRET);
+    assert!(live.reload(&s.paths.manifests).unwrap().is_empty());
+    let (index, pass) = restarted.pass(&live.merged()).await;
+    assert!(pass.held.is_empty() && pass.overdue.is_empty(), "{pass:?}");
+    assert_eq!(
+        pass.minted,
+        [
+            "DatasourceGrant default/dashboards",
+            "ServiceKey default/analytics session"
+        ]
+    );
+    assert!(index.by_key(key.as_bytes()).is_some());
+    let rotated = s.version("dashboards-token");
+    let rotated_jti = jti("dashboards-token");
+
+    // A file that does not parse, at a restart: which objects it declares cannot be known,
+    // so no tree is retired, and the grant it held is not revoked.
+    s.manifest("grant.yaml", "kind: [unclosed");
+    let mut restarted = s.agent(clock.clone());
+    let (mut live, refused) = restart_read(&s);
+    assert_eq!(refused, 1);
+    let (_, pass) = restarted.pass(&live.merged()).await;
+    assert_eq!(pass.held, ["DatasourceGrant default/dashboards"]);
+    assert_eq!(s.version("dashboards-token"), rotated);
+    assert!(!denylist(&restarted).is_revoked(&rotated_jti));
+    // Removed: deleted as usual, its token revoked and its files gone.
+    std::fs::remove_file(s.paths.manifests.join("grant.yaml")).unwrap();
+    assert!(live.reload(&s.paths.manifests).unwrap().is_empty());
+    let (_, pass) = restarted.pass(&live.merged()).await;
+    assert!(pass.held.is_empty(), "{pass:?}");
+    assert!(denylist(&restarted).is_revoked(&rotated_jti), "not revoked");
+    assert!(!s.dir("dashboards-token").exists(), "not retired");
 }

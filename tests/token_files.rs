@@ -156,6 +156,20 @@ async fn call(started: &FromManifests, path: &str, auth: &str, form: &str) -> (u
     )
 }
 
+/// A token from the REST routes, with the ServiceKey's key: they answer.
+async fn access_token(started: &FromManifests) -> String {
+    let path = "/api/admin/v1/api_token/get_access_token";
+    let (status, body) = call(started, path, KEY, "").await;
+    assert_eq!(status, 200, "{body}");
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Whether introspection says `token` is active.
+async fn active(started: &FromManifests, token: &str) -> bool {
+    let (_, answer) = call(started, "/oauth/introspect", KEY, &format!("token={token}")).await;
+    answer["active"] == true
+}
+
 #[tokio::test]
 async fn names_never_become_paths_outside_the_tokens_directory() {
     let s = Setup::new("traversal");
@@ -190,23 +204,25 @@ async fn names_never_become_paths_outside_the_tokens_directory() {
     ];
     let attack_yaml: Vec<&str> = attacks.iter().map(|(y, _)| y.as_str()).collect();
     s.manifest("b.yaml", &attack_yaml.join("---\n"));
-    // At start: refused, each document named with its field.
-    let refused = s.start().await.err().expect("started with the attacks");
+    // Refused, each document named with its field (as `serve` logs them, at start and while
+    // running) and skipped: everything else starts.
+    let mut live = tokenmint::manifests::LiveManifests::new().unwrap();
+    let refused: Vec<String> = (live.reload(&s.manifests()).unwrap().iter())
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(refused.len(), attacks.len(), "{refused:?}");
     for (i, (_, field)) in attacks.iter().enumerate() {
         let document = format!("b.yaml, document {} (", i + 1);
         let line = refused
-            .lines()
+            .iter()
             .find(|l| l.contains(&document))
-            .unwrap_or_else(|| panic!("document {} not refused: {refused}", i + 1));
+            .unwrap_or_else(|| panic!("document {} not refused: {refused:?}", i + 1));
         assert!(line.contains(&format!("{field}: Invalid value")), "{line}");
     }
-    // Running, the same documents are refused while the others keep working.
-    std::fs::remove_file(s.manifests().join("b.yaml")).unwrap();
     let started = s.start().await.unwrap();
+    assert!(s.token("team-a", "dashboards-token").is_some());
     let team_b_key = std::fs::read(s.out().join("team-b/gen-service-key/key")).unwrap();
-    let mut live = tokenmint::manifests::LiveManifests::new().unwrap();
-    s.manifest("b.yaml", &attack_yaml.join("---\n"));
-    assert_eq!(live.reload(&s.manifests()).unwrap().len(), attacks.len());
+    // Running, the same documents are refused while the others keep working.
     let mut agent_paths = started.paths.clone();
     agent_paths.manifests = s.manifests();
     let ring = started.store.keyring().unwrap();
@@ -482,18 +498,9 @@ async fn a_revocation_survives_a_restart() {
         ),
     );
     let started = s.start().await.unwrap();
-    let (status, body) = call(
-        &started,
-        "/api/admin/v1/api_token/get_access_token",
-        KEY,
-        "",
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let token = body["access_token"].as_str().unwrap().to_owned();
+    let token = access_token(&started).await;
+    assert!(active(&started, &token).await);
     let form = format!("token={token}");
-    let (_, active) = call(&started, "/oauth/introspect", KEY, &form).await;
-    assert_eq!(active["active"], true);
     let (status, _) = call(&started, "/oauth/revoke", KEY, &form).await;
     assert_eq!(status, 200);
     drop(started);
@@ -548,4 +555,103 @@ async fn an_object_removed_or_renamed_has_its_token_revoked_even_while_stopped()
         "kept across restarts"
     );
     assert!(s.token("default", "dashboards-token").is_none());
+}
+
+/// What a consumer sees in a token tree, and which version it is: any write changes it.
+fn tree_state(dir: &Path) -> (PathBuf, String, String) {
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    (
+        std::fs::read_link(dir.join("..data")).unwrap(),
+        read("token"),
+        read("expires-at"),
+    )
+}
+
+#[tokio::test]
+async fn a_document_refused_at_start_holds_its_object_and_everything_else_starts() {
+    let s = Setup::new("held-at-start");
+    let base = format!(
+        "{}---\n{}---\n{}",
+        key("default", "analytics", None),
+        key_secret("default", "analytics", KEY),
+        grant("default", "dashboards", "d", None)
+    );
+    s.manifest("a.yaml", &base);
+    let reports = grant("default", "reports", "r", None);
+    s.manifest("b.yaml", &reports);
+    let started = s.start().await.unwrap();
+    let held = s.out().join("default/reports-token");
+    let before = tree_state(&held);
+    let jti = claims(&started, &before.1)["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    drop(started);
+
+    // A typo in b.yaml while stopped (a reboot, an upgrade): refused at the next start, and
+    // with no admitted version, `reports` is held. A grant that would take its Secret over is
+    // a conflict, as against a Secret its stored owner still holds.
+    let typo = format!("{reports}  expiration: soon\n");
+    let thief = grant("default", "thief", "t", Some("reports-token"));
+    // A ServiceKey whose key Secret is refused: no key is generated in that Secret's place.
+    let bad_key = key_secret("default", "other", KEY).replace("stringData", "data");
+    let other = key("default", "other", None);
+    s.manifest(
+        "b.yaml",
+        &format!("{typo}---\n{thief}---\n{other}---\n{bad_key}"),
+    );
+    std::fs::remove_dir_all(s.out().join("default/dashboards-token")).unwrap();
+    let started = s
+        .start()
+        .await
+        .expect("one refused document stopped the start");
+    // Everything else starts: the good grant is minted, the routes answer, ready.
+    let dashboards = s.token("default", "dashboards-token").expect("not minted");
+    assert_eq!(
+        claims(&started, &dashboards)["identity"]["source_role"]["ds"],
+        "d"
+    );
+    access_token(&started).await;
+    assert_eq!(started.store.readiness(), Ok(()));
+    // The held object's files are exactly as they were, and its token is not revoked.
+    assert_eq!(tree_state(&held), before, "the held tree was rewritten");
+    assert!(!started.state.denylist.is_revoked(&jti), "revoked");
+    assert!(active(&started, &before.1).await, "inactive");
+    let metrics = started.state.metrics.encode().unwrap();
+    assert!(
+        metrics.contains("tokenmint_token_file_errors_total{reason=\"conflict\"} 1"),
+        "the thief: {metrics}"
+    );
+    assert!(!s.out().join("default/other-service-key").exists());
+    drop(started);
+
+    // Fixed: handled normally. Unchanged, its token is current and stays.
+    s.manifest("b.yaml", &reports);
+    let started = s.start().await.unwrap();
+    assert_eq!(tree_state(&held), before);
+    drop(started);
+    // Edited validly: rotated, as any edit.
+    s.manifest("b.yaml", &grant("default", "reports", "r2", None));
+    let started = s.start().await.unwrap();
+    let rotated = s.token("default", "reports-token").unwrap();
+    assert_eq!(
+        claims(&started, &rotated)["identity"]["source_role"]["ds"],
+        "r2"
+    );
+    let second = claims(&started, &rotated)["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    drop(started);
+
+    // Refused again, then removed while held: deleted as usual, revoked and retired.
+    s.manifest("b.yaml", &typo.replace("dataSource: r", "dataSource: r2"));
+    let started = s.start().await.unwrap();
+    assert_eq!(s.token("default", "reports-token").unwrap(), rotated);
+    assert!(!started.state.denylist.is_revoked(&second));
+    drop(started);
+    std::fs::remove_file(s.manifests().join("b.yaml")).unwrap();
+    let started = s.start().await.unwrap();
+    assert!(started.state.denylist.is_revoked(&second), "not revoked");
+    assert!(!held.exists(), "not retired");
 }

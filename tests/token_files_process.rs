@@ -277,3 +277,46 @@ fn a_token_file_past_its_renew_time_makes_the_server_unready_until_it_is_rotated
         old
     );
 }
+
+#[test]
+fn a_refused_document_at_start_is_logged_and_skipped_and_the_server_starts() {
+    let s = Setup::new("refused-at-start");
+    std::fs::write(
+        s.root.join("manifests/reports.yaml"),
+        MANIFESTS
+            .split("---")
+            .last()
+            .unwrap()
+            .replace("dashboards", "reports")
+            .replace("expiration: 3600", "expiration: soon"),
+    )
+    .unwrap();
+    s.hand_over();
+    let server = s.spawn();
+    server.wait_for(Duration::from_secs(5), "/readyz", |status, _| status == 200);
+    assert!(s.token_dir().join("token").exists(), "the good grant");
+    // Log lines reach stderr in batches (every 50 ms).
+    let started = Instant::now();
+    let log = loop {
+        let log = std::fs::read_to_string(&server.log).unwrap();
+        if log.contains("held") || started.elapsed() > Duration::from_secs(5) {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let refused = log
+        .lines()
+        .find(|l| l.contains("manifest refused"))
+        .unwrap_or_else(|| panic!("not logged:\n{log}"));
+    assert!(
+        refused.contains(
+            "reports.yaml, document 1 (DatasourceGrant default/reports): spec.expiration"
+        ),
+        "{refused}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("held") && l.contains("DatasourceGrant default/reports")),
+        "{log}"
+    );
+}

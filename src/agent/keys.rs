@@ -10,7 +10,7 @@ use super::{Agent, KEY, Pass, Paths, USERNAME};
 use crate::desired::Failure;
 use crate::http::metrics::FileError;
 use crate::keyring::{Algorithm, Keyring};
-use crate::manifests::Manifests;
+use crate::manifests::{Held, Manifests};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use std::collections::BTreeMap;
@@ -31,6 +31,14 @@ pub fn keyring(
             format!("the keyring Secret {namespace}/{secret} in the manifests"),
         ));
     }
+    // Tokens signed by any other keyring would not verify where that one is trusted.
+    let held = manifests.held("Secret", namespace, secret);
+    if let Some(why @ Held::Refused { message, .. }) = held {
+        return Err(format!(
+            "cannot sign: the keyring Secret {namespace}/{secret}: {why}: {message}"
+        )
+        .into());
+    }
     let path = paths.state.join(KEYRING_FILE);
     match crate::private_file::read(&path) {
         Ok(bytes) => {
@@ -39,6 +47,13 @@ pub fn keyring(
             Ok((ring, path.display().to_string()))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(why) = held {
+                return Err(format!(
+                    "no keyring in {}, and the keyring Secret {namespace}/{secret}: {why}; a new keyring would replace it: fix or remove that manifest",
+                    paths.state.display()
+                )
+                .into());
+            }
             let ring = Keyring::generate(algorithm, Timestamp::now())?;
             crate::private_file::write(&path, &ring.to_json())
                 .map_err(|e| format!("cannot persist the keyring in {}: {e}", path.display()))?;
@@ -54,6 +69,7 @@ impl Agent {
     pub(super) fn generated_keys(
         &self,
         claims: Vec<(Claim<'_>, TreeName, io::Result<Found>)>,
+        manifests: &Manifests,
         pass: &mut Pass,
     ) -> Vec<Secret> {
         let mut secrets = Vec::new();
@@ -80,7 +96,17 @@ impl Agent {
                         None => self.generate_key(&tree, owner, &username, pass),
                     }
                 }
-                Ok(Found::Nothing) => self.generate_key(&tree, owner, &username, pass),
+                Ok(Found::Nothing) => {
+                    match manifests.held("Secret", tree.namespace(), tree.secret()) {
+                        // The key may be that Secret's: none is generated in its place.
+                        Some(why) => {
+                            failure!(self, pass, owner, owner = %owner, reason = %why, "no key: its key Secret is held");
+                            pass.failed.push(owner.clone());
+                            None
+                        }
+                        None => self.generate_key(&tree, owner, &username, pass),
+                    }
+                }
                 Ok(Found::Foreign(why)) => {
                     let failure = Failure::secret_conflict(&claim.secret, claim.kind);
                     failure!(self, pass, owner, owner = %owner, reason = failure.reason.as_str(), message = %failure.message, detail = %why, "no key");

@@ -13,26 +13,35 @@
 //! (`OUT/<namespace>/<secretName>/key` and `username`), which the REST routes accept.
 //!
 //! An object that leaves DIR (deleted or renamed, while running or while stopped) has its token
-//! revoked and its files removed, as the operator does on deletion. Edits in DIR take effect
-//! within [`SETTLE`] through a file watch; failed writes are retried with backoff ([`run`]).
+//! revoked and its files removed, as the operator does on deletion; an object whose manifest is
+//! refused, with no admitted version to keep, is held instead: its files stay as they are
+//! ([`held`]). Edits in DIR take effect within [`SETTLE`] through a file watch; failed writes
+//! are retried with backoff ([`run`]).
 
 /// Logs a failure of an object at error the first time, at debug while it repeats pass after
 /// pass at the same place (retries every few seconds would flood the log): `agent`, `pass`,
-/// the owner, then the fields and message of the event.
+/// the owner, then the fields and message of the event. `failure!(warn: ...)` logs at warn.
 macro_rules! failure {
-    ($agent:expr, $pass:expr, $owner:expr, $($event:tt)+) => {{
+    (warn: $agent:expr, $pass:expr, $owner:expr, $($event:tt)+) => {
+        failure!(@tracing::Level::WARN, $agent, $pass, $owner, $($event)+)
+    };
+    (@$level:expr, $agent:expr, $pass:expr, $owner:expr, $($event:tt)+) => {{
         let key = ($owner.to_string(), line!());
         if $agent.reported.contains(&key) {
             tracing::debug!($($event)+);
         } else {
-            tracing::error!($($event)+);
+            tracing::event!($level, $($event)+);
         }
         $pass.reported.push(key);
     }};
+    ($agent:expr, $pass:expr, $owner:expr, $($event:tt)+) => {
+        failure!(@tracing::Level::ERROR, $agent, $pass, $owner, $($event)+)
+    };
 }
 
 pub mod dir_watch;
 pub mod files;
+mod held;
 mod keys;
 mod plan;
 mod run;
@@ -41,7 +50,7 @@ mod tokens;
 pub mod trees;
 
 pub use keys::keyring;
-pub use run::{publish, run};
+pub use run::{publish, report, run};
 
 use crate::clock::Clock;
 use crate::crd::service_key::ServiceKeySpec;
@@ -91,8 +100,10 @@ pub struct Pass {
     /// each conflict once, when it appears.
     pub counted: Vec<FileError>,
     /// Objects whose token file is past its renew time (or missing) because it could not be
-    /// written: `/readyz` names them.
+    /// written, or because the object is held: `/readyz` names them.
     pub overdue: Vec<String>,
+    /// Objects whose files stay as they are because they are held ([`held`]).
+    pub held: Vec<String>,
     /// The earliest renew time among the tokens kept.
     pub next_renewal: Option<Timestamp>,
     /// The earliest expiry among the tokens kept.
@@ -191,7 +202,9 @@ impl Agent {
         let won: BTreeSet<TreeName> = plan.won.iter().map(|(_, t, _)| t.clone()).collect();
         let mut kept = won.clone();
         for tree in self.managed.difference(&won) {
-            if !self.retire(tree, &owners, &mut pass).await {
+            if self.holds_unclaimed(tree, manifests, &mut pass)
+                || !self.retire(tree, &owners, &mut pass).await
+            {
                 kept.insert(tree.clone());
             }
         }
@@ -217,7 +230,7 @@ impl Agent {
             .won
             .into_iter()
             .partition(|(c, ..)| matches!(c.role, Role::Key(_)));
-        let generated = self.generated_keys(keys, &mut pass);
+        let generated = self.generated_keys(keys, manifests, &mut pass);
         let secrets: Vec<&Secret> = manifests.secrets.iter().chain(&generated).collect();
         let index = KeyIndex::build(&manifests.service_keys, secrets);
         // One lookup table, not a scan of every ServiceKey per grant.
@@ -230,6 +243,12 @@ impl Agent {
             })
             .collect();
         for (claim, tree, found) in tokens {
+            if let Ok(Found::Ours(current)) = &found
+                && let Some(why) = held::key_held(&claim, manifests, &specs, &index)
+            {
+                self.hold(&tree, current, why, &mut pass);
+                continue;
+            }
             match self.desired(&claim, &specs, &index) {
                 Some(desired) => {
                     self.keep_token(&claim, &tree, found, desired, &mut pass)

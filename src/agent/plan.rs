@@ -3,13 +3,14 @@
 //! name; otherwise the object whose files are already there keeps them (as an existing Secret
 //! keeps its owner), else the first in manifest order. Every other claimant is a
 //! `SecretConflict`, as the operator reports an existing Secret it does not own; so is a
-//! claimant whose tree is taken by something tokenmint did not write.
+//! claimant whose tree is taken by something tokenmint did not write, or kept for a held object
+//! (see [`held`]).
 
 use super::files::Found;
 use super::trees::{TreeName, Trees};
 use crate::crd::{DatasourceGrant, GuestTokenRequest, ServiceKey};
 use crate::desired::{Failure, Reason};
-use crate::manifests::{Manifests, Source};
+use crate::manifests::{Held, Manifests, Source};
 use kube::ResourceExt;
 use std::collections::BTreeMap;
 
@@ -67,15 +68,13 @@ impl<'a> Claim<'a> {
         let namespace = meta.namespace.clone().unwrap_or_default();
         let name = meta.name.clone().unwrap_or_default();
         let source = manifests.source(kind, &namespace, &name).cloned();
+        let owner = format!(
+            "{kind} {namespace}/{name}{}",
+            if session { " session" } else { "" }
+        );
         Claim {
-            owner: format!(
-                "{kind} {namespace}/{name}{}",
-                if session { " session" } else { "" }
-            ),
-            seed: format!(
-                "{kind}/{namespace}/{name}{}",
-                if session { "/session" } else { "" }
-            ),
+            seed: seed(&owner),
+            owner,
             kind,
             tree: TreeName::new(&namespace, &secret),
             secret,
@@ -83,6 +82,20 @@ impl<'a> Claim<'a> {
             order: (source.is_none(), source, u8::from(session)),
         }
     }
+}
+
+/// The renew-time jitter seed of the files of `owner`: `Kind/namespace/name[/session]`.
+pub fn seed(owner: &str) -> String {
+    owner.replace(' ', "/")
+}
+
+/// Why the files recorded as `owner`'s must stay as they are although no admitted object
+/// claims them: the object is held ([`Held`]). `None`: it is admitted, or gone.
+pub fn held<'m>(manifests: &'m Manifests, owner: &str) -> Option<Held<'m>> {
+    let (kind, object) = owner.split_once(' ')?;
+    let object = object.strip_suffix(" session").unwrap_or(object);
+    let (namespace, name) = object.split_once('/')?;
+    manifests.held(kind, namespace, name)
 }
 
 /// Every claim of the manifests, in manifest order.
@@ -159,6 +172,13 @@ pub fn plan<'a>(manifests: &'a Manifests, trees: &Trees) -> Plan<'a> {
                 Some(format!("the manifests declare a Secret {tree}"))
             }
             Ok(Found::Foreign(why)) => Some(why.clone()),
+            // Its object is held: the API server would still hold the Secret's owner.
+            Ok(Found::Ours(current))
+                if !claimants.iter().any(|c| c.owner == current.meta.owner) =>
+            {
+                let holder = &current.meta.owner;
+                held(manifests, holder).map(|why| format!("its files are kept for {holder}: {why}"))
+            }
             _ => None,
         };
         let winner = match (&held_by, &found) {

@@ -6,7 +6,7 @@
 use super::{Agent, Pass, SETTLE, dir_watch};
 use crate::http::metrics::Metrics;
 use crate::key_store::{KeyIndex, SharedKeyStore};
-use crate::manifests::LiveManifests;
+use crate::manifests::{LiveManifests, ManifestError, Manifests};
 use jiff::Timestamp;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +46,19 @@ pub fn publish(store: &SharedKeyStore, metrics: &Metrics, index: KeyIndex, pass:
     metrics.token_file_errors(pass.counted.iter().copied());
 }
 
+/// Logs what a read of the manifests refused and what it holds (at start and each reload).
+pub fn report(refused: &[ManifestError], manifests: &Manifests) {
+    for e in refused {
+        tracing::error!(error = %e, "manifest refused");
+    }
+    for ((kind, namespace, name), why) in manifests.refused() {
+        tracing::warn!(object = %format!("{kind} {namespace}/{name}"), reason = %why, "held: no admitted version; its files stay as they are (not rotated, not removed, not revoked) until a version is admitted or the document is removed");
+    }
+    for place in manifests.unread() {
+        tracing::warn!(manifest = %place, "cannot tell which objects it declares: no token files are removed or revoked, and no key generated where a key Secret may be declared, until it can be read or is removed");
+    }
+}
+
 /// Runs the agent until `stop`, `first` being the pass made at start.
 pub async fn run(
     mut agent: Agent,
@@ -70,6 +83,7 @@ pub async fn run(
             Some(retry) => retry.min(renewal),
             None => renewal,
         };
+        let mut refused = None;
         tokio::select! {
             () = async { let _ = stop.wait_for(|s| *s).await; } => return,
             Some(()) = changed.recv() => {
@@ -77,11 +91,7 @@ pub async fn run(
                 tokio::time::sleep(SETTLE).await;
                 while changed.try_recv().is_ok() {}
                 match live.reload(&agent.paths.manifests) {
-                    Ok(refused) => {
-                        for e in refused {
-                            tracing::error!(error = %e, "manifest refused");
-                        }
-                    }
+                    Ok(errors) => refused = Some(errors),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot read the manifests directory; keeping the last good state");
                         continue;
@@ -90,7 +100,11 @@ pub async fn run(
             }
             _ = tokio::time::sleep(wait) => {}
         }
-        let (index, pass) = agent.pass(&live.merged()).await;
+        let manifests = live.merged();
+        if let Some(refused) = refused {
+            report(&refused, &manifests);
+        }
+        let (index, pass) = agent.pass(&manifests).await;
         publish(&store, &metrics, index, &pass);
         last = pass;
     }

@@ -130,7 +130,8 @@ impl Agent {
                 reason,
                 MintReason::Missing | MintReason::Due | MintReason::Expired
             ) {
-                pass.overdue.push(owner.clone());
+                pass.overdue
+                    .push(format!("{owner} (writes failing, retried)"));
             }
             return;
         }

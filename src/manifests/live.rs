@@ -2,7 +2,9 @@
 //! object is known by its kind, namespace and name; a refused edit keeps the object's last good
 //! version (as the API server keeps the stored object when it refuses an update), wherever the
 //! object is declared; a file that does not parse keeps every object it last held; and of two
-//! documents declaring one object, the later is refused.
+//! documents declaring one object, the later is refused. An object declared only by refused
+//! documents (no last good version: at start, say), and any object while a file or document
+//! cannot be read, is *held* ([`super::Held`]): the agent keeps its files as they are.
 
 use super::{Identity, ManifestError, Manifests, Source, yaml_files};
 use crate::admission::{Admission, Admitted};
@@ -17,6 +19,17 @@ pub struct LiveManifests {
     admission: Admission,
     objects: BTreeMap<Identity, (Source, Admitted)>,
     files: Vec<PathBuf>,
+    /// The last read's objects without an admitted version, and its unreadable places.
+    held: Unknown,
+}
+
+/// What a read could not admit and has no last good version of.
+#[derive(Debug, Default)]
+struct Unknown {
+    /// Objects whose only declarations are refused, with the first refusal.
+    refused: BTreeMap<Identity, (Source, String)>,
+    /// Files that do not parse and documents without a kind or name.
+    unread: Vec<String>,
 }
 
 impl LiveManifests {
@@ -26,6 +39,7 @@ impl LiveManifests {
             admission: Admission::new()?,
             objects: BTreeMap::new(),
             files: Vec::new(),
+            held: Unknown::default(),
         })
     }
 
@@ -50,12 +64,14 @@ impl LiveManifests {
         // The first declaration of each object in this read, admitted or not.
         let mut declared: HashMap<Identity, Source> = HashMap::new();
         let mut refused = Vec::new();
+        let mut unknown = Unknown::default();
         let names = files.iter().map(|(file, _)| file.clone()).collect();
         for (file, docs) in files {
             let docs = match docs {
                 Ok(docs) => docs,
                 Err(e) => {
                     refused.push(e);
+                    unknown.unread.push(file.display().to_string());
                     // Unreadable now: the objects it held keep their last good version.
                     for (identity, (source, object)) in &self.objects {
                         if source.file == file && !declared.contains_key(identity) {
@@ -71,29 +87,36 @@ impl LiveManifests {
                     file: file.clone(),
                     document: i + 1,
                 };
-                self.admit(doc, source, &mut declared, &mut fresh, &mut refused);
+                let read = Read {
+                    declared: &mut declared,
+                    fresh: &mut fresh,
+                    refused: &mut refused,
+                    unknown: &mut unknown,
+                };
+                self.admit(doc, source, read);
             }
         }
         self.objects = fresh;
         self.files = names;
+        self.held = unknown;
         refused
     }
 
     /// Admits one document into `fresh`, or records why not.
-    fn admit(
-        &self,
-        doc: Value,
-        source: Source,
-        declared: &mut HashMap<Identity, Source>,
-        fresh: &mut BTreeMap<Identity, (Source, Admitted)>,
-        refused: &mut Vec<ManifestError>,
-    ) {
+    fn admit(&self, doc: Value, source: Source, read: Read<'_>) {
+        let Read {
+            declared,
+            fresh,
+            refused,
+            unknown,
+        } = read;
         if doc.is_null() {
             return; // an empty document, e.g. after a trailing `---`
         }
         let head = match Head::of(&doc) {
             Ok(head) => head,
             Err(message) => {
+                unknown.unread.push(source.to_string());
                 refused.push(document_error(&source, "?".into(), message));
                 return;
             }
@@ -116,14 +139,20 @@ impl LiveManifests {
             }
             Ok(None) => tracing::debug!(%source, %what, "not a kind tokenmint reads; skipped"),
             Err(refusal) => {
-                let kept = identity.and_then(|id| {
-                    let (_, last_good) = self.objects.get(&id)?;
-                    Some((id, last_good.clone()))
-                });
                 let mut message = refusal.0;
-                if let Some((identity, last_good)) = kept {
-                    message.push_str(" (the last admitted version stays in effect)");
-                    fresh.insert(identity, (source.clone(), last_good));
+                let last_good = identity.as_ref().and_then(|id| self.objects.get(id));
+                match (identity, last_good) {
+                    (Some(identity), Some((_, last_good))) => {
+                        message.push_str(" (the last admitted version stays in effect)");
+                        fresh.insert(identity, (source.clone(), last_good.clone()));
+                    }
+                    (Some(identity), None) => {
+                        let refusal = (source.clone(), message.clone());
+                        unknown.refused.insert(identity, refusal);
+                    }
+                    // Of our kinds, but no name: which object it is cannot be known.
+                    (None, _) if head.ours => unknown.unread.push(source.to_string()),
+                    (None, _) => {}
                 }
                 refused.push(document_error(&source, what, message));
             }
@@ -136,6 +165,8 @@ impl LiveManifests {
         declared.sort_by(|a, b| a.0.cmp(&b.0));
         let mut manifests = Manifests {
             files: self.files.clone(),
+            refused: self.held.refused.clone(),
+            unread: self.held.unread.clone(),
             ..Manifests::default()
         };
         for (source, object) in declared {
@@ -143,6 +174,15 @@ impl LiveManifests {
         }
         manifests
     }
+}
+
+/// The state of one read, as its documents are admitted.
+struct Read<'r> {
+    /// The first declaration of each object in this read, admitted or not.
+    declared: &'r mut HashMap<Identity, Source>,
+    fresh: &'r mut BTreeMap<Identity, (Source, Admitted)>,
+    refused: &'r mut Vec<ManifestError>,
+    unknown: &'r mut Unknown,
 }
 
 /// What a document says it is, before admission.

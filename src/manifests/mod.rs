@@ -19,7 +19,7 @@ use crate::crd::{DatasourceGrant, GuestTokenRequest, ServiceKey};
 use crate::keyring::{self, Keyring};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// Namespace of objects that do not name one.
@@ -51,7 +51,7 @@ pub enum ManifestError {
         name: String,
         message: String,
     },
-    /// Every document refused at start, one per line.
+    /// Every document a strict read refused ([`Manifests::load_dir`]), one per line.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Refused(Vec<ManifestError>),
     /// The CRDs compiled into this binary use a rule admission cannot check (a build defect,
@@ -87,6 +87,37 @@ pub struct Manifests {
     pub files: Vec<PathBuf>,
     /// Where each object is declared.
     sources: HashMap<Identity, Source>,
+    /// Objects declared only by refused documents (no admitted version), with the refusal.
+    refused: BTreeMap<Identity, (Source, String)>,
+    /// Files, and documents, whose objects cannot be known (not YAML, no kind or name).
+    unread: Vec<String>,
+}
+
+/// Why an object without an admitted version may still exist, and its files must stay as they
+/// are: the API server would still hold the stored object.
+#[derive(Debug, Clone, Copy)]
+pub enum Held<'a> {
+    /// A document declares it, but is refused.
+    Refused {
+        source: &'a Source,
+        message: &'a str,
+    },
+    /// Somewhere that cannot be read may declare it.
+    Unread(&'a [String]),
+}
+
+impl std::fmt::Display for Held<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // The refusal itself is logged beside (see `agent::report`).
+            Held::Refused { source, .. } => write!(f, "its manifest is refused ({source})"),
+            Held::Unread(places) => write!(
+                f,
+                "it may be declared in {}, which cannot be read",
+                places.join("; ")
+            ),
+        }
+    }
 }
 
 impl Manifests {
@@ -128,6 +159,31 @@ impl Manifests {
     pub fn source(&self, kind: &str, namespace: &str, name: &str) -> Option<&Source> {
         self.sources
             .get(&(kind.to_owned(), namespace.to_owned(), name.to_owned()))
+    }
+
+    /// Why the `kind` object `namespace/name`, which has no admitted version, is held (see
+    /// [`Held`]); `None` when it is admitted, or known to be declared nowhere.
+    pub fn held(&self, kind: &str, namespace: &str, name: &str) -> Option<Held<'_>> {
+        let identity = (kind.to_owned(), namespace.to_owned(), name.to_owned());
+        if self.sources.contains_key(&identity) {
+            return None;
+        }
+        if let Some((source, message)) = self.refused.get(&identity) {
+            return Some(Held::Refused { source, message });
+        }
+        (!self.unread.is_empty()).then_some(Held::Unread(&self.unread))
+    }
+
+    /// The objects declared only by refused documents, and why each is refused.
+    pub fn refused(&self) -> impl Iterator<Item = (&Identity, Held<'_>)> {
+        self.refused
+            .iter()
+            .map(|(identity, (source, message))| (identity, Held::Refused { source, message }))
+    }
+
+    /// The files and documents whose objects cannot be known.
+    pub fn unread(&self) -> &[String] {
+        &self.unread
     }
 
     /// Whether a Secret `namespace/name` is declared.

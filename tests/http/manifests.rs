@@ -125,8 +125,15 @@ async fn without_a_keyring_secret_the_keyring_persists_in_the_state_directory() 
     assert!(!dir.join("tokens/.tokenmint").exists());
 }
 
+/// What a read of `dir` refuses, one message per document or file, as `serve` logs them.
+fn refusals(dir: &Path) -> String {
+    let mut live = tokenmint::manifests::LiveManifests::new().unwrap();
+    let refused = live.reload(dir).unwrap();
+    refused.iter().map(|e| format!("{e}\n")).collect()
+}
+
 #[tokio::test]
-async fn bad_manifests_are_startup_errors_naming_the_file() {
+async fn bad_manifests_are_skipped_and_named_and_the_rest_starts() {
     for (case, content, needle) in [
         ("yaml", "kind: [unclosed", "not valid YAML"),
         ("scalar", "just a string", "not a Kubernetes object"),
@@ -150,14 +157,37 @@ async fn bad_manifests_are_startup_errors_naming_the_file() {
             "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {key: \"not base64!\"}\n",
             "Secret default/s",
         ),
+    ] {
+        // A restart (the keyring is in the state directory) with a broken file added.
+        let dir = dir_with(&format!("bad-{case}"), &[("ok.yaml", SK)]);
+        let args = serve_args(&dir);
+        tokenmint::serve::from_manifests(&dir, &args).await.unwrap();
+        std::fs::write(dir.join("broken.yaml"), content).unwrap();
+        let store = tokenmint::serve::from_manifests(&dir, &args)
+            .await
+            .unwrap_or_else(|e| panic!("{case}: did not start: {e}"))
+            .store;
+        assert_eq!(store.keys().len(), 1, "{case}: the good ServiceKey");
+        let refused = refusals(&dir);
+        assert_eq!(refused.lines().count(), 1, "{case}: {refused}");
+        assert!(refused.contains("broken.yaml"), "{case}: {refused}");
+        assert!(refused.contains(needle), "{case}: {refused}");
+    }
+    // What prevents signing stays a startup error: a keyring Secret that is refused, or broken.
+    for (case, content, needle) in [
         (
-            "keyring",
+            "refused",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: tokenmint-keyring, namespace: tokenmint-system}\ndata: {keyring.json: \"not base64!\"}\n",
+            "cannot sign: the keyring Secret tokenmint-system/tokenmint-keyring: its manifest is refused",
+        ),
+        (
+            "broken",
             "apiVersion: v1\nkind: Secret\nmetadata: {name: tokenmint-keyring, namespace: tokenmint-system}\nstringData: {keyring.json: \"{}\"}\n",
             "keyring",
         ),
     ] {
         let dir = dir_with(
-            &format!("bad-{case}"),
+            &format!("keyring-{case}"),
             &[("ok.yaml", SK), ("broken.yaml", content)],
         );
         let err = tokenmint::serve::from_manifests(&dir, &serve_args(&dir))
@@ -168,9 +198,31 @@ async fn bad_manifests_are_startup_errors_naming_the_file() {
         assert!(err.contains("broken.yaml"), "{case}: {err}");
         assert!(err.contains(needle), "{case}: {err}");
     }
+    // A first start (no keyring yet) beside a file that does not parse: it may hold the
+    // keyring Secret, and a generated keyring would replace it.
+    let dir = dir_with(
+        "first-start",
+        &[("ok.yaml", SK), ("broken.yaml", "kind: [")],
+    );
+    let err = tokenmint::serve::from_manifests(&dir, &serve_args(&dir))
+        .await
+        .err()
+        .expect("generated a keyring beside an unreadable file")
+        .to_string();
+    assert!(
+        err.contains("keyring Secret tokenmint-system/tokenmint-keyring")
+            && err.contains("broken.yaml, which cannot be read"),
+        "{err}"
+    );
     let missing = std::env::temp_dir().join("tokenmint-test-does-not-exist");
     let err = Manifests::load_dir(&missing).unwrap_err().to_string();
     assert!(err.contains("tokenmint-test-does-not-exist"), "{err}");
+    let err = tokenmint::serve::from_manifests(&missing, &serve_args(&dir))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("cannot read the manifests directory"), "{err}");
 }
 
 #[tokio::test]
@@ -257,9 +309,10 @@ async fn errors_in_manifests_never_quote_a_key() {
         ),
     ] {
         let dir = dir_with(&format!("quote-{case}"), &[("a.yaml", &content)]);
+        // Refused documents are logged (these lines), a broken keyring stops the start.
         let message = match tokenmint::serve::from_manifests(&dir, &serve_args(&dir)).await {
-            Ok(_) => panic!("{case}: accepted"),
-            Err(e) => e.to_string(),
+            Ok(_) => refusals(&dir),
+            Err(e) => format!("{e}\n{}", refusals(&dir)),
         };
         assert!(message.contains("a.yaml"), "{case}: {message}");
         assert!(
