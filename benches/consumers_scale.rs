@@ -280,10 +280,7 @@ fn in_child(n: usize, consumers: bool) -> Measured {
 
 fn main() {
     if let Ok(role) = std::env::var(ROLE) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = support::runtime();
         match role.split(':').collect::<Vec<_>>().as_slice() {
             ["server", port, n] => {
                 runtime.block_on(server(port.parse().unwrap(), n.parse().unwrap()))
@@ -296,15 +293,7 @@ fn main() {
         }
         return;
     }
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let sizes = if sizes.is_empty() {
-        vec![10_000, 20_000]
-    } else {
-        sizes
-    };
+    let sizes = support::sizes(&[10_000, 20_000]);
     let mut watch_alone = Vec::new();
     println!(
         "| workloads | listed in | RSS per workload | live heap per workload | without the watch: RSS, heap | the watch alone: RSS, heap |"

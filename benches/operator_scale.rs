@@ -231,10 +231,7 @@ fn operator_in_child(n: usize) -> Measured {
 
 fn main() {
     if let Ok(role) = std::env::var(ROLE) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = support::runtime();
         let parts: Vec<&str> = role.split(':').collect();
         match parts.as_slice() {
             ["server", port, grants] => {
@@ -248,19 +245,8 @@ fn main() {
         }
         return;
     }
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let sizes = if sizes.is_empty() {
-        vec![10_000, 100_000]
-    } else {
-        sizes
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let sizes = support::sizes(&[10_000, 100_000]);
+    let runtime = support::runtime();
     println!("latency per request: {:?} (LATENCY_MS)\n", latency());
     println!(
         "| grants | all Ready | per grant | operator CPU per grant | RSS per grant | writes per grant | restart: all reconciled | restart writes | direct creates, 1 at a time | ratio | direct creates, 32 at a time | ratio |"

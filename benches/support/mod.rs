@@ -72,6 +72,28 @@ pub const ROLE: &str = "TOKENMINT_BENCH_ROLE";
 /// Set to end the operator process at rest, without dropping anything (for heaptrack).
 pub const EXIT_AT_REST: &str = "TOKENMINT_BENCH_EXIT_AT_REST";
 
+/// A multi-threaded runtime, as the binary runs.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The sizes given on the command line (`cargo bench --bench NAME -- 2000 5000`), else
+/// `default`.
+pub fn sizes(default: &[usize]) -> Vec<usize> {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    if sizes.is_empty() {
+        default.to_vec()
+    } else {
+        sizes
+    }
+}
+
 pub fn latency() -> Duration {
     Duration::from_millis(
         std::env::var("LATENCY_MS")
