@@ -25,7 +25,10 @@ KINDS = ("servicekeys", "datasourcegrants", "guesttokenrequests")
 # the code uses exactly these rights). Adding or dropping a verb in templates/rbac.yaml must
 # fail here: change the template and the table together.
 RBAC_TABLE = "rbac-requirements.txt"
-RBAC_HOW = ("call", "restart-call", "apply-create", "admission")
+RBAC_HOW = ("call", "restart-call", "consumers-call", "apply-create", "admission")
+# The workload kinds the consumer watch lists and watches (consumers.enabled).
+WORKLOADS = {("apps", "deployments"), ("apps", "statefulsets"), ("apps", "daemonsets"),
+             ("apps", "replicasets"), ("batch", "jobs"), ("batch", "cronjobs")}
 
 
 def load_rbac_table(chart):
@@ -50,12 +53,13 @@ def load_rbac_table(chart):
     return rows
 
 
-def expected_watched(table, restarts):
+def expected_watched(table, restarts, consumers):
     """(apiGroup, resource, verb) granted in every watched namespace. Granted by a ClusterRole
     when watchNamespaces is empty, else by a Role per watched namespace. The restart-call rows
-    depend on rbac.allowWorkloadRestarts."""
+    depend on rbac.allowWorkloadRestarts, the consumers-call rows on consumers.enabled."""
     return {(r["group"], r["resource"], r["verb"]) for r in table
-            if r["scope"] == "watched" and (restarts or r["how"] != "restart-call")}
+            if r["scope"] == "watched" and (restarts or r["how"] != "restart-call")
+            and (consumers or r["how"] != "consumers-call")}
 
 
 def expected_cluster(table):
@@ -73,22 +77,22 @@ SCENARIOS = {
     "default": dict(
         fullname="tokenmint", replicas=2, algorithm="HS256", issuer="tokenmint",
         log_format="json", watch=[], service_monitor=False, restarts=True,
-        service_account="tokenmint", sa_created=True, rbac=True,
+        service_account="tokenmint", sa_created=True, rbac=True, consumers=True,
     ),
     "nondefault": dict(
         fullname="tm-tokenmint", replicas=1, algorithm="EdDSA", issuer="tokenmint",
         log_format="text", watch=["team-a", "team-b"], service_monitor=True, restarts=True,
-        service_account="tm-tokenmint", sa_created=True, rbac=True,
+        service_account="tm-tokenmint", sa_created=True, rbac=True, consumers=True,
     ),
     "minimal": dict(
         fullname="tokenmint", replicas=2, algorithm="HS256", issuer="https://issuer.example.com",
         log_format="json", watch=[], service_monitor=False, restarts=False,
-        service_account="custom-sa", sa_created=False, rbac=True,
+        service_account="custom-sa", sa_created=False, rbac=True, consumers=False,
     ),
     "norbac": dict(
         fullname="tokenmint", replicas=2, algorithm="HS256", issuer="tokenmint",
         log_format="json", watch=[], service_monitor=False, restarts=True,
-        service_account="tokenmint", sa_created=True, rbac=False,
+        service_account="tokenmint", sa_created=True, rbac=False, consumers=True,
     ),
 }
 KEYRING = "tokenmint-keyring"
@@ -265,8 +269,12 @@ def run(c, exp, ns, chart, rendered):
     }
     if exp["watch"]:
         common["--watch-namespace"] = exp["watch"]
+    operator_flags = {"--admin-listen": ["0.0.0.0:8081"], "--lease-name": [LEASE]}
+    if not exp["consumers"]:
+        # consumers.enabled=false: no workload watch.
+        operator_flags["--consumers"] = ["false"]
     want_args = {
-        "operator": dict(common, **{"--admin-listen": ["0.0.0.0:8081"], "--lease-name": [LEASE]}),
+        "operator": dict(common, **operator_flags),
         "serve": dict(common, **{"--listen": ["0.0.0.0:8080"], "--probe-listen": ["0.0.0.0:8082"],
                                  "--token-audience": ["tokenmint"]}),
     }
@@ -358,6 +366,9 @@ def run(c, exp, ns, chart, rendered):
     c.eq({(r["group"], r["resource"], r["verb"]) for r in table if r["how"] == "restart-call"},
          {("apps", k, "patch") for k in ("deployments", "statefulsets", "daemonsets")},
          f"{RBAC_TABLE}: the optional restart rights (rbac.allowWorkloadRestarts) are the workloads' patch")
+    c.eq({(r["group"], r["resource"], r["verb"]) for r in table if r["how"] == "consumers-call"},
+         {(g, k, v) for g, k in WORKLOADS for v in ("list", "watch")},
+         f"{RBAC_TABLE}: the optional consumer rights (consumers.enabled) are list and watch of the workloads")
     check_rbac(c, exp, ns, by_kind, docs, table)
 
     # --- once: rule comments in the template source, and CRDs vs RBAC ---
@@ -394,7 +405,7 @@ def check_rbac(c, exp, ns, by_kind, docs, table):
 
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in by_kind.get("Role", [])}
     role_bindings = by_kind.get("RoleBinding", [])
-    watched_rules = expected_watched(table, exp["restarts"])
+    watched_rules = expected_watched(table, exp["restarts"], exp["consumers"])
 
     # Release namespace: the keyring Secret and the Lease, name-restricted where RBAC allows.
     release_roles = [r for (n, _), r in roles.items()
@@ -434,7 +445,13 @@ def check_rbac(c, exp, ns, by_kind, docs, table):
             c.eq({q for q in got if q[3] is not None}, set(), "ClusterRole has no resourceNames rules")
             c.eq(triples(rules_of(cr)), watched_rules,
                  f"ClusterRole grants exactly the watched rows of {RBAC_TABLE}"
-                 + ("" if exp["restarts"] else " without workload restarts"))
+                 + ("" if exp["restarts"] else " without workload restarts")
+                 + ("" if exp["consumers"] else " without the workload watch"))
+            granted = triples(rules_of(cr))
+            c.check(all((g, r, v) in granted for g, r in WORKLOADS for v in ("list", "watch"))
+                    if exp["consumers"] else not any((g, r) in WORKLOADS and v in ("list", "watch")
+                                                     for g, r, v in granted),
+                    "workloads may be listed and watched exactly when consumers.enabled")
             crbs = cluster_bindings
             c.check(len(crbs) == 1 and bound(crbs[0], "ClusterRole", cr["metadata"]["name"]),
                     "ClusterRoleBinding binds the ClusterRole to the ServiceAccount")

@@ -29,186 +29,31 @@
 //! The fake answers from memory with an artificial latency; a real API server is slower and
 //! its ratios differ: say which in any figure quoted.
 
-#[path = "../tests/support/fake_api.rs"]
-#[allow(dead_code)]
-mod fake_api;
+mod support;
 
-use fake_api::Fake;
 use serde_json::json;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+use support::fake_api::{self, Fake};
+use support::{EXIT_AT_REST, ROLE, Server, cpu_seconds, latency, metric, rss_kib};
 
-// The binary's allocator, so that RSS is what a deployment sees; the system allocator when
-// built with TOKENMINT_BENCH_SYSTEM_ALLOC set (for heaptrack, which sees malloc only).
-#[global_allocator]
-static ALLOCATOR: BenchAllocator = BenchAllocator;
-const SYSTEM_ALLOCATOR: bool = option_env!("TOKENMINT_BENCH_SYSTEM_ALLOC").is_some();
-
-struct BenchAllocator;
-
-// SAFETY: every call is forwarded to one allocator, the same for the whole run.
-unsafe impl std::alloc::GlobalAlloc for BenchAllocator {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe {
-            if SYSTEM_ALLOCATOR {
-                std::alloc::System.alloc(layout)
-            } else {
-                mimalloc::MiMalloc.alloc(layout)
-            }
-        }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe {
-            if SYSTEM_ALLOCATOR {
-                std::alloc::System.dealloc(ptr, layout)
-            } else {
-                mimalloc::MiMalloc.dealloc(ptr, layout)
-            }
-        }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe {
-            if SYSTEM_ALLOCATOR {
-                std::alloc::System.realloc(ptr, layout, size)
-            } else {
-                mimalloc::MiMalloc.realloc(ptr, layout, size)
-            }
-        }
-    }
-}
-
-const ROLE: &str = "TOKENMINT_BENCH_ROLE";
-/// Set to end the operator process at rest, without dropping anything (for heaptrack).
-const EXIT_AT_REST: &str = "TOKENMINT_BENCH_EXIT_AT_REST";
-
-fn latency() -> Duration {
-    Duration::from_millis(
-        std::env::var("LATENCY_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1),
-    )
-}
-
-/// The fake API server process: N grants of one ServiceKey, served over HTTP on `port`.
+/// The fake API server process: N grants of one ServiceKey.
 async fn server(port: u16, grants: usize) {
-    use hyper_util::rt::TokioIo;
     let fake = Fake::default();
     fake_api::service_key(&fake);
     for i in 0..grants {
         fake_api::grant(&fake, &format!("grant-{i:05}"));
     }
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
     eprintln!("fake API server ready with {grants} grants");
-    let delay = latency();
-    loop {
-        let (stream, _) = listener.accept().await.unwrap();
-        let fake = fake.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(
-                move |request: hyper::Request<hyper::body::Incoming>| {
-                    let fake = fake.clone();
-                    async move {
-                        use http_body_util::BodyExt;
-                        let (parts, body) = request.into_parts();
-                        let body = body
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        let watching = parts.uri.query().is_some_and(|q| q.contains("watch=true"));
-                        if !watching {
-                            tokio::time::sleep(delay).await;
-                        }
-                        Ok::<_, std::convert::Infallible>(fake.handle(&parts, &body))
-                    }
-                },
-            );
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
-/// CPU time (user + system) of this process so far, from /proc (clock ticks of 1/100 s, the
-/// Linux default).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    // After the command name in parentheses: state is field 3; utime and stime are 14 and 15.
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / 100.0
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// A value of the operator's metrics text.
-fn metric(text: &str, line_prefix: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_prefix))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0) as u64
-}
-
-/// The fake API server process; killed when dropped.
-struct Server {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_server(grants: usize) -> Server {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .env(ROLE, format!("server:{port}:{grants}"))
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("spawn the fake API server");
-    let server = Server { child, port };
-    for _ in 0..600 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return server;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the fake API server did not start");
-}
-
-fn client(port: u16) -> kube::Client {
-    let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap());
-    kube::Client::try_from(config).unwrap()
+    support::serve(fake, port).await
 }
 
 /// Time to create `n` Secrets directly, `concurrency` at a time.
 async fn direct_creates(n: usize, concurrency: usize) -> Duration {
     use futures::StreamExt;
-    let server = spawn_server(0);
+    let server = Server::spawn("0");
     let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
-        kube::Api::namespaced(client(server.port), fake_api::TEAM);
+        kube::Api::namespaced(server.client(), fake_api::TEAM);
     let started = Instant::now();
     futures::stream::iter(0..n)
         .for_each_concurrent(concurrency, |i| {
@@ -304,10 +149,10 @@ async fn operator(n: usize) -> Measured {
     use tokenmint::keyring::{Algorithm, Keyring};
     use tokenmint::reconcile::controllers::Shared;
     use tokenmint::reconcile::events::{Events, Recorder};
-    let server = spawn_server(n);
+    let server = Server::spawn(&n.to_string());
     let metrics = Arc::new(tokenmint::reconcile::metrics::Metrics::default());
     let (_changed, changed_rx) = tokio::sync::watch::channel(0u64);
-    let client = client(server.port);
+    let client = server.client();
     let reporter = kube::runtime::events::Reporter {
         controller: "tokenmint".into(),
         instance: Some("tokenmint-0".into()),
@@ -325,6 +170,8 @@ async fn operator(n: usize) -> Measured {
         clock: tokenmint::clock::Clock::system(),
         revoker: tokenmint::revocation::Revoker::disabled(),
         fence: tokenmint::fence::Fence::always(),
+        consumers: true,
+        restart_window: tokenmint::reconcile::restart::COALESCE_WINDOW,
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = rss_kib();
@@ -379,25 +226,12 @@ async fn operator(n: usize) -> Measured {
 
 /// Runs the operator for `n` grants in a fresh process (its RSS and CPU are its own).
 fn operator_in_child(n: usize) -> Measured {
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .env(ROLE, format!("operator:{n}"))
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("spawn the operator run");
-    let text = String::from_utf8_lossy(&output.stdout);
-    Measured::parse(
-        text.lines()
-            .find_map(|l| l.strip_prefix("result "))
-            .expect("a result line"),
-    )
+    Measured::parse(&support::child(&format!("operator:{n}")).join(" "))
 }
 
 fn main() {
     if let Ok(role) = std::env::var(ROLE) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = support::runtime();
         let parts: Vec<&str> = role.split(':').collect();
         match parts.as_slice() {
             ["server", port, grants] => {
@@ -411,19 +245,8 @@ fn main() {
         }
         return;
     }
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let sizes = if sizes.is_empty() {
-        vec![10_000, 100_000]
-    } else {
-        sizes
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let sizes = support::sizes(&[10_000, 100_000]);
+    let runtime = support::runtime();
     println!("latency per request: {:?} (LATENCY_MS)\n", latency());
     println!(
         "| grants | all Ready | per grant | operator CPU per grant | RSS per grant | writes per grant | restart: all reconciled | restart writes | direct creates, 1 at a time | ratio | direct creates, 32 at a time | ratio |"

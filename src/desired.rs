@@ -283,6 +283,7 @@ pub fn datasource_grant<'a>(
     validate_datasource(&request).map_err(request_failure)?;
     let shaping = DatasourceGrantSpec {
         rollout_restart: Vec::new(),
+        restart_consumers: false,
         ..spec.clone()
     };
     Ok(Desired {
@@ -339,6 +340,7 @@ pub fn guest_token<'a>(
     validate_guest(&request).map_err(request_failure)?;
     let shaping = GuestTokenRequestSpec {
         rollout_restart: Vec::new(),
+        restart_consumers: false,
         ..spec.clone()
     };
     Ok(Desired {
@@ -374,7 +376,11 @@ pub fn session_token<'a>(
     Ok(Desired {
         spec_hash: spec_hash(&json!({
             "kind": "ServiceKey/session",
-            "session": session,
+            // Who is restarted after a rotation does not shape the token.
+            "session": SessionTokenSpec {
+                restart_consumers: false,
+                ..session.clone()
+            },
             "principal": spec.principal,
             "binding": bound.hashed(),
             "issuer": issuer,
@@ -422,6 +428,7 @@ mod tests {
             expiration: 3600,
             secret_name: None,
             renew_before: None,
+            restart_consumers: false,
             rollout_restart: Vec::new(),
         }
     }
@@ -436,6 +443,7 @@ mod tests {
             expiry_time: Some(60_000),
             secret_name: None,
             renew_before: None,
+            restart_consumers: false,
             rollout_restart: Vec::new(),
         }
     }
@@ -536,6 +544,14 @@ mod tests {
                 .unwrap()
                 .spec_hash,
             base
+        );
+        restart.restart_consumers = true;
+        assert_eq!(
+            datasource_grant("ns", &restart, Some(bound(&k)), "i")
+                .unwrap()
+                .spec_hash,
+            base,
+            "who is restarted does not shape the token"
         );
         for other in [
             datasource_grant("ns", &grant("ds2", None), Some(bound(&k)), "i"),

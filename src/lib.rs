@@ -2,6 +2,8 @@
 //!
 //! Module map:
 //! - [`crd`]: the three custom resources and their status types (what users write).
+//! - [`consumers`]: the workloads that read each token Secret, and how (the operator's
+//!   workload watch and its index).
 //! - [`token`]: pure token logic: claim layouts, durations, renewal arithmetic, filter validation.
 //! - [`keyring`]: signing keys, JWT signing/verification and the JWKS.
 //! - [`key_store`]: the ServiceKeys (by key digest) and the keyring that the REST routes and
@@ -11,6 +13,7 @@ pub mod admission;
 pub mod agent;
 pub mod cli;
 pub mod clock;
+pub mod consumers;
 pub mod crd;
 pub mod desired;
 pub mod fence;

@@ -39,6 +39,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), crate::BoxError> {
         lease_name: args.lease_name.clone(),
         identity: lease::unique_identity(&base_identity(&args)),
         timing: LeaseTiming::default(),
+        consumers: args.consumers,
         metrics: Arc::new(Metrics::default()),
         readiness: Arc::new(Readiness::default()),
         heartbeat: Heartbeat::default(),
@@ -78,6 +79,8 @@ pub struct Replica {
     /// Unique per process ([`lease::unique_identity`]).
     pub identity: String,
     pub timing: LeaseTiming,
+    /// Whether workloads are watched for the consumers of each token (`--consumers`).
+    pub consumers: bool,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
     /// The pulse of the election loop, for `/healthz`.

@@ -120,6 +120,9 @@ impl Cluster {
                 denylist: Default::default(),
             },
             fence: tokenmint::fence::Fence::always(),
+            consumers: true,
+            // Short, so that a restart after a rotation is seen within the test.
+            restart_window: Duration::from_secs(2),
         };
         let scope = vec![namespace.clone()];
         let controllers = tokio::spawn(async move {
@@ -706,6 +709,190 @@ async fn ten_thousand_junk_bearer_tokens_cause_no_tokenreview() {
                     "tokenmint_tokenreviews_total{{outcome=\"{outcome}\"}}"
                 )) && !l.ends_with(" 0")),
                 "{metrics}"
+            );
+        }
+    })
+    .await;
+}
+
+/// A workload of `kind` in the test namespace whose pod template is `pod` (a CronJob's in its
+/// job template), created through the API server.
+async fn workload(c: &Cluster, kind: &str, name: &str, pod: Value) {
+    let template = json!({"metadata": {"labels": {"app": name}}, "spec": pod});
+    let (group, spec) = match kind {
+        "CronJob" => (
+            "batch",
+            json!({"schedule": "0 0 1 1 *", "suspend": true,
+                   "jobTemplate": {"spec": {"template": template}}}),
+        ),
+        "StatefulSet" => (
+            "apps",
+            json!({"serviceName": name, "replicas": 0,
+                   "selector": {"matchLabels": {"app": name}}, "template": template}),
+        ),
+        _ => (
+            "apps",
+            json!({"replicas": 0, "selector": {"matchLabels": {"app": name}}, "template": template}),
+        ),
+    };
+    let resource =
+        kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(group, "v1", kind));
+    let api: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(c.client.clone(), &c.namespace, &resource);
+    let object = json!({"apiVersion": format!("{group}/v1"), "kind": kind,
+                        "metadata": {"name": name}, "spec": spec});
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(object).unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
+/// A container reading the token as `how` says, and the volumes it needs.
+fn reading(how: &str) -> Value {
+    let container = |extra: Value| {
+        let mut c = json!({"name": "app", "image": "busybox:1.36", "command": ["sleep", "3600"]});
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        c
+    };
+    let secret_volume = json!([{"name": "t", "secret": {"secretName": "dashboards-token"}}]);
+    match how {
+        "volume" => json!({"volumes": secret_volume, "containers": [container(
+            json!({"volumeMounts": [{"name": "t", "mountPath": "/var/run/tokenmint"}]}))]}),
+        "projected" => json!({"volumes": [{"name": "t", "projected": {"sources": [
+                {"secret": {"name": "dashboards-token"}}]}}],
+            "containers": [container(json!({"volumeMounts": [{"name": "t", "mountPath": "/t"}]}))]}),
+        "subPath" => json!({"volumes": secret_volume, "containers": [container(
+            json!({"volumeMounts": [{"name": "t", "mountPath": "/etc/token", "subPath": "token"}]}))]}),
+        "env" => json!({"containers": [container(json!({"env": [{"name": "TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "dashboards-token", "key": "token"}}}]}))]}),
+        "envFrom" => json!({"containers": [container(json!({"envFrom": [
+            {"secretRef": {"name": "dashboards-token"}}]}))]}),
+        other => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster from KUBECONFIG"]
+async fn consumers_are_found_and_only_those_that_miss_a_rotation_are_restarted() {
+    Cluster::run(|c| async move {
+        c.create(service_key(&["Data_3_E"])).await;
+        let readers = [
+            ("Deployment", "by-volume", "volume", false),
+            ("Deployment", "by-projected", "projected", false),
+            ("Deployment", "by-env", "env", true),
+            ("Deployment", "by-env-from", "envFrom", true),
+            ("Deployment", "by-sub-path", "subPath", true),
+            ("StatefulSet", "db", "envFrom", true),
+            ("CronJob", "export", "env", false),
+        ];
+        for (kind, name, how, _) in readers {
+            workload(&c, kind, name, reading(how)).await;
+        }
+        let mut grant = grant();
+        grant["spec"]["restartConsumers"] = json!(true);
+        c.create(grant).await;
+        let grants: Api<DatasourceGrant> = c.api();
+        let status = c
+            .eventually("the seven consumers in the status", || async {
+                let status = grants.get("dashboards").await.unwrap().status?;
+                (status.consumer_count == Some(7)).then_some(status)
+            })
+            .await;
+        for (kind, name, how, _) in readers {
+            let listed = status.consumers.iter().find(|x| x.name == name).unwrap();
+            assert_eq!(
+                (
+                    format!("{:?}", listed.kind),
+                    serde_json::to_value(listed.mode).unwrap()
+                ),
+                (kind.to_owned(), json!(how)),
+                "{name}"
+            );
+        }
+        // Only the CronJob keeps a stale token (it cannot be restarted).
+        assert_eq!(status.consumers_missing_rotation, Some(1));
+        // `kubectl get dsg -o wide`: the server's table has the two columns.
+        let table = c
+            .client
+            .request_text(
+                axum::http::Request::get(format!(
+                    "/apis/tokenmint.dev/v1alpha1/namespaces/{}/datasourcegrants/dashboards",
+                    c.namespace
+                ))
+                .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+                .body(Vec::new())
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        let table: Value = serde_json::from_str(&table).unwrap();
+        let columns: Vec<&str> = table["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        let cells = &table["rows"][0]["cells"];
+        let cell = |name: &str| cells[columns.iter().position(|c| *c == name).unwrap()].clone();
+        assert_eq!(
+            (cell("Consumers"), cell("Missing Rotation")),
+            (json!(7), json!(1))
+        );
+
+        // A rotation: the pod template of exactly the readers that miss it changes, once.
+        let (token, _) = c.token("dashboards-token").await;
+        let first = c.claims(&token)["jti"].clone();
+        grants
+            .patch(
+                "dashboards",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"tokenmint.dev/renew": "1"}}})),
+            )
+            .await
+            .unwrap();
+        let secrets: Api<Secret> = c.api();
+        c.eventually("the restarts recorded on the Secret", || async {
+            let secret = secrets.get("dashboards-token").await.unwrap();
+            let a = secret.annotations();
+            (a.get("tokenmint.dev/token-id") != first.as_str().map(str::to_owned).as_ref()
+                && a.get("tokenmint.dev/restarted-for") == a.get("tokenmint.dev/token-id"))
+            .then_some(())
+        })
+        .await;
+        let restarted_at = |kind: &'static str, name: &'static str| {
+            let c = c.clone();
+            async move {
+                let group = if kind == "CronJob" { "batch" } else { "apps" };
+                let resource = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+                    group, "v1", kind,
+                ));
+                let api: Api<kube::api::DynamicObject> =
+                    Api::namespaced_with(c.client.clone(), &c.namespace, &resource);
+                let object = api.get(name).await.unwrap();
+                let template = match kind {
+                    "CronJob" => &object.data["spec"]["jobTemplate"]["spec"]["template"],
+                    _ => &object.data["spec"]["template"],
+                };
+                template["metadata"]["annotations"]["tokenmint.dev/restartedAt"].clone()
+            }
+        };
+        let mut first_restart = Vec::new();
+        for (kind, name, _, restarts) in readers {
+            let at = restarted_at(kind, name).await;
+            assert_eq!(at.is_string(), restarts, "{kind} {name}");
+            first_restart.push(at);
+        }
+        // Once: nothing changes after a further wait.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        for ((kind, name, _, _), before) in readers.iter().zip(first_restart) {
+            assert_eq!(
+                restarted_at(kind, name).await,
+                before,
+                "{kind} {name} restarted again"
             );
         }
     })

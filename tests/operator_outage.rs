@@ -4,15 +4,17 @@
 //! (every watch resumes with 410 Gone). In each outage it steps down — writes fenced at the
 //! renew deadline, controllers stopped, `tokenmint_leader` 0, `/readyz` saying follower,
 //! `/healthz` healthy — and when the API server is back the same process leads again and
-//! reconciles a grant created then, without rewriting anything it had written before. The log
-//! says so in a few lines per outage, not one per retry.
+//! reconciles a grant created then, without rewriting anything it had written before — also the
+//! status that lists the consumers of a token, which workloads read. The log says so in a few
+//! lines per outage, not one per retry.
 //!
 //! Its own test binary: it counts log lines, and tracing's subscriber is process-wide.
 
 mod support;
 
+use serde_json::json;
 use std::time::Duration;
-use support::fake_api::{Fake, grant, ready_names, service_key, wait_for};
+use support::fake_api::{Fake, TEAM, grant, ready_names, service_key, wait_for};
 use support::inproc::{Capture, get};
 use support::operator::{LEASE, RELEASE_NS, TIMING, gauge, replica, writes_in};
 use tokenmint::operator::admin::{self, AdminState};
@@ -50,6 +52,26 @@ async fn five_outages_longer_than_the_renew_deadline_are_ridden_out_by_the_same_
     let fake = Fake::default();
     service_key(&fake);
     grant(&fake, "before");
+    // Consumers of its token: one that sees rotations, one that does not.
+    for (name, pod) in [
+        (
+            "reads-volume",
+            json!({"volumes": [{"name": "t", "secret": {"secretName": "before-token"}}],
+                                "containers": [{"name": "c", "volumeMounts": [{"name": "t", "mountPath": "/t"}]}]}),
+        ),
+        (
+            "reads-env",
+            json!({"containers": [{"name": "c", "envFrom": [{"secretRef": {"name": "before-token"}}]}]}),
+        ),
+    ] {
+        fake.put(
+            "apps",
+            "deployments",
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": TEAM},
+            "spec": {"selector": {}, "template": {"spec": pod}}}),
+        );
+    }
     let replica = replica(&fake, "operator-0-1234abcd");
     let (metrics, readiness) = (replica.metrics.clone(), replica.readiness.clone());
     let admin = admin::router(AdminState {
@@ -62,8 +84,13 @@ async fn five_outages_longer_than_the_renew_deadline_are_ridden_out_by_the_same_
     wait_for(
         &fake,
         Duration::from_secs(20),
-        "the first grant Ready",
-        || ready_names(&fake, "datasourcegrants").contains("before"),
+        "the first grant Ready, with its consumers",
+        || {
+            ready_names(&fake, "datasourcegrants").contains("before")
+                && fake
+                    .get("tokenmint.dev", "datasourcegrants", TEAM, "before")
+                    .is_some_and(|g| g["status"]["consumerCount"] == 2)
+        },
     )
     .await;
     assert_eq!(gauge(&metrics, "tokenmint_leader"), 1);
@@ -149,11 +176,12 @@ async fn five_outages_longer_than_the_renew_deadline_are_ridden_out_by_the_same_
         // Fenced: no write was even attempted past the renew deadline.
         assert_eq!(writes_in(&fake, &fenced), Vec::<String>::new(), "{fenced}");
         // A few lines per outage, not one per retry (the Lease alone was retried every
-        // 200 ms: about 17 times).
+        // 200 ms: about 17 times): one per watch that fails (the keyring, the four caches and
+        // the six workload kinds: 11) and three for the Lease, with a little room.
         let loud = loud_lines(&capture);
         let this_round = &loud[loud_before..];
         assert!(
-            this_round.len() <= 12,
+            this_round.len() <= 18,
             "{outage}: {} warnings and errors:\n{}",
             this_round.len(),
             this_round.join("\n")

@@ -15,8 +15,13 @@
 //!   ServiceKey with a session token, a DatasourceGrant with `rolloutRestart` whose token is
 //!   rotated, a forbidden grant (its token Secret is deleted), a grant whose Secret belongs to
 //!   someone else (SecretConflict), a GuestTokenRequest; shutdown releases the Lease;
+//!   The controllers watch workloads for the consumers of each token (the default); a
+//!   Deployment reads the rotated grant's token from its environment, so `restartConsumers`
+//!   restarts it;
+//! - the controllers again with `--consumers=false`: no request for any workload kind;
 //! - the restart worker (`Restarter::spawn`) restarting a Deployment, a StatefulSet and a
-//!   DaemonSet, twice for one of them so the Events recorder patches an event series;
+//!   DaemonSet, twice for one of them so the Events recorder patches an event series, and
+//!   reporting a CronJob it cannot restart (no request);
 //! - the serve container's cluster store (`http::cluster::start`);
 //! - both again with `--watch-namespace team-a` (the chart then grants the watched rights by a
 //!   Role per namespace): no request may be cluster-wide or leave the watched and release
@@ -46,15 +51,16 @@ use std::time::Duration;
 use support::fake_api::{self, Call, Fake, Origin, custom, owner_ref};
 use tokenmint::cli::CommonArgs;
 use tokenmint::crd::{WorkloadKind, WorkloadRef};
+use tokenmint::fence::Fence;
 use tokenmint::keyring::Algorithm;
 use tokenmint::labels::MANAGED_BY_LABEL;
 use tokenmint::operator::lease::{Elector, LeaseTiming};
-use tokenmint::reconcile::Clock;
 use tokenmint::reconcile::controllers::{self, Readiness, Shared};
 use tokenmint::reconcile::events::{Events, Recorder};
 use tokenmint::reconcile::keyring::{self, ROTATE_ANNOTATION};
 use tokenmint::reconcile::metrics::Metrics;
 use tokenmint::reconcile::restart::{self, Restarter};
+use tokenmint::reconcile::{Clock, SharedKeyring};
 use tokenmint::revocation::{Denylist, Revoker};
 use tokio::sync::watch;
 
@@ -80,7 +86,8 @@ struct Right {
     verb: String,
     /// `-`, `keyring` or `lease`.
     name: String,
-    /// `call`, `apply-create` or `admission` (`restart-call` rows compare as `call`).
+    /// `call`, `apply-create` or `admission` (`restart-call` and `consumers-call` rows compare
+    /// as `call`).
     how: String,
 }
 
@@ -94,7 +101,7 @@ impl std::fmt::Display for Right {
     }
 }
 
-/// The rows of the table, with `restart-call` kept as written.
+/// The rows of the table, with `restart-call` and `consumers-call` kept as written.
 fn table() -> Vec<Right> {
     TABLE
         .lines()
@@ -112,7 +119,14 @@ fn table() -> Vec<Right> {
                 "name of {line:?}"
             );
             assert!(
-                ["call", "restart-call", "apply-create", "admission"].contains(&cols[5]),
+                [
+                    "call",
+                    "restart-call",
+                    "consumers-call",
+                    "apply-create",
+                    "admission"
+                ]
+                .contains(&cols[5]),
                 "how of {line:?}"
             );
             Right {
@@ -127,18 +141,29 @@ fn table() -> Vec<Right> {
         .collect()
 }
 
-/// The table as the observed set should look (the test always exercises restarts).
+/// The table as the observed set should look (the test always exercises restarts and
+/// consumers).
 fn expected() -> BTreeSet<Right> {
     table()
         .into_iter()
         .map(|mut r| {
-            if r.how == "restart-call" {
+            if matches!(r.how.as_str(), "restart-call" | "consumers-call") {
                 r.how = "call".into();
             }
             r
         })
         .collect()
 }
+
+/// The workload kinds the consumer watch lists and watches.
+const WORKLOADS: [(&str, &str); 6] = [
+    ("apps", "deployments"),
+    ("apps", "statefulsets"),
+    ("apps", "daemonsets"),
+    ("apps", "replicasets"),
+    ("batch", "jobs"),
+    ("batch", "cronjobs"),
+];
 
 #[test]
 fn table_is_well_formed() {
@@ -166,6 +191,17 @@ fn table_is_well_formed() {
             ("apps", "statefulsets", "patch"),
         ])
     );
+    // The optional consumer rights are exactly list and watch of the six workload kinds.
+    let consumers: BTreeSet<_> = rows
+        .iter()
+        .filter(|r| r.how == "consumers-call")
+        .map(|r| (r.group.as_str(), r.resource.as_str(), r.verb.as_str()))
+        .collect();
+    let want: BTreeSet<_> = WORKLOADS
+        .iter()
+        .flat_map(|(g, r)| [(*g, *r, "list"), (*g, *r, "watch")])
+        .collect();
+    assert_eq!(consumers, want);
 }
 
 /// The operator never sends a request to a `/finalizers` subresource (it sets no finalizers),
@@ -267,7 +303,8 @@ fn seed(fake: &Fake) {
             "DatasourceGrant",
             "dashboards",
             json!({"serviceKeyRef": {"name": "analytics"}, "dataSource": "Data_3_E",
-                   "rolloutRestart": [{"kind": "Deployment", "name": "web"}]}),
+                   "rolloutRestart": [{"kind": "Deployment", "name": "web"}],
+                   "restartConsumers": true}),
         ),
     );
     fake.put(
@@ -355,6 +392,59 @@ fn seed(fake: &Fake) {
                    "spec": {"selector": {}, "template": {}}}),
         );
     }
+    // A consumer of the rotated grant's token that cannot see the rotation (restartConsumers).
+    fake.put(
+        "apps",
+        "deployments",
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "reports", "namespace": WATCHED_NS, "uid": "uid-reports"},
+               "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "c",
+                   "envFrom": [{"secretRef": {"name": "dashboards-token"}}]}]}}}}),
+    );
+}
+
+/// Runs the controllers as a term does (the Kubernetes Events recorder, revocations in the
+/// release namespace) over `namespaces` (empty: all), watching workloads for consumers or not,
+/// until `done`; then stops them.
+async fn controllers_until(
+    fake: &Fake,
+    (keyring, fence): (SharedKeyring, Fence),
+    namespaces: &[String],
+    consumers: bool,
+    (what, done): (&str, impl Fn(&Readiness) -> bool),
+) {
+    let client = fake.client();
+    let (_changed_tx, changed_rx) = watch::channel(0u64);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let readiness = Arc::new(Readiness::default());
+    readiness.keyring_loaded();
+    let shared = Shared {
+        client: client.clone(),
+        keyring,
+        keyring_changed: changed_rx,
+        issuer: "tokenmint".into(),
+        events: recorder(&client),
+        metrics: Arc::new(Metrics::default()),
+        clock: Clock::system(),
+        revoker: Revoker::Kube {
+            api: Api::namespaced(client.clone(), RELEASE_NS),
+            denylist: Default::default(),
+        },
+        fence,
+        consumers,
+        restart_window: Duration::from_millis(200),
+    };
+    let namespaces = namespaces.to_vec();
+    let running = tokio::spawn({
+        let readiness = readiness.clone();
+        async move { controllers::run(shared, &namespaces, stop_rx, readiness).await }
+    });
+    wait_for(fake, what, || done(&readiness)).await;
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(DEADLINE, running)
+        .await
+        .expect("controllers did not stop")
+        .unwrap();
 }
 
 fn recorder(client: &kube::Client) -> Events {
@@ -467,6 +557,8 @@ async fn code_uses_exactly_the_rbac_table() {
             denylist: Default::default(),
         },
         fence: fence.clone(),
+        consumers: true,
+        restart_window: Duration::from_millis(200),
     };
     let running = tokio::spawn({
         let readiness = readiness.clone();
@@ -508,6 +600,8 @@ async fn code_uses_exactly_the_rbac_table() {
                 .count()
                 >= 4
             && fake.saw(phase, "patch", "secrets", Some("dashboards-token"))
+            // The consumer of the rotated token, restarted (restartConsumers).
+            && fake.saw(phase, "patch", "deployments", Some("reports"))
     })
     .await;
     // The foreign Secret is never written (a create that it refuses is not a write of it).
@@ -529,6 +623,29 @@ async fn code_uses_exactly_the_rbac_table() {
         .await
         .expect("controllers did not stop")
         .unwrap();
+
+    // --- the off switch: `--consumers=false` (consumers.enabled=false in the chart, which
+    // then grants no right on workloads) lists and watches no workload ---
+    let phase = "operator: controllers, consumers off";
+    fake.phase(phase);
+    let ready = |r: &Readiness| r.is_ready() && fake.saw(phase, "watch", "secrets", None);
+    let term = (shared_ring.clone(), fence.clone());
+    controllers_until(
+        &fake,
+        term,
+        &[],
+        false,
+        ("the controllers without consumers", ready),
+    )
+    .await;
+    let workload_calls: Vec<String> = fake
+        .calls()
+        .iter()
+        .filter(|c| c.phase == phase && WORKLOADS.iter().any(|(_, r)| c.resource == *r))
+        .map(|c| c.request.clone())
+        .collect();
+    assert_eq!(workload_calls, Vec::<String>::new(), "--consumers=false");
+
     // Shutdown: the election task releases the Lease.
     fake.phase("operator: shutdown");
     stop_lease_tx.send(true).unwrap();
@@ -573,7 +690,7 @@ async fn code_uses_exactly_the_rbac_table() {
         namespace: WATCHED_NS.into(),
         secret: "dashboards-token".into(),
         token_id: token_id.into(),
-        workloads,
+        workloads: workloads.into_iter().map(Into::into).collect(),
         regarding: regarding.clone(),
     };
     let workload = |kind, name: &str| WorkloadRef {
@@ -588,6 +705,14 @@ async fn code_uses_exactly_the_rbac_table() {
             workload(WorkloadKind::DaemonSet, "agent"),
         ],
     ));
+    // A CronJob cannot be restarted: reported (an Event), no request.
+    restarter.request(restart::Request {
+        workloads: vec![tokenmint::consumers::Workload {
+            kind: tokenmint::consumers::Kind::CronJob,
+            name: "export".into(),
+        }],
+        ..request("t1", Vec::new())
+    });
     let phase = "operator: restarts";
     wait_for(&fake, "the restarts", || {
         fake.saw(phase, "patch", "deployments", Some("web"))
@@ -700,37 +825,9 @@ async fn code_uses_exactly_the_rbac_table() {
     // --- watchNamespaces set: the chart then grants the watched rights by a Role in each
     // watched namespace, so no request may be cluster-wide or go to another namespace ---
     fake.phase("namespaced: controllers");
-    let (_changed_tx, changed_rx) = watch::channel(0u64);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let readiness = Arc::new(Readiness::default());
-    readiness.keyring_loaded();
-    let shared = Shared {
-        client: client.clone(),
-        keyring: shared_ring.clone(),
-        keyring_changed: changed_rx,
-        issuer: "tokenmint".into(),
-        events: recorder(&client),
-        metrics: metrics.clone(),
-        clock: Clock::system(),
-        revoker: Revoker::Kube {
-            api: Api::namespaced(client.clone(), RELEASE_NS),
-            denylist: Default::default(),
-        },
-        fence: tokenmint::fence::Fence::always(),
-    };
-    let running = tokio::spawn({
-        let readiness = readiness.clone();
-        async move { controllers::run(shared, &[WATCHED_NS.into()], stop_rx, readiness).await }
-    });
-    wait_for(&fake, "the namespaced controllers' caches", || {
-        readiness.is_ready()
-    })
-    .await;
-    stop_tx.send(true).unwrap();
-    tokio::time::timeout(DEADLINE, running)
-        .await
-        .expect("controllers did not stop")
-        .unwrap();
+    let term = (shared_ring.clone(), tokenmint::fence::Fence::always());
+    let ready = ("the namespaced controllers' caches", Readiness::is_ready);
+    controllers_until(&fake, term, &[WATCHED_NS.into()], true, ready).await;
     fake.phase("namespaced: serve");
     let args = CommonArgs {
         watch_namespaces: vec![WATCHED_NS.into()],

@@ -396,6 +396,7 @@ fn grant() -> DatasourceGrant {
             expiration: 3600,
             secret_name: Some("dashboards-token".into()),
             renew_before: Some("20m".into()),
+            restart_consumers: false,
             rollout_restart: vec![],
         },
     );
@@ -880,6 +881,7 @@ async fn service_key_generated_once_and_never_rewritten() {
     key.spec.session_token = Some(SessionTokenSpec {
         secret_name: "analytics-session".into(),
         ttl: Some("1h".into()),
+        restart_consumers: false,
     });
     let key_path = format!("{SECRETS}/analytics-key");
     let session_path = format!("{SECRETS}/analytics-session");
@@ -1021,6 +1023,7 @@ async fn a_never_expiring_guest_token_has_no_expiry_and_no_renewal() {
             expiry_time: None,
             secret_name: None,
             renew_before: None,
+            restart_consumers: false,
             rollout_restart: vec![],
         },
     );
@@ -1476,7 +1479,7 @@ async fn a_rotation_asks_once_for_consumer_restarts_until_they_are_recorded() {
         ),
         (NS, "dashboards-token", new_id.clone())
     );
-    assert_eq!(request.workloads, vec![app]);
+    assert_eq!(request.workloads, vec![app.into()]);
     assert!(h.restarts.try_recv().is_err(), "one request per rotation");
 
     // Until the restart is recorded on the Secret, every reconcile asks again — without a
@@ -1553,6 +1556,7 @@ fn guest_request(name: &str, expiry_time: Option<i64>) -> GuestTokenRequest {
             expiry_time,
             secret_name: None,
             renew_before: None,
+            restart_consumers: false,
             rollout_restart: vec![],
         },
     );
@@ -1744,6 +1748,7 @@ async fn the_renew_annotation_re_mints_a_service_keys_session_token() {
     key.spec.session_token = Some(SessionTokenSpec {
         secret_name: "analytics-session".into(),
         ttl: None,
+        restart_consumers: false,
     });
     let key_path = format!("{SECRETS}/analytics-key");
     let session_path = format!("{SECRETS}/analytics-session");

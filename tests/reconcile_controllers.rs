@@ -39,6 +39,8 @@ async fn controllers_sync_mint_and_shut_down() {
         clock: Clock::system(),
         revoker: Revoker::disabled(),
         fence: Fence::always(),
+        consumers: true,
+        restart_window: tokenmint::reconcile::restart::COALESCE_WINDOW,
     };
     let running = tokio::spawn({
         let readiness = readiness.clone();

@@ -10,74 +10,20 @@
 mod support;
 
 use serde_json::json;
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use support::fake_api::{Fake, TEAM, custom, grant, guest, ready_names, service_key, wait_for};
+use support::operator::{Controllers, keyring};
 use tokenmint::fence::Fence;
-use tokenmint::keyring::{Algorithm, Keyring};
 use tokenmint::operator::lease::{Elector, LeaseTiming};
-use tokenmint::reconcile::Clock;
-use tokenmint::reconcile::controllers::{self, Readiness, Shared};
-use tokenmint::reconcile::events::Events;
 use tokenmint::reconcile::metrics::Metrics;
-use tokenmint::revocation::{Denylist, Revoker};
+use tokenmint::reconcile::restart::COALESCE_WINDOW;
 use tokio::sync::watch;
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
-struct Running {
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-    readiness: Arc<Readiness>,
-    metrics: Arc<Metrics>,
-    denylist: Arc<Denylist>,
-}
-
 /// Starts the controllers (all namespaces) against `fake`.
-fn start(fake: &Fake) -> Running {
-    let (stop, stop_rx) = watch::channel(false);
-    let (_changed, changed_rx) = watch::channel(0u64);
-    let readiness = Arc::new(Readiness::default());
-    readiness.keyring_loaded();
-    let metrics = Arc::new(Metrics::default());
-    let denylist = Arc::new(Denylist::default());
-    let shared = Shared {
-        client: fake.client(),
-        keyring: Arc::new(RwLock::new(
-            Keyring::generate(Algorithm::HS256, jiff::Timestamp::now()).unwrap(),
-        )),
-        keyring_changed: changed_rx,
-        issuer: "tokenmint".into(),
-        events: Events::memory(),
-        metrics: metrics.clone(),
-        clock: Clock::system(),
-        revoker: Revoker::Memory(denylist.clone()),
-        fence: Fence::always(),
-    };
-    let task = tokio::spawn({
-        let readiness = readiness.clone();
-        async move {
-            controllers::run(shared, &[], stop_rx, readiness).await;
-            drop(_changed);
-        }
-    });
-    Running {
-        stop,
-        task,
-        readiness,
-        metrics,
-        denylist,
-    }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.stop.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("the controllers did not stop")
-            .unwrap();
-    }
+fn start(fake: &Fake) -> Controllers {
+    Controllers::start(fake, keyring(), true, COALESCE_WINDOW)
 }
 
 fn token_secrets(fake: &Fake) -> usize {

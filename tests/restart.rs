@@ -48,7 +48,7 @@ fn request(secret: &str, token_id: &str, workloads: &[WorkloadRef]) -> restart::
         namespace: NS.into(),
         secret: secret.into(),
         token_id: token_id.into(),
-        workloads: workloads.to_vec(),
+        workloads: workloads.iter().map(Into::into).collect(),
         regarding: ObjectReference {
             kind: Some("DatasourceGrant".into()),
             namespace: Some(NS.into()),

@@ -77,6 +77,12 @@ pub struct OperatorArgs {
     /// Identity of this replica in the Lease. Default: $POD_NAME, else the host name.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Watch the workloads of the watched namespaces (Deployments, StatefulSets, DaemonSets,
+    /// ReplicaSets, Jobs, CronJobs: list and watch) to know who reads each token
+    /// (status.consumers, the Delivered condition, restartConsumers). `--consumers=false`
+    /// starts no workload watch (and needs no right on workloads).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub consumers: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -179,6 +185,12 @@ mod tests {
             panic!("not operator")
         };
         assert_eq!(args.admin_listen.to_string(), "127.0.0.1:8081");
+        assert!(args.consumers, "consumers are watched by default");
+        let cli = Cli::try_parse_from(["tokenmint", "operator", "--consumers=false"]).unwrap();
+        let Command::Operator(args) = cli.command else {
+            panic!("not operator")
+        };
+        assert!(!args.consumers);
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub const DEFAULT_EXPIRATION: i64 = 3_600;
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
     printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.secretName","priority":1}"#,
     printcolumn = r#"{"name":"Expires","type":"string","format":"date-time","jsonPath":".status.expiresAt"}"#,
+    printcolumn = r#"{"name":"Consumers","type":"integer","jsonPath":".status.consumerCount","priority":1}"#,
+    printcolumn = r#"{"name":"Missing Rotation","type":"integer","jsonPath":".status.consumersMissingRotation","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -68,9 +70,18 @@ pub struct DatasourceGrantSpec {
     #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = Rule::new("duration(self).getSeconds() >= 1").message("renewBefore must be at least 1s"))]
     pub renew_before: Option<String>,
-    /// Workloads (same namespace) whose pods are restarted once after the token rotates, for
-    /// consumers that read the token from an environment variable or a subPath mount, which the
-    /// kubelet never refreshes. Not needed when the Secret is mounted as a volume (the file is
+    /// Restart, once after each rotation, exactly the workloads of the namespace that read the
+    /// token Secret in a way that never sees a new token (an environment variable, envFrom or a
+    /// subPath mount; see status.consumers), found by the operator itself: no list to keep up
+    /// to date. Deployments, StatefulSets and DaemonSets are restarted (a pod-template
+    /// annotation, as `kubectl rollout restart`); CronJobs, Jobs and ReplicaSets without an
+    /// owner cannot be, and get a Warning Event instead. Rotations close together cause one
+    /// restart. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restart_consumers: bool,
+    /// Workloads (same namespace) whose pods are restarted once after the token rotates,
+    /// whatever way they read it; for an explicit list (restartConsumers finds the workloads
+    /// that need it by itself). Not needed when the Secret is mounted as a volume (the file is
     /// updated in place). Rotations close together cause one restart.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]

@@ -66,6 +66,85 @@ pub enum WorkloadKind {
     DaemonSet,
 }
 
+/// Kinds of workload whose pod template can read a token Secret (a consumer).
+#[derive(
+    Deserialize,
+    Serialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    schemars::JsonSchema,
+)]
+pub enum ConsumerKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+    /// Only a ReplicaSet without a controlling owner (a Deployment's are its Deployment's).
+    ReplicaSet,
+    /// Only a Job without a controlling owner (a CronJob's are its CronJob's).
+    Job,
+    CronJob,
+}
+
+/// How a pod template reads a Secret.
+#[derive(
+    Deserialize,
+    Serialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum ReadMode {
+    /// An environment variable from `env[].valueFrom.secretKeyRef`: read once, at container
+    /// start; never sees a rotation.
+    Env,
+    /// Environment variables from `envFrom[].secretRef`: never sees a rotation.
+    EnvFrom,
+    /// A Secret (or projected) volume mounted with `subPath`: the kubelet never updates it.
+    SubPath,
+    /// A Secret volume: the kubelet updates the files after a rotation.
+    Volume,
+    /// A projected volume with a Secret source: updated like a Secret volume.
+    Projected,
+}
+
+/// A workload of the namespace whose pod template reads the token Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenConsumer {
+    /// Kind of the workload.
+    pub kind: ConsumerKind,
+    /// Name of the workload, in the namespace of this resource.
+    #[schemars(length(max = 253))]
+    pub name: String,
+    /// How it reads the token; with several ways (see modes), the first that misses
+    /// rotations.
+    pub mode: ReadMode,
+    /// Every way it reads the token, when there are several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub modes: Vec<ReadMode>,
+    /// Whether its pods see a rotated token without a restart: only when every way it reads
+    /// the token is a volume or projected volume.
+    pub sees_rotation: bool,
+    /// Whether tokenmint restarts it once after each rotation (restartConsumers or
+    /// rolloutRestart).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restarted: bool,
+}
+
 /// Observed state shared by the three kinds. Never holds a token or key.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -96,6 +175,21 @@ pub struct TokenStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub key_fingerprint: Option<String>,
+    /// Workloads of the namespace (Deployments, StatefulSets, DaemonSets, CronJobs, and
+    /// ReplicaSets and Jobs without an owner) whose pod template reads the token Secret, and
+    /// how: at most 20, those that keep a stale token after a rotation first. The condition
+    /// `Delivered` says whether every consumer sees each new token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub consumers: Vec<TokenConsumer>,
+    /// How many workloads read the token Secret (all of them, also those beyond the 20
+    /// listed in consumers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_count: Option<i64>,
+    /// How many of them keep a stale token after a rotation: they read it from an
+    /// environment variable or a subPath mount and are not restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumers_missing_rotation: Option<i64>,
 }
 
 type Crd =

@@ -27,6 +27,8 @@ pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(3600);
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
     printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.secretName","priority":1}"#,
     printcolumn = r#"{"name":"Expires","type":"string","format":"date-time","jsonPath":".status.expiresAt"}"#,
+    printcolumn = r#"{"name":"Consumers","type":"integer","jsonPath":".status.consumerCount","priority":1}"#,
+    printcolumn = r#"{"name":"Missing Rotation","type":"integer","jsonPath":".status.consumersMissingRotation","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -120,6 +122,11 @@ pub struct SessionTokenSpec {
     #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = Rule::new("duration(self).getSeconds() >= 60 && duration(self).getSeconds() <= 2592000").message("sessionToken.ttl must be between 1m and 720h"))]
     pub ttl: Option<String>,
+    /// Restart, once after each rotation, exactly the workloads of the namespace that read the
+    /// session token Secret in a way that never sees a new token (an environment variable,
+    /// envFrom or a subPath mount; see status.consumers). Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restart_consumers: bool,
 }
 
 impl Principal {

@@ -128,6 +128,8 @@ impl Terms<'_> {
                 denylist: revocations,
             },
             fence,
+            consumers: replica.consumers,
+            restart_window: crate::reconcile::restart::COALESCE_WINDOW,
         };
         let (end_term, term_ended) = watch::channel(false);
         let pending_fence = shared.fence.clone();

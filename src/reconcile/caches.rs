@@ -15,6 +15,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
@@ -55,7 +56,7 @@ impl Index {
 }
 
 /// What an object is indexed under, if anything.
-type KeyOf<K> = fn(&K) -> Option<&str>;
+type KeyOf<K> = fn(&K) -> Option<Cow<'_, str>>;
 
 fn add<K: Resource>(groups: &mut Groups, obj: &K, key_of: KeyOf<K>) {
     let (Some(key), Some(namespace)) = (key_of(obj), obj.meta().namespace.as_deref()) else {
@@ -76,10 +77,10 @@ fn remove<K: Resource>(groups: &mut Groups, obj: &K, key_of: KeyOf<K>) {
     let Some(keys) = groups.get_mut(namespace) else {
         return;
     };
-    if let Some(names) = keys.get_mut(key) {
+    if let Some(names) = keys.get_mut(key.as_ref()) {
         names.remove(obj.name_any().as_str());
         if names.is_empty() {
-            keys.remove(key);
+            keys.remove(key.as_ref());
         }
     }
     if keys.is_empty() {
@@ -87,14 +88,13 @@ fn remove<K: Resource>(groups: &mut Groups, obj: &K, key_of: KeyOf<K>) {
     }
 }
 
-/// A kube-runtime store (what a controller reads) with an [`Index`] beside it, kept by one
+/// A kube-runtime store (what a controller reads) with [`Index`]es beside it, kept by one
 /// feed. It also forgets the status writes ([`Recent`]) the watch has caught up with.
 pub struct Indexed<K: Resource<DynamicType = ()> + Clone + 'static> {
     writer: Writer<K>,
-    index: Arc<Index>,
-    key_of: KeyOf<K>,
-    /// While a relist runs: what the store held before, and the index it builds.
-    relist: Option<(Vec<Arc<K>>, Groups)>,
+    indexes: Vec<(Arc<Index>, KeyOf<K>)>,
+    /// While a relist runs: what the store held before, and the indexes it builds.
+    relist: Option<(Vec<Arc<K>>, Vec<Groups>)>,
     recent: Option<Arc<Recent>>,
 }
 
@@ -102,15 +102,21 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Indexed<K> {
     /// An empty store indexed by `key_of`: the store, its index, and the writer to feed.
     pub fn new(key_of: KeyOf<K>) -> (Store<K>, Arc<Index>, Self) {
         let (store, writer) = reflector::store();
-        let index = Arc::new(Index::default());
-        let this = Indexed {
+        let mut this = Indexed {
             writer,
-            index: index.clone(),
-            key_of,
+            indexes: Vec::new(),
             relist: None,
             recent: None,
         };
+        let index = this.also_by(key_of);
         (store, index, this)
+    }
+
+    /// One more index, by `key_of` (before the first event).
+    pub fn also_by(&mut self, key_of: KeyOf<K>) -> Arc<Index> {
+        let index = Arc::new(Index::default());
+        self.indexes.push((index.clone(), key_of));
+        index
     }
 
     /// Forgets the status writes in `recent` that the watch shows.
@@ -136,30 +142,39 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Cache<K> for Indexed<K> {
 
     fn apply(&mut self, event: &watcher::Event<K>) -> Vec<Arc<K>> {
         let store = self.writer.as_reader();
-        let key_of = self.key_of;
         let before = match event {
             watcher::Event::Apply(obj) | watcher::Event::Delete(obj) => {
                 let old = store.get(&ObjectRef::from_obj(obj));
-                let mut groups = self.index.0.write().unwrap_or_else(|e| e.into_inner());
-                remove(&mut groups, old.as_deref().unwrap_or(obj), key_of);
-                if matches!(event, watcher::Event::Apply(_)) {
-                    add(&mut groups, obj, key_of);
+                for (index, key_of) in &self.indexes {
+                    let mut groups = index.0.write().unwrap_or_else(|e| e.into_inner());
+                    remove(&mut groups, old.as_deref().unwrap_or(obj), *key_of);
+                    if matches!(event, watcher::Event::Apply(_)) {
+                        add(&mut groups, obj, *key_of);
+                    }
                 }
                 None
             }
             watcher::Event::Init => {
-                self.relist = Some((store.state(), Groups::default()));
+                let fresh = self.indexes.iter().map(|_| Groups::default()).collect();
+                self.relist = Some((store.state(), fresh));
                 None
             }
             watcher::Event::InitApply(obj) => {
-                if let Some((_, groups)) = &mut self.relist {
-                    add(groups, obj, key_of);
+                if let Some((_, fresh)) = &mut self.relist {
+                    for ((_, key_of), groups) in self.indexes.iter().zip(fresh) {
+                        add(groups, obj, *key_of);
+                    }
                 }
                 None
             }
             watcher::Event::InitDone => {
-                let (before, groups) = self.relist.take().unwrap_or_default();
-                *self.index.0.write().unwrap_or_else(|e| e.into_inner()) = groups;
+                let (before, fresh) = self.relist.take().unwrap_or_default();
+                let fresh = fresh
+                    .into_iter()
+                    .chain(std::iter::repeat_with(Groups::default));
+                for ((index, _), groups) in self.indexes.iter().zip(fresh) {
+                    *index.0.write().unwrap_or_else(|e| e.into_inner()) = groups;
+                }
                 Some(before)
             }
         };
@@ -189,12 +204,14 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Cache<K> for Indexed<K> {
     }
 }
 
-/// The ServiceKeys, by name, by uid (whose revocation marker rose) and — those listing
-/// ServiceAccounts — by namespace.
+/// The ServiceKeys, by name, by uid (whose revocation marker rose), by the Secret of their
+/// session token, and — those listing ServiceAccounts — by namespace.
 #[derive(Clone)]
 pub struct ServiceKeys {
     pub store: Store<ServiceKey>,
     with_accounts: Arc<Index>,
+    /// By `spec.sessionToken.secretName`.
+    pub by_session_secret: Arc<Index>,
     by_uid: Arc<RwLock<HashMap<Box<str>, ObjectRef<ServiceKey>>>>,
 }
 
@@ -247,14 +264,19 @@ const LISTS_ACCOUNTS: &str = "";
 impl ServiceKeys {
     /// An empty cache and the writer its watch feeds.
     pub fn new() -> (Self, KeyFeed) {
-        let (store, with_accounts, indexed) = Indexed::new(|key: &ServiceKey| {
-            (!key.spec.service_accounts.is_empty()).then_some(LISTS_ACCOUNTS)
+        let (store, with_accounts, mut indexed) = Indexed::new(|key: &ServiceKey| {
+            (!key.spec.service_accounts.is_empty()).then_some(LISTS_ACCOUNTS.into())
+        });
+        let by_session_secret = indexed.also_by(|key: &ServiceKey| {
+            let session = key.spec.session_token.as_ref()?;
+            Some(session.secret_name.as_str().into())
         });
         let by_uid = Arc::new(RwLock::new(HashMap::new()));
         (
             ServiceKeys {
                 store: store.clone(),
                 with_accounts,
+                by_session_secret,
                 by_uid: by_uid.clone(),
             },
             KeyFeed {
@@ -286,17 +308,25 @@ impl ServiceKeys {
     }
 }
 
+/// The objects of `namespace` whose key in `index` is `key`.
+pub fn refs<K: Resource<DynamicType = ()>>(
+    index: &Index,
+    namespace: &str,
+    key: &str,
+) -> Vec<ObjectRef<K>> {
+    index
+        .names(namespace, key)
+        .iter()
+        .map(|name| ObjectRef::new(name).within(namespace))
+        .collect()
+}
+
 /// The objects of a store whose key (by [`Indexed`]) is the name of ServiceKey `key`.
 pub fn referrers<K: Resource<DynamicType = ()> + Clone + 'static>(
     index: &Index,
     key: &ServiceKey,
 ) -> Vec<ObjectRef<K>> {
-    let namespace = key.namespace().unwrap_or_default();
-    index
-        .names(&namespace, &key.name_any())
-        .iter()
-        .map(|name| ObjectRef::new(name).within(&namespace))
-        .collect()
+    refs(index, &key.namespace().unwrap_or_default(), &key.name_any())
 }
 
 /// The Secret cache fed from a metadata watch.
@@ -336,7 +366,7 @@ impl<K: Clone + Send + 'static> Fanout<K> {
         })
     }
 
-    async fn send(&self, obj: &K) {
+    pub(super) async fn send(&self, obj: &K) {
         let subscribers: Vec<mpsc::Sender<K>> =
             self.subscribers.lock().expect("fanout lock").clone();
         for tx in subscribers {
@@ -408,7 +438,8 @@ mod tests {
     #[test]
     fn the_index_follows_changes_deletions_and_relists() {
         let (store, index, mut cache) =
-            Indexed::new(|g: &DatasourceGrant| Some(g.spec.service_key_ref.name.as_str()));
+            Indexed::new(|g: &DatasourceGrant| Some(g.spec.service_key_ref.name.as_str().into()));
+        let by_secret = cache.also_by(|g: &DatasourceGrant| Some(g.token_secret_name().into()));
         let apply = |cache: &mut Indexed<DatasourceGrant>, e| cache.apply(&e);
         apply(&mut cache, watcher::Event::Init);
         apply(&mut cache, watcher::Event::InitApply(grant("a", "1", "k1")));
@@ -432,6 +463,9 @@ mod tests {
         assert_eq!(names(referrers(&index, &key("k1"))), ["b", "c"]);
         assert!(referrers::<DatasourceGrant>(&index, &key("k2")).is_empty());
         assert_eq!(store.len(), 2);
+        // The second index, by token Secret, followed the same events.
+        assert_eq!(names(refs(&by_secret, "team-a", "c-token")), ["c"]);
+        assert!(refs::<DatasourceGrant>(&by_secret, "team-a", "a-token").is_empty());
     }
 
     #[test]

@@ -16,6 +16,9 @@
 //!   another ServiceKey of the namespace changed (ServiceAccount conflicts);
 //! - the keyring changed (rotation): everything is reconciled and tokens signed by a retired
 //!   key are re-minted;
+//! - a workload started or stopped reading a token Secret, or reads it another way (the
+//!   consumer watch, [`crate::consumers`]): the owner of that Secret, found by the name of its
+//!   token Secret (grants, guest tokens) or session token Secret (ServiceKeys);
 //! - the requeue at the exact renew time of the token.
 //!
 //! A deleted DatasourceGrant or GuestTokenRequest has its token revoked as the watch reports
@@ -25,17 +28,19 @@
 //! verified and written, the restart worker. The next run starts from nothing.
 
 use super::cached_secret::{CachedSecret, SecretCache};
-use super::caches::{Fanout, Index, Indexed, SecretFeed, ServiceKeys, feed, referrers};
+use super::caches::{Fanout, Index, Indexed, SecretFeed, ServiceKeys, feed, referrers, refs};
 use super::deletions::Deletions;
 use super::events::Events;
 use super::metrics::Metrics;
 use super::recent::Recent;
-use super::restart::{self, Restarter};
+use super::restart::Restarter;
 use super::verified::Verified;
 use super::{
     Clock, Context, Error, SharedKeyring, error_policy, reconcile_datasource_grant,
     reconcile_guest_token, reconcile_service_key,
 };
+use crate::consumers::index::{Changed, ConsumerIndex};
+use crate::consumers::{self, Kind};
 use crate::crd::{DatasourceGrant, GuestTokenRequest, ServiceKey};
 use crate::fence::Fence;
 use crate::labels::MANAGED_SELECTOR;
@@ -54,7 +59,7 @@ use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 pub use super::readiness::Readiness;
@@ -77,6 +82,11 @@ pub struct Shared {
     pub clock: Clock,
     pub revoker: Revoker,
     pub fence: Fence,
+    /// Whether workloads are watched for the consumers of each token (`--consumers`).
+    pub consumers: bool,
+    /// How long a consumer restart waits for further rotations to join it
+    /// ([`restart::COALESCE_WINDOW`]).
+    pub restart_window: Duration,
 }
 
 /// A stream yielding once at once, then once per change of `rx`.
@@ -111,14 +121,25 @@ fn markers_raised(
     .boxed()
 }
 
+/// The objects a trigger names (a consumer change), as a controller takes them.
+fn named<K: Resource<DynamicType = ()> + Clone + Send + 'static>(
+    triggers: &Fanout<ObjectRef<K>>,
+) -> impl Stream<Item = ObjectRef<K>> + Send + 'static {
+    triggers
+        .subscribe()
+        .filter_map(|r| futures::future::ready(r.ok()))
+}
+
 /// Runs the controller of a kind holding a token of a ServiceKey (grants, guest tokens) until
 /// shutdown: triggered by its objects, the Secrets they own, the ServiceKeys they name (found
-/// through `by_key`, as they change and as `raised` yields them), and every keyring change
-/// (`signals`: the keyring's change counter and the shutdown flag).
+/// through `by_key`, as they change and as `raised` yields them), the readers of their token
+/// Secrets (`consumers`), and every keyring change (`signals`: the keyring's change counter and
+/// the shutdown flag).
 #[allow(clippy::too_many_arguments)]
 async fn run_token_controller<K, R, Fut>(
     kind: &'static str,
     (objects, store, by_key): (&Fanout<K>, Store<K>, Arc<Index>),
+    consumers: &Fanout<ObjectRef<K>>,
     secrets: &Fanout<PartialObjectMeta<Secret>>,
     (keys, raised): (
         &Fanout<ServiceKey>,
@@ -139,6 +160,7 @@ async fn run_token_controller<K, R, Fut>(
         .owns_stream(secrets.subscribe())
         .watches_stream(keys.subscribe(), move |key| referrers(&by_key, &key))
         .watches_stream(raised, move |key| referrers(&raised_by_key, &key))
+        .reconcile_on(named(consumers))
         .reconcile_all_on(now_and_on_change(keyring_changed))
         .graceful_shutdown_on(signalled(shutdown))
         .run(
@@ -180,7 +202,7 @@ pub async fn run(
         shared.client.clone(),
         shared.events.clone(),
         shared.metrics.clone(),
-        restart::COALESCE_WINDOW,
+        shared.restart_window,
         shared.fence.clone(),
         shutdown.clone(),
     );
@@ -221,24 +243,42 @@ async fn run_scope(
     let client = &shared.client;
     let restarts_counter = shared.metrics.watch_restarts();
     let probe = |resource| readiness.health.probe(resource, &restarts_counter);
-    let probes = [
+    let mut probes = vec![
         probe("servicekeys"),
         probe("datasourcegrants"),
         probe("guesttokenrequests"),
         probe("secrets"),
     ];
+    // The workload watches, when consumers are watched: synced before any reconcile, so that
+    // the first status already names them (and a restart rewrites nothing).
+    let workload_probes = shared
+        .consumers
+        .then(|| Kind::ALL.map(|k| probe(k.plural())));
+    probes.extend(workload_probes.iter().flatten().cloned());
     let verified = Arc::new(Verified::default());
     let recent = Arc::new(Recent::default());
     let secrets = Arc::new(SecretCache::new(shared.metrics.clone()));
     let (keys, key_writer) = ServiceKeys::new();
-    let (grant_store, grants_by_key, grant_writer) =
-        Indexed::new(|g: &DatasourceGrant| Some(g.spec.service_key_ref.name.as_str()));
-    let (guest_store, guests_by_key, guest_writer) =
-        Indexed::new(|g: &GuestTokenRequest| Some(g.spec.service_key_ref.name.as_str()));
+    let (grant_store, grants_by_key, mut grant_writer) =
+        Indexed::new(|g: &DatasourceGrant| Some(g.spec.service_key_ref.name.as_str().into()));
+    let grants_by_secret =
+        grant_writer.also_by(|g: &DatasourceGrant| Some(g.token_secret_name().into()));
+    let (guest_store, guests_by_key, mut guest_writer) =
+        Indexed::new(|g: &GuestTokenRequest| Some(g.spec.service_key_ref.name.as_str().into()));
+    let guests_by_secret =
+        guest_writer.also_by(|g: &GuestTokenRequest| Some(g.token_secret_name().into()));
     let key_fanout = Fanout::new();
     let grant_fanout = Fanout::new();
     let guest_fanout = Fanout::new();
     let secret_fanout = Fanout::new();
+    let owners = Owners {
+        keys: (keys.by_session_secret.clone(), Fanout::new()),
+        grants: (grants_by_secret, Fanout::new()),
+        guests: (guests_by_secret, Fanout::new()),
+    };
+    let consumer_index = workload_probes
+        .as_ref()
+        .map(|_| Arc::new(ConsumerIndex::default()));
 
     let deletions = Deletions {
         secrets: secrets.clone(),
@@ -300,8 +340,22 @@ async fn run_scope(
                 },
             )
         };
+        let workloads = {
+            let watched = workload_probes.clone().zip(consumer_index.clone());
+            let owners = owners.clone();
+            async move {
+                let Some((probes, index)) = watched else {
+                    return std::future::pending().await;
+                };
+                consumers::watch::feed(client, ns, probes, index, move |changed| {
+                    let owners = owners.clone();
+                    async move { owners.reconcile(changed).await }
+                })
+                .await
+            }
+        };
         async {
-            futures::future::join4(keys, grants, guests, secrets).await;
+            futures::future::join5(keys, grants, guests, secrets, workloads).await;
         }
     };
 
@@ -315,26 +369,29 @@ async fn run_scope(
             datasource_grants = grant_store.len(),
             guest_token_requests = guest_store.len(),
             secrets = secrets.len(),
+            workloads_reading_secrets = consumer_index.as_ref().map(|i| i.workloads()),
             "watch caches synced; starting the controllers"
         );
-        let ctx = Arc::new(
-            Context::new(
-                shared.client.clone(),
-                shared.keyring.clone(),
-                shared.issuer.clone(),
-                shared.clock.clone(),
-                shared.events.clone(),
-                shared.metrics.clone(),
-                keys.clone(),
-                secrets.clone(),
-            )
-            .with_verified(verified.clone())
-            .with_recent(recent.clone())
-            .with_stores(grant_store.clone(), guest_store.clone())
-            .with_restarter(restarts)
-            .with_revoker(shared.revoker.clone())
-            .with_fence(shared.fence.clone()),
-        );
+        let ctx = Context::new(
+            shared.client.clone(),
+            shared.keyring.clone(),
+            shared.issuer.clone(),
+            shared.clock.clone(),
+            shared.events.clone(),
+            shared.metrics.clone(),
+            keys.clone(),
+            secrets.clone(),
+        )
+        .with_verified(verified.clone())
+        .with_recent(recent.clone())
+        .with_stores(grant_store.clone(), guest_store.clone())
+        .with_restarter(restarts)
+        .with_revoker(shared.revoker.clone())
+        .with_fence(shared.fence.clone());
+        let ctx = Arc::new(match consumer_index.clone() {
+            Some(index) => ctx.with_consumers(index),
+            None => ctx,
+        });
         let config = controller::Config::default().concurrency(CONCURRENCY);
         let raised = markers_raised(shared.revoker.denylist(), keys.clone());
         let keys = Controller::for_stream(key_fanout.subscribe(), keys.store.clone())
@@ -351,6 +408,7 @@ async fn run_scope(
                         .collect::<Vec<_>>()
                 }
             })
+            .reconcile_on(named(&owners.keys.1))
             .reconcile_all_on(now_and_on_change(shared.keyring_changed.clone()))
             .graceful_shutdown_on(signalled(shutdown.clone()))
             .run(
@@ -363,6 +421,7 @@ async fn run_scope(
         let grants = run_token_controller(
             "DatasourceGrant",
             (&grant_fanout, grant_store.clone(), grants_by_key),
+            &owners.grants.1,
             &secret_fanout,
             (&key_fanout, futures::stream::empty().boxed()),
             reconcile_datasource_grant,
@@ -373,6 +432,7 @@ async fn run_scope(
         let guests = run_token_controller(
             "GuestTokenRequest",
             (&guest_fanout, guest_store.clone(), guests_by_key),
+            &owners.guests.1,
             &secret_fanout,
             (&key_fanout, raised),
             reconcile_guest_token,
@@ -385,6 +445,37 @@ async fn run_scope(
     tokio::select! {
         _ = start => {}
         _ = caches => tracing::error!("a watch cache ended"),
+    }
+}
+
+/// The owners of each token Secret, found by its name (an index beside each store), and the
+/// triggers of their reconciles: when the readers of a Secret change, its owners are judged at
+/// once.
+#[derive(Clone)]
+struct Owners {
+    /// By session token Secret.
+    keys: Trigger<ServiceKey>,
+    grants: Trigger<DatasourceGrant>,
+    guests: Trigger<GuestTokenRequest>,
+}
+
+/// An index by token Secret, and the trigger of the controller of its kind.
+type Trigger<K> = (Arc<Index>, Arc<Fanout<ObjectRef<K>>>);
+
+impl Owners {
+    async fn reconcile(&self, (namespace, secret): Changed) {
+        async fn trigger<K: Resource<DynamicType = ()> + Clone + Send + 'static>(
+            (by_secret, controller): &Trigger<K>,
+            namespace: &str,
+            secret: &str,
+        ) {
+            for owner in refs::<K>(by_secret, namespace, secret) {
+                controller.send(&owner).await;
+            }
+        }
+        trigger(&self.keys, &namespace, &secret).await;
+        trigger(&self.grants, &namespace, &secret).await;
+        trigger(&self.guests, &namespace, &secret).await;
     }
 }
 

@@ -1,5 +1,6 @@
 //! DatasourceGrant: a data source read token for the principal of a ServiceKey.
 
+use super::delivery::Plan;
 use super::owned_secret::Owner;
 use super::token_secret;
 use super::{Context, Error};
@@ -28,13 +29,13 @@ pub async fn reconcile_datasource_grant(
         key.as_deref().map(desired::KeyRef::of),
         &ctx.issuer,
     );
-    token_secret::keep_token(
+    let secret_name = grant.token_secret_name();
+    let plan = Plan::new(
         &ctx,
-        &*grant,
-        &owner,
-        &grant.token_secret_name(),
+        &owner.namespace,
+        &secret_name,
+        (grant.spec.restart_consumers, "spec.restartConsumers"),
         &grant.spec.rollout_restart,
-        desired,
-    )
-    .await
+    );
+    token_secret::keep_token(&ctx, &*grant, &owner, &secret_name, &plan, desired).await
 }

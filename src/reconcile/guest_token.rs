@@ -1,5 +1,6 @@
 //! GuestTokenRequest: an embed guest token issued with a ServiceKey.
 
+use super::delivery::Plan;
 use super::owned_secret::Owner;
 use super::token_secret;
 use super::{Context, Error};
@@ -28,13 +29,13 @@ pub async fn reconcile_guest_token(
         key.as_deref().map(desired::KeyRef::of),
         &ctx.issuer,
     );
-    token_secret::keep_token(
+    let secret_name = request.token_secret_name();
+    let plan = Plan::new(
         &ctx,
-        &*request,
-        &owner,
-        &request.token_secret_name(),
+        &owner.namespace,
+        &secret_name,
+        (request.spec.restart_consumers, "spec.restartConsumers"),
         &request.spec.rollout_restart,
-        desired,
-    )
-    .await
+    );
+    token_secret::keep_token(&ctx, &*request, &owner, &secret_name, &plan, desired).await
 }

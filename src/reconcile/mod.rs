@@ -8,6 +8,8 @@
 //! - [`verified`]: what the operator knows of each Secret it wrote or read, so that the watch
 //!   cache can hold Secrets as metadata only.
 //! - [`status`]: status conditions without churn, applied only when they change.
+//! - [`delivery`]: who reads each token ([`crate::consumers`]), who is restarted after a
+//!   rotation ([`restart`]), and what the status says of it.
 //! - [`service_key`], [`datasource_grant`], [`guest_token`]: one reconcile function per kind.
 //! - [`keyring`]: the keyring Secret (create once, load, rotate on request).
 //! - [`controllers`]: wiring of the kube-runtime Controllers, their caches and triggers.
@@ -23,6 +25,7 @@ pub mod compact;
 pub mod controllers;
 pub mod datasource_grant;
 mod deletions;
+pub mod delivery;
 pub mod events;
 pub mod guest_token;
 pub mod keyring;
@@ -165,8 +168,11 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// When each token (by owner uid and role) was last minted ([`MIN_MINT_INTERVAL`]).
     last_mint: Mutex<LastMints>,
-    /// Consumer restarts after rotations (`rolloutRestart`); disabled unless wired.
+    /// Consumer restarts after rotations; disabled unless wired.
     pub restarts: restart::Restarter,
+    /// Who reads each Secret, from the workload watch; `None` when workloads are not watched
+    /// (`--consumers=false`, or tests that do not wire it).
+    pub consumers: Option<Arc<crate::consumers::index::ConsumerIndex>>,
     /// Where revoked tokens are recorded; disabled unless wired.
     pub revoker: Revoker,
     /// Whether this replica may still write (the leader Lease is fresh); always in tests.
@@ -202,6 +208,7 @@ impl Context {
             failures: Mutex::default(),
             last_mint: Mutex::default(),
             restarts: restart::Restarter::disabled(),
+            consumers: None,
             revoker: Revoker::disabled(),
             fence: crate::fence::Fence::always(),
         }
@@ -210,6 +217,12 @@ impl Context {
     /// Routes consumer restarts to `restarts` (the running worker).
     pub fn with_restarter(mut self, restarts: restart::Restarter) -> Self {
         self.restarts = restarts;
+        self
+    }
+
+    /// Reads the consumers of each token from `index` (the workload watch's).
+    pub fn with_consumers(mut self, index: Arc<crate::consumers::index::ConsumerIndex>) -> Self {
+        self.consumers = Some(index);
         self
     }
 

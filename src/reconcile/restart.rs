@@ -1,6 +1,8 @@
-//! Consumer restarts (`rolloutRestart`): after a rotation, the pods of the listed workloads are
-//! restarted once, for consumers that read the token from an environment variable or a
-//! `subPath` mount, which the kubelet never refreshes.
+//! Consumer restarts (`restartConsumers`, `rolloutRestart`): after a rotation, the pods of the
+//! workloads that read the token from an environment variable or a `subPath` mount, which the
+//! kubelet never refreshes (found by [`super::delivery`]), and of the listed ones, are
+//! restarted once. A kind without a rollout (CronJob, Job, a bare ReplicaSet) is not: a Warning
+//! Event says it cannot be.
 //!
 //! Crash-safe and coalesced:
 //! - whether the consumers of a token still need a restart is recorded on its Secret: the
@@ -14,7 +16,8 @@
 
 use super::events::Events;
 use super::metrics::Metrics;
-use crate::crd::{WorkloadKind, WorkloadRef};
+use crate::consumers::Workload;
+use crate::crd::WorkloadKind;
 use crate::fence::Fence;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -40,6 +43,17 @@ pub const COALESCE_WINDOW: Duration = Duration::from_secs(30);
 /// After a failed restart (other than "not found" or "forbidden"), the retry waits this long.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 
+/// What a token Secret records of its consumers' restarts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restarts {
+    /// Whether it records them at all ([`RESTARTED_FOR_ANNOTATION`]): when consumers are known
+    /// or listed.
+    pub tracked: bool,
+    /// Whether a rotation leaves consumers that hold the old token until restarted (else a new
+    /// token is recorded as theirs as it is written).
+    pub after_rotation: bool,
+}
+
 /// Whether the consumers of the token `token_id` in a Secret whose
 /// [`RESTARTED_FOR_ANNOTATION`] is `marked` still wait for their restart.
 pub fn pending(marked: Option<&str>, token_id: &str) -> bool {
@@ -52,7 +66,7 @@ pub struct Request {
     pub namespace: String,
     pub secret: String,
     pub token_id: String,
-    pub workloads: Vec<WorkloadRef>,
+    pub workloads: Vec<Workload>,
     /// The resource the restart is reported on (Events).
     pub regarding: ObjectReference,
 }
@@ -106,7 +120,7 @@ impl Restarter {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct WorkloadKey {
     namespace: String,
-    workload: WorkloadRef,
+    workload: Workload,
 }
 
 /// A restart waiting for its window to close.
@@ -192,26 +206,41 @@ impl Worker {
             let Some(pending) = self.pending.remove(&key) else {
                 continue;
             };
-            match self.restart(&key).await {
-                Ok(()) => {
-                    self.note(&pending, &key, "RolloutRestarted", "Restarted", false)
-                        .await
-                }
-                // Neither is fixed by retrying: reported once, and the Secret marked as served
-                // (the next rotation tries again).
-                Err(kube::Error::Api(status)) if status.is_not_found() || status.is_forbidden() => {
-                    let (reason, verb) = if status.is_forbidden() {
-                        (
-                            "RolloutRestartForbidden",
-                            "Not allowed (RBAC: the chart's rbac.allowWorkloadRestarts) to restart",
-                        )
-                    } else {
-                        ("RolloutRestartFailed", "Did not find")
-                    };
-                    self.note(&pending, &key, reason, verb, true).await
-                }
-                Err(e) => {
-                    tracing::warn!(namespace = %key.namespace, workload = ?key.workload, error = %e, "restart failed; retrying");
+            let workload = &key.workload;
+            let restarted = match workload.kind.restartable() {
+                Some(kind) => self.restart(&key, kind).await,
+                None => Err(Unrestartable),
+            };
+            let (reason, note, warning) = match restarted {
+                Ok(()) => (
+                    "RolloutRestarted",
+                    format!("Restarted {workload} for the rotated token"),
+                    false,
+                ),
+                // None of these is fixed by retrying: reported once, and the Secret marked as
+                // served (the next rotation tries again).
+                Err(Unrestartable) => (
+                    "RolloutRestartUnsupported",
+                    format!(
+                        "Cannot restart {workload} for the rotated token: {}",
+                        workload.kind.why_not_restartable()
+                    ),
+                    true,
+                ),
+                Err(Failed(kube::Error::Api(status))) if status.is_forbidden() => (
+                    "RolloutRestartForbidden",
+                    format!(
+                        "Not allowed (RBAC: the chart's rbac.allowWorkloadRestarts) to restart {workload} for the rotated token"
+                    ),
+                    true,
+                ),
+                Err(Failed(kube::Error::Api(status))) if status.is_not_found() => (
+                    "RolloutRestartFailed",
+                    format!("Did not find {workload} for the rotated token"),
+                    true,
+                ),
+                Err(Failed(e)) => {
+                    tracing::warn!(namespace = %key.namespace, %workload, error = %e, "restart failed; retrying");
                     self.pending.insert(
                         key,
                         Pending {
@@ -221,7 +250,8 @@ impl Worker {
                     );
                     continue;
                 }
-            }
+            };
+            self.note(&pending, reason, note, warning).await;
             served.extend(
                 pending
                     .tokens
@@ -241,13 +271,13 @@ impl Worker {
         }
     }
 
-    async fn restart(&self, key: &WorkloadKey) -> Result<(), kube::Error> {
+    async fn restart(&self, key: &WorkloadKey, kind: WorkloadKind) -> Result<(), Unrestarted> {
         let patch = Patch::Merge(json!({"spec": {"template": {"metadata": {"annotations": {
             RESTARTED_AT_ANNOTATION: Timestamp::now().to_string()
         }}}}}));
         let params = restart_params();
         let (client, ns, name) = (self.client.clone(), &key.namespace, &key.workload.name);
-        match key.workload.kind {
+        match kind {
             WorkloadKind::Deployment => {
                 Api::<Deployment>::namespaced(client, ns)
                     .patch(name, &params, &patch)
@@ -264,8 +294,7 @@ impl Worker {
                     .await?;
             }
         }
-        self.metrics
-            .write("patch", kind_resource(key.workload.kind));
+        self.metrics.write("patch", kind_resource(kind));
         tracing::info!(namespace = %ns, workload = ?key.workload, "restarted workload after token rotation");
         Ok(())
     }
@@ -287,18 +316,7 @@ impl Worker {
         }
     }
 
-    async fn note(
-        &self,
-        pending: &Pending,
-        key: &WorkloadKey,
-        reason: &str,
-        verb: &str,
-        warning: bool,
-    ) {
-        let note = format!(
-            "{verb} {:?} {} for the rotated token",
-            key.workload.kind, key.workload.name
-        );
+    async fn note(&self, pending: &Pending, reason: &str, note: String, warning: bool) {
         for regarding in &pending.regarding {
             if warning {
                 self.events.warning(regarding, reason, note.clone()).await;
@@ -306,6 +324,20 @@ impl Worker {
                 self.events.normal(regarding, reason, note.clone()).await;
             }
         }
+    }
+}
+
+/// Why a workload was not restarted.
+enum Unrestarted {
+    /// A kind without a rollout.
+    Unrestartable,
+    Failed(kube::Error),
+}
+use Unrestarted::{Failed, Unrestartable};
+
+impl From<kube::Error> for Unrestarted {
+    fn from(e: kube::Error) -> Self {
+        Failed(e)
     }
 }
 

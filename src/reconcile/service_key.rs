@@ -1,5 +1,6 @@
 //! ServiceKey: the key, generated once into its Secret, and the optional session token.
 
+use super::delivery::Plan;
 use super::owned_secret::{
     self, Owner, RENEW_ANNOTATION, cached_version, data_str, delete_owned, fetch_secret,
     managed_labels,
@@ -41,13 +42,21 @@ pub async fn reconcile_service_key(
     }
     let owner = Owner::of(&*key)?;
     let key_secret = key.key_secret_name();
+    // Who reads the session token, and who is restarted after its rotations.
+    let session_plan = key.spec.session_token.as_ref().map(|session| {
+        let restart = (
+            session.restart_consumers,
+            "spec.sessionToken.restartConsumers",
+        );
+        Plan::new(&ctx, &owner.namespace, &session.secret_name, restart, &[])
+    });
     let (outcome, fingerprint) = match ensure_key(&ctx, &key, &owner, &key_secret).await? {
         Err(failure) => (Outcome::Failed(failure), None),
         Ok(fingerprint) => {
             // After a `secretName` rename the old key Secret would hold a key nobody uses.
             delete_owned(&ctx, &owner, ROLE_KEY, Some(&key_secret), None).await?;
-            let Some(outcome) =
-                session_outcome(&ctx, &key, &owner, &key_secret, &fingerprint).await?
+            let session = (fingerprint.as_str(), session_plan.as_ref());
+            let Some(outcome) = session_outcome(&ctx, &key, &owner, &key_secret, session).await?
             else {
                 return Ok(Action::requeue(super::MIN_MINT_INTERVAL));
             };
@@ -61,12 +70,17 @@ pub async fn reconcile_service_key(
             (outcome, Some(fingerprint))
         }
     };
+    let delivery = match (&outcome, &session_plan) {
+        (Outcome::Ready { token: Some(_), .. }, Some(plan)) => plan.delivery(),
+        _ => None,
+    };
     status::conclude(
         &ctx,
         &*key,
         &owner,
         &key_secret,
         (outcome, fingerprint.as_deref()),
+        delivery.as_ref(),
     )
     .await
 }
@@ -106,14 +120,14 @@ fn service_account_conflict(ctx: &Context, key: &ServiceKey) -> Option<Failure> 
     })
 }
 
-/// With the key in place: the session token, when the ServiceKey asks for one. `None`: minted
-/// less than a second ago, retry shortly.
+/// With the key in place (its fingerprint): the session token, when the ServiceKey asks for
+/// one (`plan`: its consumers). `None`: minted less than a second ago, retry shortly.
 async fn session_outcome(
     ctx: &Context,
     key: &ServiceKey,
     owner: &Owner,
     key_secret: &str,
-    fingerprint: &str,
+    (fingerprint, plan): (&str, Option<&Plan>),
 ) -> Result<Option<Outcome>, Error> {
     let Some(session) = &key.spec.session_token else {
         delete_owned(ctx, owner, ROLE_SESSION, None, None).await?;
@@ -137,7 +151,7 @@ async fn session_outcome(
                 secret_name: &session.secret_name,
                 role: ROLE_SESSION,
                 desired,
-                restart_consumers: false,
+                restarts: plan.map(Plan::restarts).unwrap_or_default(),
                 revoke: None,
                 renew: key.annotations().get(RENEW_ANNOTATION).map(String::as_str),
             };
@@ -148,6 +162,9 @@ async fn session_outcome(
     Ok(match result {
         Ok(Stored::Deferred(_)) => None,
         Ok(stored) => {
+            if let Some(plan) = plan {
+                plan.restart_if_pending(ctx, owner, &stored);
+            }
             delete_owned(ctx, owner, ROLE_SESSION, Some(&session.secret_name), None).await?;
             Some(Outcome::Ready {
                 reason: TOKEN_READY,

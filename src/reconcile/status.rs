@@ -5,6 +5,7 @@
 //! `expiresAt`/`renewAt`/`tokenId` derive from the token in the Secret, so they change only
 //! when a token is minted.
 
+use super::delivery::{CONSUMER_MISSES_ROTATION, Delivery};
 use super::owned_secret::Owner;
 use super::{CONFLICT_RECHECK, Context, Error, Failure, IDLE_RESYNC, MIN_REQUEUE, Reason, rfc3339};
 use crate::crd::{DatasourceGrant, GuestTokenRequest, ServiceKey, TokenStatus};
@@ -92,19 +93,7 @@ pub fn desired(
         } => ("True", *reason, message.clone(), token.as_ref()),
         Outcome::Failed(f) => ("False", f.reason.as_str(), f.message.clone(), None),
     };
-    let previous = current.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
-    let last_transition_time = match previous {
-        Some(p) if p.status == status => p.last_transition_time.clone(),
-        _ => Time(Timestamp::from_second(now.as_second()).unwrap_or(now)),
-    };
-    let condition = Condition {
-        type_: READY.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message,
-        observed_generation: generation,
-        last_transition_time,
-    };
+    let condition = self::condition(current, (READY, status, reason), message, generation, now);
     // Keep conditions of other types someone else may maintain.
     let mut conditions: Vec<Condition> = current
         .map(|s| {
@@ -126,17 +115,52 @@ pub fn desired(
         renew_at: token.and_then(|t| t.schedule.renew_at).map(rfc3339),
         token_id: token.map(|t| t.jti.clone()),
         key_fingerprint: key_fingerprint.map(str::to_owned),
+        ..TokenStatus::default()
     }
 }
 
-/// Applies the status of `obj` when it differs from the current one. Returns whether it wrote
-/// (and so whether the outcome is news, e.g. worth an Event).
+/// A condition of `type_` with `status` and `reason`, keeping the transition time of the one
+/// in `current` when its status is the same.
+pub(super) fn condition(
+    current: Option<&TokenStatus>,
+    (type_, status, reason): (&str, &str, &str),
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let previous = current.and_then(|s| s.conditions.iter().find(|c| c.type_ == type_));
+    let last_transition_time = match previous {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => Time(Timestamp::from_second(now.as_second()).unwrap_or(now)),
+    };
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Whether it wrote (and so whether the outcome is news, e.g. worth an Event).
+    pub written: bool,
+    /// Written with a new Delivered=False condition: its message ([`Delivery::news`]).
+    pub undelivered: Option<String>,
+}
+
+/// Applies the status of `obj` (with what `delivery` says of its consumers) when it differs
+/// from the current one.
 pub async fn apply<K: HasTokenStatus>(
     ctx: &Context,
     obj: &K,
     secret_name: &str,
     outcome: (&Outcome, Option<&str>),
-) -> Result<bool, Error> {
+    delivery: Option<&Delivery>,
+) -> Result<Applied, Error> {
     let key = super::recent::key(
         &K::kind(&()),
         &obj.namespace().unwrap_or_default(),
@@ -160,16 +184,13 @@ pub async fn apply<K: HasTokenStatus>(
         (None, _) => None,
     };
     let current = ours.as_ref().or(cached.token_status());
-    let wanted = desired(
-        current,
-        obj.meta().generation,
-        secret_name,
-        outcome,
-        ctx.clock.now(),
-    );
+    let (generation, now) = (obj.meta().generation, ctx.clock.now());
+    let mut wanted = desired(current, generation, secret_name, outcome, now);
+    Delivery::set(delivery, &mut wanted, current, generation, now);
     if current == Some(&wanted) {
-        return Ok(false);
+        return Ok(Applied::default());
     }
+    let undelivered = Delivery::news(current, &wanted);
     let namespace = obj.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     ctx.may_write()?;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -186,22 +207,36 @@ pub async fn apply<K: HasTokenStatus>(
         .write("apply", &format!("{}/status", K::plural(&())));
     ctx.recent
         .remember(key, written.resource_version().as_deref(), wanted);
-    Ok(true)
+    Ok(Applied {
+        written: true,
+        undelivered,
+    })
 }
 
 /// Ends a reconcile: applies the status (when changed), records metrics, publishes a Warning
-/// Event for a new failure, and picks the next run: the exact renew time of the token, a wait
-/// for a change of a permanently failing object, or an idle resync. `key_fingerprint`: a
-/// ServiceKey's key in place, published in its status for the tokens bound to it.
+/// Event for a new failure or a new set of consumers missing rotations, and picks the next
+/// run: the exact renew time of the token, a wait for a change of a permanently failing
+/// object, or an idle resync. `key_fingerprint`: a ServiceKey's key in place, published in its
+/// status for the tokens bound to it.
 pub async fn conclude<K: HasTokenStatus>(
     ctx: &Context,
     obj: &K,
     owner: &Owner,
     secret_name: &str,
     (outcome, key_fingerprint): (Outcome, Option<&str>),
+    delivery: Option<&Delivery>,
 ) -> Result<Action, Error> {
-    let written = apply(ctx, obj, secret_name, (&outcome, key_fingerprint)).await?;
+    let Applied {
+        written,
+        undelivered,
+    } = apply(ctx, obj, secret_name, (&outcome, key_fingerprint), delivery).await?;
     ctx.succeeded(obj);
+    if let Some(message) = undelivered {
+        tracing::warn!(kind = %owner.kind, namespace = %owner.namespace, name = %owner.name, %message, "consumers miss rotations");
+        ctx.events
+            .warning(&owner.object_ref, CONSUMER_MISSES_ROTATION, message)
+            .await;
+    }
     match outcome {
         Outcome::Failed(failure) => {
             ctx.metrics

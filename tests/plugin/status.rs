@@ -434,21 +434,26 @@ async fn consumers_a_newer_operator_reports_are_shown() {
         .fake
         .get("tokenmint.dev", "datasourcegrants", TEAM, "dashboards")
         .unwrap();
-    grant["status"]["consumerCount"] = json!(2);
+    grant["status"]["consumerCount"] = json!(4);
+    grant["status"]["consumersMissingRotation"] = json!(1);
+    // As the operator writes them: those keeping a stale token first; `modes` when several,
+    // `restarted` when restartConsumers or rolloutRestart restarts it.
     grant["status"]["consumers"] = json!([
-        {"kind": "Deployment", "name": "report-api", "mode": "volume", "seesRotation": true},
-        {"kind": "CronJob", "name": "export", "mode": "env", "seesRotation": false}]);
+        {"kind": "CronJob", "name": "export", "mode": "env", "seesRotation": false},
+        {"kind": "StatefulSet", "name": "db", "mode": "subPath", "modes": ["subPath", "volume"],
+         "seesRotation": false, "restarted": true},
+        {"kind": "Deployment", "name": "report-api", "mode": "volume", "seesRotation": true}]);
     grant["status"]["conditions"]
         .as_array_mut()
         .unwrap()
         .push(json!(
         {"type": "Delivered", "status": "False", "reason": "ConsumerMissesRotation",
-         "message": "CronJob export reads the token from env and is not restarted",
+         "message": "CronJob export (env) keeps the old token after a rotation: it reads Secret dashboards-token from the environment or a subPath mount, which a running pod never sees change, and is not restarted. CronJob export cannot be restarted (a CronJob has no rollout: its next run starts with the new token, a run in progress keeps the old one): mount the Secret as a volume.",
          "lastTransitionTime": "2026-12-01T09:41:00Z"}));
     w.fake.put("tokenmint.dev", "datasourcegrants", grant);
     let ran = w.kubectl(&["status", "dsg/dashboards", "-n", TEAM]).await;
     assert!(ran.out.contains(
-        "Consumers        2\n                   Deployment/report-api (volume, sees rotations)\n                   CronJob/export (env, does not see rotations)\n"
+        "Consumers        4\n                   CronJob/export (env, does not see rotations)\n                   StatefulSet/db (subPath, volume, restarted after each rotation)\n                   Deployment/report-api (volume, sees rotations)\n"
     ), "{}", ran.out);
     assert!(
         ran.out
@@ -458,7 +463,7 @@ async fn consumers_a_newer_operator_reports_are_shown() {
     );
     assert!(
         ran.out
-            .contains("  - Delivered is False (ConsumerMissesRotation): CronJob export reads"),
+            .contains("  - Delivered is False (ConsumerMissesRotation): CronJob export (env) keeps the old token"),
         "{}",
         ran.out
     );
@@ -468,8 +473,8 @@ async fn consumers_a_newer_operator_reports_are_shown() {
         .kubectl(&["status", "dsg/dashboards", "-n", TEAM, "-o", "json"])
         .await;
     let report: Value = serde_json::from_str(&json.out).unwrap();
-    assert_eq!(report["consumers"]["count"], 2);
-    assert_eq!(report["consumers"]["items"][1]["name"], "export");
+    assert_eq!(report["consumers"]["count"], 4);
+    assert_eq!(report["consumers"]["items"][0]["name"], "export");
 }
 
 #[tokio::test]

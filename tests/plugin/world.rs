@@ -314,7 +314,7 @@ impl World {
             secret_name,
             role: ROLE_TOKEN,
             desired,
-            restart_consumers: false,
+            restarts: Default::default(),
             revoke,
             renew,
         };
@@ -509,6 +509,8 @@ pub fn start_operator(fake: &Fake) -> Operator {
         clock: Clock::system(),
         revoker: Revoker::Memory(denylist.clone()),
         fence: Fence::always(),
+        consumers: true,
+        restart_window: tokenmint::reconcile::restart::COALESCE_WINDOW,
     };
     tokio::spawn({
         let readiness = readiness.clone();

@@ -165,7 +165,8 @@ fn query_params(query: &str) -> BTreeMap<String, String> {
 }
 
 /// RFC 7386 JSON merge patch (also used, simplified, for apply patches: what the fake stores
-/// only has to be a plausible object).
+/// only has to be a plausible object; an apply of the status subresource replaces the status,
+/// whose one manager is the operator).
 pub fn merge(target: &mut Value, patch: &Value) {
     match patch {
         Value::Object(fields) => {
@@ -845,7 +846,13 @@ impl Fake {
                 if p.subresource.is_none() {
                     derive(&mut state, &body, existing.as_ref());
                 }
-                merge(&mut object, &body);
+                if apply && p.subresource.as_deref() == Some("status") {
+                    // The status has one manager (the operator), which applies all of it: a
+                    // field it no longer sends is removed, as server-side apply does.
+                    object["status"] = body["status"].clone();
+                } else {
+                    merge(&mut object, &body);
+                }
                 let stored = state.store(key(&name), object);
                 respond(StatusCode::OK, &stored)
             }

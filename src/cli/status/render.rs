@@ -268,16 +268,28 @@ fn consumers(c: &super::report::Consumers) -> String {
     let count = c.count.unwrap_or(c.items.len() as i64);
     let mut lines = vec![count.to_string()];
     for item in &c.items {
+        let restarted = item["restarted"].as_bool() == Some(true);
         let sees = match item["seesRotation"].as_bool() {
             Some(true) => ", sees rotations",
+            Some(false) if restarted => ", restarted after each rotation",
             Some(false) => ", does not see rotations",
             None => "",
         };
+        // Every way it reads the token when there are several, else the one.
+        let modes: Vec<&str> = item["modes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m.as_str())
+            .collect();
+        let how = match modes.as_slice() {
+            [] => item["mode"].as_str().unwrap_or("?").to_owned(),
+            several => several.join(", "),
+        };
         lines.push(format!(
-            "{}/{} ({}{sees})",
+            "{}/{} ({how}{sees})",
             item["kind"].as_str().unwrap_or("?"),
             item["name"].as_str().unwrap_or("?"),
-            item["mode"].as_str().unwrap_or("?"),
         ));
     }
     lines.join("\n")

@@ -9,6 +9,7 @@ mod verdict;
 
 use verdict::{InPlace, Verdict, in_place, judge_fetched, judge_known, mint};
 
+use super::delivery::Plan;
 use super::owned_secret::{
     EXPIRES_AT_ANNOTATION, EXPIRES_AT_KEY, ISSUED_AT_ANNOTATION, KID_ANNOTATION, Owner,
     RENEW_ANNOTATION, RENEW_AT_ANNOTATION, RENEW_HANDLED_ANNOTATION, REVOKE_ANNOTATION,
@@ -16,11 +17,10 @@ use super::owned_secret::{
     TOKEN_ID_ANNOTATION, TOKEN_KEY, TOKEN_SECRET_TYPE, delete_owned, fetch_secret, managed_labels,
     write_secret,
 };
-use super::restart::{self, RESTARTED_FOR_ANNOTATION};
+use super::restart::{RESTARTED_FOR_ANNOTATION, Restarts};
 use super::status;
 use super::verified::{Content, TokenRecord};
 use super::{Context, Error, Failure, Reason, rfc3339};
-use crate::crd::WorkloadRef;
 use crate::desired::Desired;
 use crate::labels::{ROLE_SESSION, ROLE_TOKEN};
 use crate::revocation::Revocation;
@@ -42,8 +42,8 @@ pub struct TokenTarget<'a> {
     /// [`ROLE_TOKEN`] or [`ROLE_SESSION`].
     pub role: &'static str,
     pub desired: &'a Desired<'a>,
-    /// Whether workloads are restarted after a rotation (`rolloutRestart` is set).
-    pub restart_consumers: bool,
+    /// What the Secret records of its consumers' restarts.
+    pub restarts: Restarts,
     /// The resource's `tokenmint.dev/revoke` value, when set.
     pub revoke: Option<&'a str>,
     /// The resource's `tokenmint.dev/renew` value, when set.
@@ -259,7 +259,10 @@ pub async fn ensure_token(
             target.renewal(),
         );
         let replaced = version.is_some();
-        let consumers_current = target.restart_consumers && !replaced;
+        // A first token is the one every consumer starts with; after a rotation, so is the new
+        // one when no consumer holds on to the old.
+        let restarts = target.restarts;
+        let consumers_current = restarts.tracked && (!replaced || !restarts.after_rotation);
         let secret = token_secret(target, &candidate, &info, consumers_current);
         let written = match write_secret(ctx, version.clone(), secret).await {
             Ok(written) => written,
@@ -325,19 +328,20 @@ pub async fn ensure_token(
             .await;
         return Ok(Ok(Stored::Minted {
             info,
-            restart_pending: target.restart_consumers && replaced,
+            restart_pending: restarts.tracked && restarts.after_rotation && replaced,
         }));
     }
 }
 
 /// The reconcile of a kind whose only product is one token Secret (DatasourceGrant,
-/// GuestTokenRequest), once [`Desired`] says what the token should be, or why there is none.
+/// GuestTokenRequest), once [`Desired`] says what the token should be, or why there is none;
+/// `plan`: who reads it and who is restarted after rotations.
 pub async fn keep_token<K: status::HasTokenStatus>(
     ctx: &Context,
     obj: &K,
     owner: &Owner,
     secret_name: &str,
-    consumers: &[WorkloadRef],
+    plan: &Plan,
     desired: Result<Desired<'_>, Failure>,
 ) -> Result<Action, Error> {
     let result = match &desired {
@@ -347,7 +351,7 @@ pub async fn keep_token<K: status::HasTokenStatus>(
                 secret_name,
                 role: ROLE_TOKEN,
                 desired,
-                restart_consumers: !consumers.is_empty(),
+                restarts: plan.restarts(),
                 revoke: obj.annotations().get(REVOKE_ANNOTATION).map(String::as_str),
                 renew: obj.annotations().get(RENEW_ANNOTATION).map(String::as_str),
             };
@@ -355,37 +359,30 @@ pub async fn keep_token<K: status::HasTokenStatus>(
         }
         Err(failure) => Err(failure.clone()),
     };
-    settle(ctx, obj, owner, secret_name, consumers, result).await
+    settle(ctx, obj, owner, secret_name, plan, result).await
 }
 
 /// Ends the reconcile of a kind whose only product is one token Secret (DatasourceGrant,
 /// GuestTokenRequest): asks for consumer restarts after a rotation, removes Secrets the
 /// resource no longer should have — all of them when it may not have a token (a withdrawn
 /// permission must not leave a usable token behind: its token is revoked too), the old one
-/// after a `secretName` rename — and concludes with the status.
+/// after a `secretName` rename — and concludes with the status, consumers included while a
+/// token is in place.
 pub async fn settle<K: status::HasTokenStatus>(
     ctx: &Context,
     obj: &K,
     owner: &Owner,
     secret_name: &str,
-    consumers: &[WorkloadRef],
+    plan: &Plan,
     result: Result<Stored, Failure>,
 ) -> Result<Action, Error> {
+    let mut delivery = None;
     let outcome = match result {
         Ok(Stored::Deferred(wait)) => return Ok(Action::requeue(wait)),
         Ok(stored) => {
             let info = stored.info().cloned();
-            if stored.restart_pending()
-                && let Some(info) = &info
-            {
-                ctx.restarts.request(restart::Request {
-                    namespace: owner.namespace.clone(),
-                    secret: secret_name.to_owned(),
-                    token_id: info.jti.clone(),
-                    workloads: consumers.to_vec(),
-                    regarding: owner.object_ref.clone(),
-                });
-            }
+            plan.restart_if_pending(ctx, owner, &stored);
+            delivery = plan.delivery();
             delete_owned(ctx, owner, ROLE_TOKEN, Some(secret_name), None).await?;
             status::Outcome::Ready {
                 reason: status::TOKEN_READY,
@@ -413,5 +410,13 @@ pub async fn settle<K: status::HasTokenStatus>(
             status::Outcome::Failed(failure)
         }
     };
-    status::conclude(ctx, obj, owner, secret_name, (outcome, None)).await
+    status::conclude(
+        ctx,
+        obj,
+        owner,
+        secret_name,
+        (outcome, None),
+        delivery.as_ref(),
+    )
+    .await
 }

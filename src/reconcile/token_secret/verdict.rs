@@ -110,7 +110,7 @@ fn keep_or_mint(
     match judged {
         Ok(info) => {
             let restart_pending =
-                target.restart_consumers && restart::pending(restarted_for, &info.jti);
+                target.restarts.tracked && restart::pending(restarted_for, &info.jti);
             Verdict::Keep {
                 info,
                 restart_pending,
