@@ -225,6 +225,7 @@ async fn operator(n: usize, consumers: bool) -> Measured {
         fence: tokenmint::fence::Fence::always(),
         consumers,
         restart_window: tokenmint::reconcile::restart::COALESCE_WINDOW,
+        verified: Default::default(),
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (rss_before, heap_before) = (rss_kib(), live_bytes());

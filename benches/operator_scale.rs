@@ -172,6 +172,7 @@ async fn operator(n: usize) -> Measured {
         fence: tokenmint::fence::Fence::always(),
         consumers: true,
         restart_window: tokenmint::reconcile::restart::COALESCE_WINDOW,
+        verified: Default::default(),
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = rss_kib();

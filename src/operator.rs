@@ -140,6 +140,7 @@ impl Replica {
             keyring: ring,
             keyring_changed: changed,
             fence,
+            verified: Default::default(),
         };
         let result = terms.follow_and_lead(leading, stop).await;
         self.metrics.set_leader(false);

@@ -123,6 +123,7 @@ impl Cluster {
             consumers: true,
             // Short, so that a restart after a rotation is seen within the test.
             restart_window: Duration::from_secs(2),
+            verified: Default::default(),
         };
         let scope = vec![namespace.clone()];
         let controllers = tokio::spawn(async move {

@@ -5,8 +5,8 @@
 //! renew deadline, controllers stopped, `tokenmint_leader` 0, `/readyz` saying follower,
 //! `/healthz` healthy — and when the API server is back the same process leads again and
 //! reconciles a grant created then, without rewriting anything it had written before — also the
-//! status that lists the consumers of a token, which workloads read. The log says so in a few
-//! lines per outage, not one per retry.
+//! status that lists the consumers of a token, which workloads read — or reading again a Secret
+//! it had verified. The log says so in a few lines per outage, not one per retry.
 //!
 //! Its own test binary: it counts log lines, and tracing's subscriber is process-wide.
 
@@ -129,6 +129,12 @@ async fn five_outages_longer_than_the_renew_deadline_are_ridden_out_by_the_same_
             0,
             "a follower manages no token"
         );
+        // In the last outage a Secret the process had verified is deleted: the new term must
+        // not take its record for the Secret (it makes it again).
+        let deleted_meanwhile = round == 5;
+        if deleted_meanwhile {
+            fake.delete("", "secrets", TEAM, "before-token");
+        }
         tokio::time::sleep_until(cut + OUTAGE).await;
         assert!(!task.is_finished(), "{outage}: the operator exited");
 
@@ -169,9 +175,24 @@ async fn five_outages_longer_than_the_renew_deadline_are_ridden_out_by_the_same_
             .iter()
             .filter(|w| w.contains("/secrets") && !w.contains("tokenmint-keyring"))
             .collect();
-        assert_eq!(secret_writes.len(), 1, "{back}: {secret_writes:#?}");
+        // One more of each in the last round: the Secret deleted meanwhile, made again.
+        let made = 1 + usize::from(deleted_meanwhile);
+        assert_eq!(secret_writes.len(), made, "{back}: {secret_writes:#?}");
         let status_writes = writes.iter().filter(|w| w.contains("/status")).count();
-        assert_eq!(status_writes, 1, "{back}: {writes:#?}");
+        assert_eq!(status_writes, made, "{back}: {writes:#?}");
+        assert!(fake.get("", "secrets", TEAM, "before-token").is_some());
+        // Nor did it read them: what the process verified of a Secret at its resourceVersion
+        // holds in the new term too (a new term used to GET every Secret once).
+        let earlier = &expected[..expected.len() - 1];
+        let read_again: Vec<&String> = earlier
+            .iter()
+            .filter(|n| fake.saw(&back, "get", "secrets", Some(&format!("{n}-token"))))
+            .collect();
+        assert_eq!(
+            read_again,
+            Vec::<&String>::new(),
+            "{back}: Secrets read again"
+        );
 
         // Fenced: no write was even attempted past the renew deadline.
         assert_eq!(writes_in(&fake, &fenced), Vec::<String>::new(), "{fenced}");

@@ -433,6 +433,7 @@ async fn controllers_until(
         fence,
         consumers,
         restart_window: Duration::from_millis(200),
+        verified: Default::default(),
     };
     let namespaces = namespaces.to_vec();
     let running = tokio::spawn({
@@ -559,6 +560,7 @@ async fn code_uses_exactly_the_rbac_table() {
         fence: fence.clone(),
         consumers: true,
         restart_window: Duration::from_millis(200),
+        verified: Default::default(),
     };
     let running = tokio::spawn({
         let readiness = readiness.clone();

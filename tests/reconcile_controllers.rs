@@ -41,6 +41,7 @@ async fn controllers_sync_mint_and_shut_down() {
         fence: Fence::always(),
         consumers: true,
         restart_window: tokenmint::reconcile::restart::COALESCE_WINDOW,
+        verified: Default::default(),
     };
     let running = tokio::spawn({
         let readiness = readiness.clone();

@@ -59,6 +59,23 @@ impl Setup {
         Setup { root }
     }
 
+    /// The binary, where the server's user can reach it: a checkout under a private directory
+    /// (`mktemp -d` makes it 0700) is closed to nobody, so it gets a link (else a copy) in the
+    /// test's own directory.
+    fn binary(&self) -> PathBuf {
+        let built = PathBuf::from(env!("CARGO_BIN_EXE_tokenmint"));
+        if user().is_none() {
+            return built;
+        }
+        let reachable = self.root.join("tokenmint");
+        if !reachable.exists() {
+            std::fs::hard_link(&built, &reachable)
+                .or_else(|_| std::fs::copy(&built, &reachable).map(drop))
+                .unwrap();
+        }
+        reachable
+    }
+
     fn out(&self) -> PathBuf {
         self.root.join("out")
     }
@@ -91,7 +108,7 @@ impl Setup {
             .unwrap()
             .port();
         let log = std::fs::File::create(self.root.join("server.log")).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tokenmint"));
+        let mut command = Command::new(self.binary());
         command
             .current_dir(&self.root)
             .args(["serve", "--manifests"])

@@ -1,15 +1,18 @@
 //! Terms of leadership: from taking the Lease to losing it (or SIGTERM), and the follower's
 //! wait in between. Everything a term builds — watch caches and their indexes, controllers,
-//! what it verified and wrote, its Event series, the restart worker, the revocation sweep, and
-//! a write fence pinned to the term — is its own and ends with it. The next term starts from a
+//! the statuses it wrote, its Event series, the restart worker, the revocation sweep, and a
+//! write fence pinned to the term — is its own and ends with it. The next term starts from a
 //! fresh list and reconciles everything, so nothing seen in one term can suppress a write, or
-//! cause one, in the next.
+//! cause one, in the next. Only what was verified of Secrets carries over: each record is a fact
+//! about one resourceVersion, and a Secret changed meanwhile has another, so it spares a read,
+//! never a write.
 
 use super::{Replica, SHUTDOWN_DEADLINE};
 use crate::crd::ServiceKey;
 use crate::fence::Fence;
 use crate::reconcile::controllers::{self, Shared};
 use crate::reconcile::events::{Events, Recorder};
+use crate::reconcile::verified::Verified;
 use crate::reconcile::{Clock, SharedKeyring, keyring};
 use crate::revocation::{Denylist, Revoker};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -35,6 +38,8 @@ pub(super) struct Terms<'a> {
     pub keyring_changed: watch::Receiver<u64>,
     /// The elector's fence; each term writes through a copy pinned to it.
     pub fence: Fence,
+    /// What was verified of Secrets, from term to term (facts about a resourceVersion).
+    pub verified: Arc<Verified>,
 }
 
 impl Terms<'_> {
@@ -130,6 +135,7 @@ impl Terms<'_> {
             fence,
             consumers: replica.consumers,
             restart_window: crate::reconcile::restart::COALESCE_WINDOW,
+            verified: self.verified.clone(),
         };
         let (end_term, term_ended) = watch::channel(false);
         let pending_fence = shared.fence.clone();

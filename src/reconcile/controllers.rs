@@ -24,8 +24,9 @@
 //! A deleted DatasourceGrant or GuestTokenRequest has its token revoked as the watch reports
 //! the deletion ([`super::deletions`]).
 //!
-//! Everything here lives for one run (a term of leadership): caches, indexes, what was
-//! verified and written, the restart worker. The next run starts from nothing.
+//! Everything here lives for one run (a term of leadership): caches, indexes, the statuses
+//! written, the restart worker. The next run starts from fresh lists; only what was verified
+//! of Secrets ([`Shared::verified`]: facts about a resourceVersion) carries over.
 
 use super::cached_secret::{CachedSecret, SecretCache};
 use super::caches::{Fanout, Index, Indexed, SecretFeed, ServiceKeys, feed, referrers, refs};
@@ -87,6 +88,10 @@ pub struct Shared {
     /// How long a consumer restart waits for further rotations to join it
     /// ([`restart::COALESCE_WINDOW`]).
     pub restart_window: Duration,
+    /// What this process verified of the Secrets' content, kept from one term to the next:
+    /// each record holds for one resourceVersion, so a term after an outage reads only the
+    /// Secrets that changed meanwhile instead of every one.
+    pub verified: Arc<Verified>,
 }
 
 /// A stream yielding once at once, then once per change of `rx`.
@@ -196,6 +201,12 @@ pub async fn run(
     } else {
         namespaces.iter().cloned().map(Some).collect()
     };
+    // Every watch of the term is registered before the term says it leads: `/readyz` must not
+    // report a leader ready while none of its watches exists yet.
+    let probes: Vec<ScopeProbes> = scopes
+        .iter()
+        .map(|_| ScopeProbes::register(&shared, &readiness))
+        .collect();
     readiness.leader();
     // One restart worker for every scope, so restarts of one workload coalesce.
     let (restarts, restart_worker) = Restarter::spawn(
@@ -206,12 +217,11 @@ pub async fn run(
         shared.fence.clone(),
         shutdown.clone(),
     );
-    futures::future::join_all(scopes.into_iter().map(|scope| {
+    futures::future::join_all(scopes.into_iter().zip(probes).map(|(scope, probes)| {
         run_scope(
             shared.clone(),
-            scope,
+            (scope, probes),
             shutdown.clone(),
-            readiness.clone(),
             restarts.clone(),
         )
     }))
@@ -231,31 +241,49 @@ async fn timed(
     result
 }
 
+/// The readiness probes of one scope's watches: ServiceKeys, DatasourceGrants,
+/// GuestTokenRequests and Secrets, then the workload kinds when consumers are watched.
+struct ScopeProbes {
+    all: Vec<Probe>,
+    /// The workload watches: synced before any reconcile, so that the first status already
+    /// names the consumers (and a restart rewrites nothing).
+    workloads: Option<[Probe; Kind::ALL.len()]>,
+}
+
+impl ScopeProbes {
+    fn register(shared: &Shared, readiness: &Readiness) -> Self {
+        let restarts_counter = shared.metrics.watch_restarts();
+        let probe = |resource| readiness.health.probe(resource, &restarts_counter);
+        let mut all = vec![
+            probe("servicekeys"),
+            probe("datasourcegrants"),
+            probe("guesttokenrequests"),
+            probe("secrets"),
+        ];
+        let workloads = shared
+            .consumers
+            .then(|| Kind::ALL.map(|k| probe(k.plural())));
+        all.extend(workloads.iter().flatten().cloned());
+        ScopeProbes { all, workloads }
+    }
+}
+
 /// The caches and the three controllers of one scope.
 async fn run_scope(
     shared: Shared,
-    namespace: Option<String>,
+    (
+        namespace,
+        ScopeProbes {
+            all: probes,
+            workloads: workload_probes,
+        },
+    ): (Option<String>, ScopeProbes),
     shutdown: watch::Receiver<bool>,
-    readiness: Arc<Readiness>,
     restarts: Restarter,
 ) {
     let ns = namespace.as_deref();
     let client = &shared.client;
-    let restarts_counter = shared.metrics.watch_restarts();
-    let probe = |resource| readiness.health.probe(resource, &restarts_counter);
-    let mut probes = vec![
-        probe("servicekeys"),
-        probe("datasourcegrants"),
-        probe("guesttokenrequests"),
-        probe("secrets"),
-    ];
-    // The workload watches, when consumers are watched: synced before any reconcile, so that
-    // the first status already names them (and a restart rewrites nothing).
-    let workload_probes = shared
-        .consumers
-        .then(|| Kind::ALL.map(|k| probe(k.plural())));
-    probes.extend(workload_probes.iter().flatten().cloned());
-    let verified = Arc::new(Verified::default());
+    let verified = shared.verified.clone();
     let recent = Arc::new(Recent::default());
     let secrets = Arc::new(SecretCache::new(shared.metrics.clone()));
     let (keys, key_writer) = ServiceKeys::new();
@@ -363,6 +391,10 @@ async fn run_scope(
         if !synced(&probes, shutdown.clone()).await {
             return;
         }
+        // Records of Secrets deleted while no watch of this scope ran.
+        verified.retain_present(ns, |namespace, name| {
+            secrets.version(namespace, name).is_some()
+        });
         tracing::info!(
             scope = ns.unwrap_or("all namespaces"),
             service_keys = keys.store.len(),

@@ -6,7 +6,9 @@
 //! as the cache shows that version (or an older one: the cache lags our own write), the record
 //! stands for the content. Any other version means someone else wrote it: the reconciler fetches
 //! it with a GET and verifies it again. After a restart nothing is known, so every Secret is read
-//! once — reads only, never a write.
+//! once — reads only, never a write. A record is a fact about one resourceVersion, true in any
+//! term of leadership: the process keeps them across terms, so that a new term after an outage
+//! reads only the Secrets that changed meanwhile.
 
 use super::cached_secret::Role;
 use super::compact::Id;
@@ -175,6 +177,18 @@ impl Verified {
         }
     }
 
+    /// Keeps, of the records in `namespace` (`None`: all), only those of Secrets `present`
+    /// says exist: after a relist, the Secrets deleted while no watch ran leave no record.
+    pub fn retain_present(&self, namespace: Option<&str>, present: impl Fn(&str, &str) -> bool) {
+        self.entries
+            .lock()
+            .expect("verified lock")
+            .retain(|key, _| match key.split_once('/') {
+                Some((ns, name)) => namespace.is_some_and(|scope| scope != ns) || present(ns, name),
+                None => false,
+            });
+    }
+
     pub fn forget(&self, namespace: &str, name: &str) {
         self.entries
             .lock()
@@ -241,6 +255,24 @@ mod tests {
         // A version that does not parse is never recorded.
         v.remember("ns", "s", Some("abc"), key_content("a"));
         assert!(v.is_empty());
+    }
+
+    #[test]
+    fn a_relist_drops_the_records_of_secrets_gone_in_its_scope_only() {
+        let v = Verified::default();
+        for (ns, name) in [("a", "kept"), ("a", "gone"), ("b", "gone")] {
+            v.remember(ns, name, Some("10"), key_content("k"));
+        }
+        let present = |ns: &str, name: &str| ns == "a" && name == "kept";
+        // A scope of namespace `a`: `b`'s records are another scope's business.
+        v.retain_present(Some("a"), present);
+        assert!(v.current("a", "kept", None).is_some());
+        assert!(v.current("a", "gone", None).is_none());
+        assert!(v.current("b", "gone", None).is_some());
+        // All namespaces.
+        v.retain_present(None, present);
+        assert!(v.current("b", "gone", None).is_none());
+        assert_eq!(v.len(), 1);
     }
 
     fn token(role: &str, owner: &str) -> Content {

@@ -511,6 +511,7 @@ pub fn start_operator(fake: &Fake) -> Operator {
         fence: Fence::always(),
         consumers: true,
         restart_window: tokenmint::reconcile::restart::COALESCE_WINDOW,
+        verified: Default::default(),
     };
     tokio::spawn({
         let readiness = readiness.clone();

@@ -116,6 +116,7 @@ impl Controllers {
             fence: Fence::always(),
             consumers,
             restart_window,
+            verified: Default::default(),
         };
         let task = tokio::spawn({
             let readiness = readiness.clone();
