@@ -270,7 +270,11 @@ async fn each_way_of_reading_a_secret_is_classified() {
         message.contains("Set spec.restartConsumers: true"),
         "{message}"
     );
-    // One Warning Event for this set, not one per reconcile.
+    // One Warning Event for this set, not one per reconcile (it follows the status write).
+    wait_for(&fake, PATIENCE, "the Warning Event", || {
+        !events(&running, "ConsumerMissesRotation").is_empty()
+    })
+    .await;
     assert_eq!(events(&running, "ConsumerMissesRotation"), [message]);
     assert_eq!(status["conditions"][0]["type"], "Ready");
     running.stop().await;
@@ -615,6 +619,11 @@ async fn guest_tokens_and_session_tokens_know_their_consumers_too() {
             .starts_with("StatefulSet embed-env (envFrom) keeps the old token"),
         "{condition}"
     );
+    // The Event follows the status write that the wait above saw.
+    wait_for(&fake, PATIENCE, "the Warning Event", || {
+        !events(&running, "ConsumerMissesRotation").is_empty()
+    })
+    .await;
     assert_eq!(
         events(&running, "ConsumerMissesRotation").len(),
         1,

@@ -29,18 +29,19 @@
 //! of Secrets ([`Shared::verified`]: facts about a resourceVersion) carries over.
 
 use super::cached_secret::{CachedSecret, SecretCache};
-use super::caches::{Fanout, Index, Indexed, SecretFeed, ServiceKeys, feed, referrers, refs};
+use super::caches::{Fanout, Index, Indexed, SecretFeed, ServiceKeys, feed, referrers};
 use super::deletions::Deletions;
 use super::events::Events;
 use super::metrics::Metrics;
 use super::recent::Recent;
 use super::restart::Restarter;
+use super::triggers::{Owners, markers_raised, named, now_and_on_change};
 use super::verified::Verified;
 use super::{
     Clock, Context, Error, SharedKeyring, error_policy, reconcile_datasource_grant,
     reconcile_guest_token, reconcile_service_key,
 };
-use crate::consumers::index::{Changed, ConsumerIndex};
+use crate::consumers::index::ConsumerIndex;
 use crate::consumers::{self, Kind};
 use crate::crd::{DatasourceGrant, GuestTokenRequest, ServiceKey};
 use crate::fence::Fence;
@@ -92,47 +93,6 @@ pub struct Shared {
     /// each record holds for one resourceVersion, so a term after an outage reads only the
     /// Secrets that changed meanwhile instead of every one.
     pub verified: Arc<Verified>,
-}
-
-/// A stream yielding once at once, then once per change of `rx`.
-fn now_and_on_change(rx: watch::Receiver<u64>) -> impl Stream<Item = ()> + Send + 'static {
-    futures::stream::once(async {}).chain(futures::stream::unfold(rx, |mut rx| async move {
-        rx.changed().await.ok()?;
-        Some(((), rx))
-    }))
-}
-
-/// The ServiceKeys whose revocation marker rose (their never-expiring guest tokens issued up
-/// to it are revoked), found by uid, so that the guest tokens held for them are judged again;
-/// all of them after a subscriber fell behind.
-fn markers_raised(
-    denylist: Option<&Arc<crate::revocation::Denylist>>,
-    keys: ServiceKeys,
-) -> futures::stream::BoxStream<'static, Result<ServiceKey, watcher::Error>> {
-    use tokio::sync::broadcast::error::RecvError;
-    let Some(rx) = denylist.map(|d| d.subscribe()) else {
-        return futures::stream::empty().boxed();
-    };
-    futures::stream::unfold((rx, keys), |(mut rx, keys)| async move {
-        let raised = match rx.recv().await {
-            Ok(uid) => keys.by_uid(&uid).into_iter().collect(),
-            Err(RecvError::Lagged(_)) => keys.store.state(),
-            Err(RecvError::Closed) => return None,
-        };
-        let raised = raised.iter().map(|k| Ok((**k).clone())).collect::<Vec<_>>();
-        Some((futures::stream::iter(raised), (rx, keys)))
-    })
-    .flatten()
-    .boxed()
-}
-
-/// The objects a trigger names (a consumer change), as a controller takes them.
-fn named<K: Resource<DynamicType = ()> + Clone + Send + 'static>(
-    triggers: &Fanout<ObjectRef<K>>,
-) -> impl Stream<Item = ObjectRef<K>> + Send + 'static {
-    triggers
-        .subscribe()
-        .filter_map(|r| futures::future::ready(r.ok()))
 }
 
 /// Runs the controller of a kind holding a token of a ServiceKey (grants, guest tokens) until
@@ -477,37 +437,6 @@ async fn run_scope(
     tokio::select! {
         _ = start => {}
         _ = caches => tracing::error!("a watch cache ended"),
-    }
-}
-
-/// The owners of each token Secret, found by its name (an index beside each store), and the
-/// triggers of their reconciles: when the readers of a Secret change, its owners are judged at
-/// once.
-#[derive(Clone)]
-struct Owners {
-    /// By session token Secret.
-    keys: Trigger<ServiceKey>,
-    grants: Trigger<DatasourceGrant>,
-    guests: Trigger<GuestTokenRequest>,
-}
-
-/// An index by token Secret, and the trigger of the controller of its kind.
-type Trigger<K> = (Arc<Index>, Arc<Fanout<ObjectRef<K>>>);
-
-impl Owners {
-    async fn reconcile(&self, (namespace, secret): Changed) {
-        async fn trigger<K: Resource<DynamicType = ()> + Clone + Send + 'static>(
-            (by_secret, controller): &Trigger<K>,
-            namespace: &str,
-            secret: &str,
-        ) {
-            for owner in refs::<K>(by_secret, namespace, secret) {
-                controller.send(&owner).await;
-            }
-        }
-        trigger(&self.keys, &namespace, &secret).await;
-        trigger(&self.grants, &namespace, &secret).await;
-        trigger(&self.guests, &namespace, &secret).await;
     }
 }
 

@@ -37,6 +37,7 @@ pub mod restart;
 pub mod service_key;
 pub mod status;
 pub mod token_secret;
+mod triggers;
 pub mod verified;
 
 pub use crate::clock::Clock;
