@@ -1,10 +1,11 @@
 //! The uids of the ServiceKeys in the manifests. The API server gives every object a uid when
 //! it is created and never reuses one; every token carries its ServiceKey's uid, so that a
 //! ServiceKey deleted and created again under its name does not revive the tokens of the one
-//! before. Without a cluster the agent plays that part: a ServiceKey keeps the uid its manifest
-//! sets, else gets a fresh one the first time a pass sees it, kept in the state directory
-//! across restarts and forgotten once the ServiceKey leaves DIR (a removal while stopped
-//! included: the first pass no longer finds it).
+//! before. Without a cluster the agent plays that part: a ServiceKey gets a fresh uid the first
+//! time a pass sees it, kept in the state directory across restarts and forgotten once the
+//! ServiceKey leaves DIR (a removal while stopped included: the first pass no longer finds it).
+//! A uid the manifest sets is ignored, as the API server ignores one given on create: a copied
+//! uid would let one ServiceKey spend another's revocation quota or raise its marker.
 
 use crate::crd::ServiceKey;
 use kube::ResourceExt;
@@ -42,7 +43,7 @@ impl Uids {
         Uids { path, assigned }
     }
 
-    /// `keys` with their uids: the manifest's, else the one assigned before, else a new one.
+    /// `keys` with their uids: the one assigned before, else a new one (never the manifest's).
     /// ServiceKeys no longer in `keys` are forgotten, unless `held(namespace, name)`: one whose
     /// manifest is refused (or may sit in a file that cannot be read) is still the object the
     /// API server would keep, and its tokens stay bound to it. The file is rewritten when
@@ -67,12 +68,10 @@ impl Uids {
             .map(|key| {
                 let reference =
                     format!("{}/{}", key.namespace().unwrap_or_default(), key.name_any());
-                let uid = key
-                    .metadata
-                    .uid
-                    .clone()
-                    .filter(|uid| !uid.is_empty())
-                    .or_else(|| self.assigned.get(&reference).cloned())
+                let uid = self
+                    .assigned
+                    .get(&reference)
+                    .cloned()
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
                 current.insert(reference, uid.clone());
                 let mut key = key.clone();
@@ -117,13 +116,12 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let mut uids = Uids::load(&dir);
         let none = |_: &str, _: &str| false;
-        let first = uids.assign(&[key("a", None), key("b", Some("given"))], none);
+        // `b` copies `a`'s uid: ignored, as the API server ignores a uid given on create.
+        let first = uids.assign(&[key("a", None)], none);
         let a = uid_of(&first, "a");
-        assert_eq!(
-            uid_of(&first, "b"),
-            "given",
-            "the manifest's own uid is kept"
-        );
+        let both = uids.assign(&[key("a", None), key("b", Some(&a))], none);
+        assert_eq!(uid_of(&both, "a"), a);
+        assert_ne!(uid_of(&both, "b"), a, "a manifest's uid is not taken");
         // A restart: the same uid.
         let again = Uids::load(&dir).assign(&[key("a", None)], none);
         assert_eq!(uid_of(&again, "a"), a);

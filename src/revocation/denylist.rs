@@ -12,7 +12,8 @@ use std::sync::{Arc, RwLock};
 #[derive(Debug)]
 pub struct Denylist {
     state: RwLock<State>,
-    /// `--max-revocations`: past it, this replica refuses callers' revocations (503).
+    /// `--max-revocations`: past so many callers' entries, this replica refuses callers'
+    /// revocations (503); the system's entries do not count.
     capacity: usize,
     /// `--max-revocations-per-service-key`: a ServiceKey's callers' live entries (429 past it).
     quota: usize,
@@ -55,7 +56,7 @@ impl Denylist {
         );
         registry.register(
             "tokenmint_revocation_denylist_capacity",
-            "Most entries past which this replica refuses callers' revocations (--max-revocations); the system's are always recorded",
+            "Most callers' entries past which this replica refuses callers' revocations (--max-revocations); the system's are always recorded and not counted",
             self.limit.clone(),
         );
     }
@@ -195,7 +196,7 @@ impl Denylist {
                 });
             }
         }
-        if state.len() >= self.capacity {
+        if state.caller_entries >= self.capacity {
             return Err(RevocationError::Full {
                 capacity: self.capacity,
             });
@@ -453,6 +454,7 @@ mod tests {
         admit_and_record(&list, &token("d", now + 60, "d", Origin::System), now).unwrap();
         list.learn(Slot::Token(id_bits("e")), now + 60, "e", true, now);
         assert_eq!(list.len(), 4);
+        assert_eq!(list.read().caller_entries, 3, "d is the system's");
         assert!(list.is_revoked("d") && list.is_revoked("e") && !list.is_revoked("c"));
         // An expired entry is not learned, and is swept.
         list.learn(Slot::Token(id_bits("old")), now - 3_600, "e", false, now);
@@ -460,6 +462,31 @@ mod tests {
         let later = jiff::Timestamp::from_second(now + 60 + EXPIRY_SLACK_SECS + 1).unwrap();
         assert_eq!(list.sweep(later), 4);
         assert!(list.is_empty());
+    }
+
+    #[test]
+    fn the_systems_entries_never_crowd_out_callers() {
+        // A tenant's revoke annotations or deleted grants fill the list with the system's
+        // entries: another tenant's own revocation still has its room.
+        let now = 1_000_000;
+        let list = Denylist::new(2, 100);
+        for jti in ["s1", "s2", "s3"] {
+            admit_and_record(&list, &token(jti, now + 60, "b", Origin::System), now).unwrap();
+        }
+        admit_and_record(&list, &token("a1", now + 60, "a", Origin::Caller), now).unwrap();
+        admit_and_record(&list, &token("a2", now + 60, "a", Origin::Caller), now).unwrap();
+        assert!(list.is_revoked("a1") && list.is_revoked("a2"));
+        assert!(matches!(
+            admit_and_record(&list, &token("a3", now + 60, "a", Origin::Caller), now),
+            Err(RevocationError::Full { capacity: 2 })
+        ));
+        // A caller's entry that the system revokes again stays one caller's entry.
+        admit_and_record(&list, &token("a1", now + 600, "a", Origin::System), now).unwrap();
+        assert_eq!(list.read().caller_entries, 2);
+        // Expired caller entries give their room back.
+        let later = jiff::Timestamp::from_second(now + 60 + EXPIRY_SLACK_SECS + 1).unwrap();
+        list.sweep(later);
+        assert_eq!(list.read().caller_entries, 1, "a1 was extended to 600 s");
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub(super) struct State {
     pub(super) uids: Interner,
     /// Per ServiceKey, its callers' live entries by expiry: the quota and `Retry-After`.
     pub(super) callers: HashMap<u32, BTreeSet<(i64, Slot)>>,
+    /// How many entries `callers` holds in all: the capacity counts callers' entries only, so
+    /// that the system's (deletions, a tenant's revoke annotations) never crowd them out.
+    pub(super) caller_entries: usize,
     /// Entries per storage bucket, as last seen: where a writer finds room.
     pub(super) buckets: HashMap<String, usize>,
 }
@@ -107,11 +110,14 @@ impl State {
             entry.expires_at = entry.expires_at.max(old.expires_at);
             entry.caller |= old.caller;
         }
-        if entry.caller {
-            self.callers
+        if entry.caller
+            && self
+                .callers
                 .entry(entry.service_key)
                 .or_default()
-                .insert((entry.expires_at, slot));
+                .insert((entry.expires_at, slot))
+        {
+            self.caller_entries += 1;
         }
         let (map, id) = self.map(slot);
         map.insert(id, entry);
@@ -123,7 +129,9 @@ impl State {
         if old.caller
             && let Some(set) = self.callers.get_mut(&old.service_key)
         {
-            set.remove(&(old.expires_at, slot));
+            if set.remove(&(old.expires_at, slot)) {
+                self.caller_entries -= 1;
+            }
             if set.is_empty() {
                 self.callers.remove(&old.service_key);
             }
