@@ -20,7 +20,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, symlink};
 use std::path::{Path, PathBuf};
 
@@ -69,13 +69,6 @@ pub fn mkdir(path: &Path) -> io::Result<()> {
 
 fn sync_dir(path: &Path) -> io::Result<()> {
     fs::File::open(path)?.sync_all()
-}
-
-/// Reads a regular file, never through a link.
-fn read_file(path: &Path) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    crate::private_file::open(path)?.read_to_end(&mut bytes)?;
-    Ok(bytes)
 }
 
 /// The version directory `..data` names, if it is one of this tree's (`..<stamp>`, a real
@@ -132,7 +125,7 @@ pub fn read(dir: &Path) -> io::Result<Found> {
             foreign()
         });
     };
-    let meta = match read_file(&version.join(META)) {
+    let meta = match crate::private_file::read(&version.join(META)) {
         Ok(bytes) => match serde_json::from_slice::<Meta>(&bytes) {
             Ok(meta) => meta,
             Err(_) => return Ok(foreign()),
@@ -147,7 +140,7 @@ pub fn read(dir: &Path) -> io::Result<Found> {
         if name == META {
             continue;
         }
-        files.insert(name, read_file(&entry.path())?);
+        files.insert(name, crate::private_file::read(&entry.path())?);
     }
     Ok(Found::Ours(Current { files, meta }))
 }

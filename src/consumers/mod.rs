@@ -149,10 +149,6 @@ impl Modes {
         self.0 |= mode.bit();
     }
 
-    pub fn union(self, other: Modes) -> Modes {
-        Modes(self.0 | other.0)
-    }
-
     pub fn contains(self, mode: Mode) -> bool {
         self.0 & mode.bit() != 0
     }

@@ -61,8 +61,6 @@ pub struct Presented {
     pub jti: String,
     /// The ServiceKey it was issued with: `namespace/name`, uid and key fingerprint.
     pub binding: Binding,
-    /// The session family (`sid`), for session tokens.
-    pub sid: Option<String>,
 }
 
 impl Presented {
@@ -88,12 +86,6 @@ impl Presented {
     /// Whether it was minted with `entry`'s key (the same ServiceKey object, the same key).
     pub fn minted_with(&self, entry: &KeyEntry) -> bool {
         entry.binds(&self.binding)
-    }
-
-    /// `iat`, `exp` (absent: never expires).
-    pub fn times(&self) -> (i64, Option<i64>) {
-        let int = |claim: &str| self.claims.get(claim).and_then(Value::as_i64);
-        (int("iat").unwrap_or_default(), int("exp"))
     }
 
     /// The `sub` introspection reports: the principal id (the user name for a user-token).
@@ -163,8 +155,8 @@ pub fn verify(
         // not honoured.
         return Err(Refusal::Unknown);
     };
-    let sid = text("sid");
-    if kind == Kind::Session && sid.is_none() {
+    // A session without its family (`sid`) could not be revoked with it.
+    if kind == Kind::Session && text("sid").is_none() {
         return Err(Refusal::Unknown);
     }
     let presented = Presented {
@@ -175,7 +167,6 @@ pub fn verify(
             service_key_uid,
             key_fingerprint,
         },
-        sid,
         claims,
     };
     if denylist.denies(&presented.claims).is_some() {

@@ -123,11 +123,6 @@ impl Elector {
         self
     }
 
-    /// The pulse of this candidate's election loop (for `/healthz`).
-    pub fn heartbeat(&self) -> Heartbeat {
-        self.heartbeat.clone()
-    }
-
     /// The fence of this candidate's leadership.
     pub fn fence(&self) -> Fence {
         self.fence.clone()

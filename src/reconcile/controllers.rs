@@ -284,7 +284,8 @@ async fn run_scope(
             ),
             key_writer.with_recent(recent.clone()),
             key_fanout.clone(),
-            deletions.on_delete::<ServiceKey>(None),
+            // Its tokens die with it (bound to its uid and key): nothing to revoke.
+            |_: Arc<ServiceKey>| async {},
         );
         let grants = feed(
             slim_watch(
@@ -294,10 +295,10 @@ async fn run_scope(
             ),
             grant_writer.with_recent(recent.clone()),
             grant_fanout.clone(),
-            deletions.on_delete(Some((
+            deletions.on_delete((
                 |grant: &DatasourceGrant| grant.status.as_ref(),
                 |grant: &DatasourceGrant| grant.spec.service_key_ref.name.as_str(),
-            ))),
+            )),
         );
         let guests = feed(
             slim_watch(
@@ -307,10 +308,10 @@ async fn run_scope(
             ),
             guest_writer.with_recent(recent.clone()),
             guest_fanout.clone(),
-            deletions.on_delete(Some((
+            deletions.on_delete((
                 |request: &GuestTokenRequest| request.status.as_ref(),
                 |request: &GuestTokenRequest| request.spec.service_key_ref.name.as_str(),
-            ))),
+            )),
         );
         let secrets = {
             // An Api of PartialObjectMeta lists and watches metadata only.

@@ -30,11 +30,11 @@ pub(crate) type Bound<K> = (fn(&K) -> Option<&TokenStatus>, fn(&K) -> &str);
 
 impl Deletions {
     /// The deletion handler of a kind whose status is `status` and whose token is issued with
-    /// the ServiceKey `key_name` names; `None` for a ServiceKey itself, whose tokens die with
-    /// it (they are bound to its uid and key): nothing to revoke.
+    /// the ServiceKey `key_name` names. (A ServiceKey itself needs none: its tokens die with it,
+    /// bound to its uid and key.)
     pub fn on_delete<K>(
         &self,
-        bound: Option<Bound<K>>,
+        (status, key_name): Bound<K>,
     ) -> impl FnMut(Arc<K>) -> futures::future::BoxFuture<'static, ()> + use<K>
     where
         K: Resource<DynamicType = ()> + Send + Sync + 'static,
@@ -42,11 +42,7 @@ impl Deletions {
         let this = self.clone();
         move |obj: Arc<K>| {
             let this = this.clone();
-            Box::pin(async move {
-                if let Some((status, key_name)) = bound {
-                    this.revoke(&*obj, status(&obj), key_name(&obj));
-                }
-            })
+            Box::pin(async move { this.revoke(&*obj, status(&obj), key_name(&obj)) })
         }
     }
 

@@ -210,11 +210,6 @@ impl Recorder {
             ..KubeEvent::default()
         }
     }
-
-    /// How many Events are remembered (tests).
-    pub fn remembered(&self) -> usize {
-        self.lock().by_key.len()
-    }
 }
 
 #[derive(Clone)]

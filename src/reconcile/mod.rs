@@ -153,9 +153,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// ServiceKeys, for the grants and guest tokens referencing them.
     pub service_keys: ServiceKeys,
-    /// The stores of the kinds with a status, for the latest version of an object a reconcile
-    /// holds an older copy of ([`status::apply`]).
-    service_keys_store: Store<ServiceKey>,
+    /// The stores of the grants and guest tokens (the ServiceKeys' is `service_keys.store`),
+    /// for the latest version of an object a reconcile holds an older copy of
+    /// ([`status::apply`]).
     pub grants: Store<DatasourceGrant>,
     pub guests: Store<GuestTokenRequest>,
     /// The Secrets labelled `app.kubernetes.io/managed-by=tokenmint`, what reconciles read of
@@ -199,7 +199,6 @@ impl Context {
             clock,
             events,
             metrics,
-            service_keys_store: service_keys.store.clone(),
             service_keys,
             grants: reflector::store().0,
             guests: reflector::store().0,

@@ -294,7 +294,8 @@ impl Worker {
                     .await?;
             }
         }
-        self.metrics.write("patch", kind_resource(kind));
+        self.metrics
+            .write("patch", crate::consumers::Kind::from(kind).plural());
         tracing::info!(namespace = %ns, workload = ?key.workload, "restarted workload after token rotation");
         Ok(())
     }
@@ -346,14 +347,6 @@ fn restart_params() -> PatchParams {
     PatchParams {
         field_manager: Some(RESTART_FIELD_MANAGER.into()),
         ..PatchParams::default()
-    }
-}
-
-fn kind_resource(kind: WorkloadKind) -> &'static str {
-    match kind {
-        WorkloadKind::Deployment => "deployments",
-        WorkloadKind::StatefulSet => "statefulsets",
-        WorkloadKind::DaemonSet => "daemonsets",
     }
 }
 

@@ -47,20 +47,20 @@ pub trait HasTokenStatus:
 }
 
 macro_rules! has_token_status {
-    ($($kind:ty => $store:ident),*) => {$(
+    ($($kind:ty => $($store:ident).+),*) => {$(
         impl HasTokenStatus for $kind {
             fn token_status(&self) -> Option<&TokenStatus> {
                 self.status.as_ref()
             }
 
             fn cached(ctx: &Context, namespace: &str, name: &str) -> Option<Arc<Self>> {
-                ctx.$store.get(&ObjectRef::new(name).within(namespace))
+                ctx.$($store).+.get(&ObjectRef::new(name).within(namespace))
             }
         }
     )*};
 }
 has_token_status!(
-    ServiceKey => service_keys_store,
+    ServiceKey => service_keys.store,
     DatasourceGrant => grants,
     GuestTokenRequest => guests
 );

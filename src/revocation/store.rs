@@ -213,8 +213,8 @@ pub(super) fn params() -> (PatchParams, PostParams) {
     )
 }
 
-/// Records `revocation` in the ConfigMaps of `api`'s namespace, and in `denylist` as the API
-/// server answered (so this replica honours it at once, and knows the bucket's size).
+/// Records `revocation` in the ConfigMaps of `api`'s namespace, and in `denylist` (so this
+/// replica honours it at once, and knows the bucket's size from the API server's answer).
 pub(super) async fn record(
     api: &Api<ConfigMap>,
     denylist: &Denylist,
@@ -229,8 +229,12 @@ pub(super) async fn record(
             let key = entry_key(slot);
             let value = entry_value(target.at(), uid, caller);
             let cm = add(api, denylist, &day_of(target.at()), &key, &value).await?;
-            learn(denylist, &cm, now);
-            // The answer may predate a concurrent write of ours; the entry is ours anyway.
+            // Only the bucket's size from the answer (where the next entry finds room): the
+            // other entries of the bucket come with the watch, not again here on every
+            // revocation. The answer may predate a concurrent write of ours; the entry is ours
+            // anyway.
+            let size = cm.data.as_ref().map_or(0, BTreeMap::len);
+            denylist.set_bucket_count(&cm.name_any(), Some(size));
             denylist.learn(slot, target.at(), uid, caller, now);
             Ok(())
         }
